@@ -1,0 +1,272 @@
+"""The graphdriver protocol: how lamina turns layers into filesystems.
+
+The model
+---------
+A driver keeps *layers*, each a directory tree named by a **cache-id** (random hex the layer store
+picks; a driver never sees a digest). A layer has at most one **parent**; its content is the
+parent's content plus its own changes. **Read-only layers** are made by ``create`` and filled once
+by ``apply_diff``; **RW layers** (``create_rw``) are a container's writable top, on a read-only
+parent. ``get`` makes a layer's *merged* tree available at a path and returns it (a mount for
+union drivers, a plain directory for copy drivers); ``put`` releases it. ``get``/``put`` are
+**refcounted across processes** (the CLI is many short processes: ``lamina mount`` and ``lamina
+umount`` are two of them), so the count lives on disk in the driver's home (``RefCounts``), and
+the mount is torn down when it drops to zero.
+
+Vocabulary: ``id`` is always the layer's own cache-id, ``parent`` its parent's cache-id or
+``None``. A "tar" is an uncompressed OCI layer tar (whiteouts ``.wh.<name>``, opaque dirs
+``.wh..wh..opq``); the caller compresses, decompresses and hashes, the driver only moves files.
+
+Worked example::
+
+    d = drivers.open_driver("overlay", home)
+    d.create("a1", None);  d.apply_diff("a1", None, open("base.tar", "rb"))
+    d.create("b2", "a1");  d.apply_diff("b2", "a1", open("app.tar", "rb"))
+    d.create_rw("c3", "b2")
+    root = d.get("c3")            # merged view of a1 + b2 + c3's writable top
+    ...                           # a container writes under root
+    d.put("c3")                   # unmounted: nobody else holds it
+    tar = d.diff("c3", "b2")      # what the container changed, as an OCI layer tar
+
+Every method below says what must be true before (*Requires*), what it does (*Effect*), what it
+raises (*Raises*, always a ``drivers.errors`` class) and what a repeat does (*Repeat*).
+"""
+
+from __future__ import annotations
+
+import enum
+import fcntl
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator, NewType, Protocol, runtime_checkable
+
+from drivers.errors import Bug, InvalidInput
+
+CacheID = NewType("CacheID", str)
+
+
+def new_cache_id() -> CacheID:
+    """A fresh random cache-id (32 hex digits). Random on purpose: a layer's on-disk name must
+    not be derivable from its content, or a crashed half-written copy could be mistaken for it."""
+    return CacheID(secrets.token_hex(16))
+
+
+def check_cache_id(id: str) -> CacheID:
+    """Refuse anything that is not a plain name: a cache-id becomes a path component."""
+    if not id or len(id) > 128 or not all(c.isalnum() or c in "-_" for c in id):
+        raise InvalidInput(f"invalid cache-id: {id!r}")
+    return CacheID(id)
+
+
+class ChangeKind(enum.IntEnum):
+    """Kinds of change, numbered as Docker's API numbers them (0 modified, 1 added, 2 deleted)."""
+
+    MODIFIED = 0
+    ADDED = 1
+    DELETED = 2
+
+
+@dataclass(frozen=True, order=True)
+class Change:
+    """One changed path, absolute within the layer ("/etc/passwd")."""
+
+    path: str
+    kind: ChangeKind
+
+    def __str__(self) -> str:
+        return f"{'CAD'[self.kind]} {self.path}"
+
+
+@runtime_checkable
+class GraphDriver(Protocol):
+    """A graphdriver; see the module docstring for the model."""
+
+    name: str
+    home: Path
+
+    def create(self, id: CacheID, parent: CacheID | None) -> None:
+        """Make an empty read-only layer on ``parent``.
+
+        Requires: ``id`` is new; ``parent`` exists (or is None).
+        Effect: the layer exists and shows ``parent``'s content; fill it with ``apply_diff``.
+        Raises: AlreadyExists (id taken), NotFound (parent), Unsupported.
+        Repeat: a second call with the same id raises AlreadyExists.
+        """
+        ...
+
+    def create_rw(self, id: CacheID, parent: CacheID | None) -> None:
+        """Make a container's writable layer on ``parent``.
+
+        Requires: as ``create``.
+        Effect: as ``create``; the layer is meant for ``get`` and writes, not ``apply_diff``.
+        Raises: AlreadyExists, NotFound, Unsupported.
+        Repeat: raises AlreadyExists.
+        """
+        ...
+
+    def remove(self, id: CacheID) -> None:
+        """Delete the layer's data.
+
+        Requires: nobody holds it (``get`` count 0) and no layer has it as parent (the layer store
+        guarantees the latter; drivers such as btrfs snapshots do not depend on it).
+        Effect: the data is gone; a crash midway leaves a name ``cleanup`` or the next ``remove``
+        finishes.
+        Raises: Conflict (still held by ``get``).
+        Repeat: removing a missing layer is a no-op (so crash recovery can call it blindly).
+        """
+        ...
+
+    def get(self, id: CacheID) -> str:
+        """Make the layer's merged tree available and return its absolute path.
+
+        Requires: the layer exists.
+        Effect: refcount + 1 (on disk, across processes); mounts on the 0 -> 1 step.
+        Raises: NotFound, Unsupported (kernel refused the mount; message names the cause).
+        Repeat: each call takes one more reference and returns the same path.
+        """
+        ...
+
+    def put(self, id: CacheID) -> None:
+        """Release one reference taken by ``get``.
+
+        Requires: the layer exists.
+        Effect: refcount - 1; unmounts on the 1 -> 0 step.
+        Raises: NotFound.
+        Repeat: a put at count 0 is a no-op (it may follow a crash that lost the count).
+        """
+        ...
+
+    def exists(self, id: CacheID) -> bool:
+        """Whether the layer's data exists. Never raises for a well-formed id."""
+        ...
+
+    def apply_diff(self, id: CacheID, parent: CacheID | None, tar: BinaryIO) -> int:
+        """Apply an uncompressed OCI layer tar to a layer made by ``create``.
+
+        Requires: ``id`` was created on ``parent`` and not yet applied or mounted.
+        Effect: reads ``tar`` to its very end (the caller hashes the stream for the DiffID) and
+        applies it; returns the layer's own size in bytes (as ``diff_size``).
+        Raises: InvalidInput (malformed or hostile tar: path escape, link escape, retyping the
+        root), Unsupported (an entry the filesystem cannot hold). On error the layer is left
+        for the caller to ``remove``.
+        Repeat: not idempotent; apply once.
+        """
+        ...
+
+    def diff(self, id: CacheID, parent: CacheID | None) -> BinaryIO:
+        """The layer's changes against ``parent`` as an OCI layer tar stream.
+
+        Requires: both exist; the layer is not being written.
+        Effect: none on the layer. The bytes are deterministic for a given tree, so applying
+        them elsewhere and diffing again yields the same tar (and DiffID).
+        Raises: NotFound.
+        Repeat: yes; the caller closes the stream.
+        """
+        ...
+
+    def changes(self, id: CacheID, parent: CacheID | None) -> list[Change]:
+        """The paths the layer added, modified or deleted against ``parent``, sorted by path.
+
+        Requires: both exist.  Effect: none.  Raises: NotFound.  Repeat: yes.
+        """
+        ...
+
+    def diff_size(self, id: CacheID, parent: CacheID | None) -> int:
+        """Bytes of regular-file content the layer adds or changes against ``parent``.
+
+        Requires: both exist.  Effect: none.  Raises: NotFound.  Repeat: yes.
+        """
+        ...
+
+    def status(self) -> dict[str, str]:
+        """Facts a user needs: backing filesystem, layer count, options in force. Never raises."""
+        ...
+
+    def cleanup(self) -> None:
+        """Release every mount this driver made (all refcounts dropped).
+
+        Requires: nothing.  Effect: nothing of this driver stays mounted.  Raises: nothing for
+        an already clean state.  Repeat: yes, harmless.
+        """
+        ...
+
+
+class RefCounts:
+    """Per-layer ``get`` counts kept in ``<home>/refs/<id>``, one small file per held layer,
+    updated under an exclusive ``flock`` of ``<home>/refs.lock``.
+
+    On disk because the holders are separate processes. A crash can leave a count that is too
+    high; ``reset`` (called by ``cleanup`` after unmounting) drops them all.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.dir = home / "refs"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_path = home / "refs.lock"
+
+    def _locked(self) -> "_Flock":
+        return _Flock(self._lock_path)
+
+    def count(self, id: CacheID) -> int:
+        try:
+            return int((self.dir / id).read_text() or 0)
+        except FileNotFoundError:
+            return 0
+
+    def _write(self, id: CacheID, n: int) -> None:
+        p = self.dir / id
+        if n <= 0:
+            p.unlink(missing_ok=True)
+            return
+        tmp = self.dir / f".{id}.tmp"
+        tmp.write_text(str(n))
+        os.replace(tmp, p)
+
+    def held(self) -> Iterator[CacheID]:
+        for p in self.dir.iterdir():
+            if not p.name.startswith("."):
+                yield CacheID(p.name)
+
+    def reset(self) -> None:
+        for id in list(self.held()):
+            self._write(id, 0)
+
+    def increment(self, id: CacheID, on_first: Callable[[], None] | None = None) -> int:
+        """Add one; run ``on_first`` (the mount) under the lock on the 0 -> 1 step. If it raises,
+        the count is not changed."""
+        with self._locked():
+            n = self.count(id)
+            if n == 0 and on_first is not None:
+                on_first()
+            self._write(id, n + 1)
+            return n + 1
+
+    def decrement(self, id: CacheID, on_last: Callable[[], None] | None = None) -> int:
+        """Take one away; run ``on_last`` (the unmount) under the lock on the 1 -> 0 step. A
+        decrement at 0 is a no-op and returns 0."""
+        with self._locked():
+            n = self.count(id)
+            if n == 0:
+                return 0
+            if n == 1 and on_last is not None:
+                on_last()
+            self._write(id, n - 1)
+            return n - 1
+
+
+class _Flock:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> "_Flock":
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd < 0:
+            raise Bug("flock released twice")
+        os.close(self.fd)  # closing drops the lock
+        self.fd = -1

@@ -1,0 +1,55 @@
+"""lamina's storage library: a content store, a layer graph, images and references over a
+graphdriver. A user embeds it as a storage backend in a few lines::
+
+    from graph import Store, load_archive
+    with Store("/var/lib/lamina", driver="overlay") as store:
+        images = load_archive(store, "busybox.tar")
+        c = store.create_container("busybox")
+        print(store.containers.mount(c))     # the container's merged rootfs
+
+Everything a user needs is exported here (``__all__``); other modules are implementation.
+"""
+
+from graph.containers import Container
+from graph.digest import ChainID, DiffID, Digest, ImageID, chain_id, chain_ids
+from graph.errors import (
+    AlreadyExists,
+    Bug,
+    Conflict,
+    Corrupt,
+    DigestMismatch,
+    InvalidInput,
+    LaminaError,
+    NotFound,
+    Unsupported,
+)
+from graph.images import Image
+from graph.layers import Layer
+from graph.refs import Reference, parse_reference
+from graph.store import Problem, PruneReport, Store
+
+__all__ = [
+    "AlreadyExists",
+    "Bug",
+    "ChainID",
+    "Conflict",
+    "Container",
+    "Corrupt",
+    "DiffID",
+    "Digest",
+    "DigestMismatch",
+    "Image",
+    "ImageID",
+    "InvalidInput",
+    "Layer",
+    "LaminaError",
+    "NotFound",
+    "Problem",
+    "PruneReport",
+    "Reference",
+    "Store",
+    "Unsupported",
+    "chain_id",
+    "chain_ids",
+    "parse_reference",
+]

@@ -1,0 +1,28 @@
+"""The store's errors: lamina's error family (defined at the bottom of the import graph, in
+``drivers.errors``) re-exported for users of ``graph``, which is the public library."""
+
+from __future__ import annotations
+
+from drivers.errors import (
+    AlreadyExists,
+    Bug,
+    Conflict,
+    Corrupt,
+    DigestMismatch,
+    InvalidInput,
+    LaminaError,
+    NotFound,
+    Unsupported,
+)
+
+__all__ = [
+    "AlreadyExists",
+    "Bug",
+    "Conflict",
+    "Corrupt",
+    "DigestMismatch",
+    "InvalidInput",
+    "LaminaError",
+    "NotFound",
+    "Unsupported",
+]

@@ -1,0 +1,317 @@
+"""The layer store: read-only layers keyed by ChainID, and containers' read-write layers.
+
+The model (moby's ``layer`` package): a read-only layer is an applied tar on a parent; its
+identity is its ChainID (the DiffIDs of it and every layer under it), so two images that share a
+stack share its layers. The driver keeps the data under a random cache-id; only this module maps
+ChainIDs to cache-ids.
+
+Who needs a layer is *derived*, not counted: an image whose top it is, a layer whose parent it
+is, a container on it, or a lease of an operation in flight. ``references`` counts those rows, and
+``release`` removes a layer (and then its parents, in turn) only when the count is zero. A stored
+counter could drift after a crash; a count of rows cannot.
+
+Writes follow one rule (STYLE.md 5, 6): data first, metadata last, and every piece of driver
+data that is not yet (or no longer) recorded has a row in ``pending`` from before it exists until
+after it is gone. ``recover`` removes the data of pending rows whose process died, which rolls
+back any interrupted register or release.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterator
+
+from drivers.base import CacheID, Change, GraphDriver, new_cache_id
+from drivers.fsync import syncfs
+from graph.db import DB
+from graph.digest import ChainID, DiffID, Digest, chain_id
+from graph.errors import Bug, DigestMismatch, NotFound
+from graph.verify import HashingReader
+
+
+# Fault-injection points for crash tests: a test sets ``crash_hook`` to a function that kills
+# the process when called with a chosen step name. None in production (one attribute check).
+crash_hook: Callable[[str], None] | None = None
+
+
+def _step(name: str) -> None:
+    if crash_hook is not None:
+        crash_hook(name)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A read-only layer as recorded."""
+
+    chain_id: ChainID
+    diff_id: DiffID
+    parent: ChainID | None
+    cache_id: CacheID
+    size: int
+    created: float
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LayerStore:
+    """Read-only layers by ChainID and read-write layers by cache-id, over one driver."""
+
+    def __init__(self, db: DB, driver: GraphDriver) -> None:
+        self.db = db
+        self.driver = driver
+
+    # ---- lookups -------------------------------------------------------------------------
+    @staticmethod
+    def _row(r: object) -> Layer:
+        return Layer(
+            chain_id=ChainID(Digest(r["chain_id"])),  # type: ignore[index]
+            diff_id=DiffID(Digest(r["diff_id"])),  # type: ignore[index]
+            parent=ChainID(Digest(r["parent"])) if r["parent"] else None,  # type: ignore[index]
+            cache_id=CacheID(r["cache_id"]),  # type: ignore[index]
+            size=r["size"],  # type: ignore[index]
+            created=r["created"],  # type: ignore[index]
+        )
+
+    def get(self, chain: ChainID) -> Layer:
+        """The layer with this ChainID. Raises NotFound."""
+        r = self.db.one("SELECT * FROM layers WHERE chain_id = ?", (chain,))
+        if r is None:
+            raise NotFound(f"layer {chain} not found")
+        return self._row(r)
+
+    def exists(self, chain: ChainID) -> bool:
+        return self.db.one("SELECT 1 FROM layers WHERE chain_id = ?", (chain,)) is not None
+
+    def list(self) -> list[Layer]:
+        return [self._row(r) for r in self.db.query("SELECT * FROM layers ORDER BY created")]
+
+    def stack(self, chain: ChainID | None) -> list[Layer]:
+        """The layer and all its parents, bottom first."""
+        out: list[Layer] = []
+        while chain is not None:
+            layer = self.get(chain)
+            out.append(layer)
+            chain = layer.parent
+        out.reverse()
+        return out
+
+    def _cache(self, chain: ChainID | None) -> CacheID | None:
+        return None if chain is None else self.get(chain).cache_id
+
+    # ---- register ------------------------------------------------------------------------
+    def _pending_add(self, cid: CacheID) -> None:
+        with self.db.transaction() as c:
+            c.execute(
+                "INSERT INTO pending (cache_id, pid, created) VALUES (?, ?, ?)",
+                (cid, os.getpid(), time.time()),
+            )
+
+    def _discard(self, cid: CacheID) -> None:
+        """Remove driver data that no committed row points at, then its pending row."""
+        self.driver.remove(cid)
+        with self.db.transaction() as c:
+            c.execute("DELETE FROM pending WHERE cache_id = ?", (cid,))
+
+    def register(
+        self,
+        tar: BinaryIO,
+        parent: ChainID | None,
+        *,
+        expected_diff_id: DiffID | None = None,
+        lease: str | None = None,
+    ) -> Layer:
+        """Apply an uncompressed layer tar on ``parent`` and record the layer.
+
+        Requires: ``parent`` is registered (or None).
+        Effect: the DiffID is hashed from the stream while the driver applies it; the data is
+        synced before the row is written. If a layer with the resulting ChainID exists already
+        (an equal stack, maybe registered by another process meanwhile), our copy is thrown away
+        and the existing layer is returned: that is success. With ``lease``, the layer is also
+        added to that lease so a concurrent prune cannot take it before an image points at it.
+        Raises: NotFound (parent), DigestMismatch (``expected_diff_id`` differs; nothing kept),
+        InvalidInput (hostile or malformed tar; nothing kept).
+        Repeat: registering the same tar again returns the same layer.
+        """
+        parent_layer = self.get(parent) if parent is not None else None
+        cid = new_cache_id()
+        self._pending_add(cid)
+        try:
+            parent_cid = parent_layer.cache_id if parent_layer else None
+            _step("register:pending")
+            self.driver.create(cid, parent_cid)
+            _step("register:created")
+            reader = HashingReader(tar)
+            size = self.driver.apply_diff(cid, parent_cid, reader)  # type: ignore[arg-type]
+            _step("register:applied")
+            diff_id = DiffID(reader.digest())
+            if expected_diff_id is not None and diff_id != expected_diff_id:
+                raise DigestMismatch(
+                    f"layer DiffID mismatch: expected {expected_diff_id}, got {diff_id}"
+                )
+            chain = chain_id(parent, diff_id)
+            syncfs(self.driver.home)
+            _step("register:synced")
+            with self.db.transaction() as c:
+                existing = c.execute(
+                    "SELECT * FROM layers WHERE chain_id = ?", (chain,)
+                ).fetchone()
+                if existing is None:
+                    c.execute(
+                        "INSERT INTO layers (chain_id, diff_id, parent, cache_id, size, created)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (chain, diff_id, parent, cid, size, time.time()),
+                    )
+                    c.execute("DELETE FROM pending WHERE cache_id = ?", (cid,))
+                if lease is not None:
+                    c.execute(
+                        "INSERT OR IGNORE INTO lease_resources (lease, kind, key) VALUES (?, 'layer', ?)",
+                        (lease, chain),
+                    )
+        except BaseException:
+            self._discard(cid)
+            raise
+        _step("register:committed")
+        if existing is not None:
+            self._discard(cid)  # lost the race or a duplicate: the recorded layer wins
+            return self._row(existing)
+        return self.get(chain)
+
+    # ---- references and release -----------------------------------------------------------
+    def references(self, chain: ChainID) -> int:
+        """Rows that need this layer: images on it, child layers, containers, leases."""
+        r = self.db.one(
+            "SELECT (SELECT count(*) FROM images WHERE top_layer = :c)"
+            " + (SELECT count(*) FROM layers WHERE parent = :c)"
+            " + (SELECT count(*) FROM containers WHERE parent_layer = :c)"
+            " + (SELECT count(*) FROM lease_resources WHERE kind = 'layer' AND key = :c) AS n",
+            {"c": chain},
+        )
+        assert r is not None
+        return int(r["n"])
+
+    def release(self, chain: ChainID) -> list[ChainID]:
+        """Remove the layer if nothing needs it, then its parents while nothing needs them.
+
+        Requires: nothing (a layer still needed is simply kept).
+        Effect: for each removed layer, the row goes and its cache-id becomes pending in one
+        transaction; then the driver data goes; then the pending row. A crash in between leaves a
+        pending row that ``recover`` finishes.
+        Raises: Conflict if the driver refuses (the layer is mounted).
+        Repeat: releasing a missing layer returns [].
+        Returns the ChainIDs removed, top first.
+        """
+        removed: list[ChainID] = []
+        current: ChainID | None = chain
+        while current is not None:
+            with self.db.transaction() as c:
+                row = c.execute("SELECT * FROM layers WHERE chain_id = ?", (current,)).fetchone()
+                if row is None or self.references(current) > 0:
+                    break
+                c.execute("DELETE FROM layers WHERE chain_id = ?", (current,))
+                c.execute(
+                    "INSERT INTO pending (cache_id, pid, created) VALUES (?, ?, ?)",
+                    (row["cache_id"], os.getpid(), time.time()),
+                )
+            _step("release:unrecorded")
+            self._discard(CacheID(row["cache_id"]))
+            removed.append(current)
+            current = ChainID(Digest(row["parent"])) if row["parent"] else None
+        return removed
+
+    # ---- read-write layers -----------------------------------------------------------------
+    def create_rw(self, parent: ChainID | None) -> CacheID:
+        """Make a container layer on ``parent`` and return its cache-id.
+
+        The cache-id is pending until the caller records the container (``commit_rw`` in the
+        same transaction as the container row), so a crash in between leaves nothing behind.
+        Raises: NotFound (parent).
+        """
+        parent_cid = self._cache(parent)
+        cid = new_cache_id()
+        self._pending_add(cid)
+        try:
+            _step("create_rw:pending")
+            self.driver.create_rw(cid, parent_cid)
+            _step("create_rw:created")
+        except BaseException:
+            self._discard(cid)
+            raise
+        return cid
+
+    def commit_rw(self, conn: object, cid: CacheID) -> None:
+        """Inside the caller's transaction: the RW layer is now owned by a recorded row."""
+        conn.execute("DELETE FROM pending WHERE cache_id = ?", (cid,))  # type: ignore[attr-defined]
+
+    def abort_rw(self, cid: CacheID) -> None:
+        """Throw away a RW layer that never got recorded."""
+        self._discard(cid)
+
+    def remove_rw(self, cid: CacheID) -> None:
+        """Inside no transaction: remove a RW layer whose owning row is already gone (the caller
+        made it pending in that row's delete transaction)."""
+        self._discard(cid)
+
+    def mount(self, cid: CacheID) -> str:
+        return self.driver.get(cid)
+
+    def unmount(self, cid: CacheID) -> None:
+        self.driver.put(cid)
+
+    def changes(self, cid: CacheID, parent: ChainID | None) -> list[Change]:
+        return self.driver.changes(cid, self._cache(parent))
+
+    def diff(self, cid: CacheID, parent: ChainID | None) -> BinaryIO:
+        return self.driver.diff(cid, self._cache(parent))
+
+    def diff_size(self, cid: CacheID, parent: ChainID | None) -> int:
+        return self.driver.diff_size(cid, self._cache(parent))
+
+    # ---- crash recovery --------------------------------------------------------------------
+    def recover(self) -> list[CacheID]:
+        """Remove driver data of pending rows whose process is gone (an interrupted register,
+        release or container create/remove). Returns the cache-ids removed."""
+        done: list[CacheID] = []
+        for r in self.db.query("SELECT cache_id, pid FROM pending"):
+            if _pid_alive(r["pid"]):
+                continue
+            cid = CacheID(r["cache_id"])
+            still_used = self.db.one(
+                "SELECT 1 FROM layers WHERE cache_id = ? UNION SELECT 1 FROM containers WHERE cache_id = ?",
+                (cid, cid),
+            )
+            if still_used is not None:
+                raise Bug(f"cache-id {cid} is both pending and recorded")
+            # A crash may have left it held (mounted); nobody alive can be using a pending layer.
+            while self._held(cid):
+                self.driver.put(cid)
+            self._discard(cid)
+            done.append(cid)
+        return done
+
+    def _held(self, cid: CacheID) -> bool:
+        refs = getattr(self.driver, "refs", None)
+        return bool(refs is not None and refs.count(cid) > 0)
+
+    def orphans(self) -> Iterator[CacheID]:
+        """Driver layers that no row (layer, container, pending) knows: damage ``check`` reports."""
+        known = {r["cache_id"] for r in self.db.query("SELECT cache_id FROM layers")}
+        known |= {r["cache_id"] for r in self.db.query("SELECT cache_id FROM containers")}
+        known |= {r["cache_id"] for r in self.db.query("SELECT cache_id FROM pending")}
+        ids = getattr(self.driver, "ids", None)
+        if ids is None:
+            return
+        for cid in ids():
+            if cid not in known:
+                yield cid

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian machine: system packages, a venv, lamina in it.
+# Called by `make setup` (and so by `make test` and `make bench`). Safe to run again: it only
+# installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  e2fsprogs util-linux libarchive13     # loop filesystems for tests and bench; tar parsing (libarchive-c)
+  btrfs-progs                           # btrfs driver
+  fuse3 libfuse3-dev pkg-config         # fuse driver (pyfuse3 builds against libfuse3)
+  crun runc                             # OCI runtimes
+  docker-registry                       # local registry for distribution tests and the bench
+  skopeo umoci                          # peers: images made by other tools; bench comparisons
+  zstd pigz tar                         # roofline and peers
+)
+if [ "${LAMINA_SKIP_APT:-}" != 1 ]; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "setup: need root to install: ${missing[*]}" >&2; exit 1
+    fi
+    # docker-registry's package starts a service on *:5000 at install; we start our own on 127.0.0.1.
+    created_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; created_policy=1
+    fi
+    echo "setup: apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ $created_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.lamina-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/pip install -q -e ".[test,bench]"
+  touch "$stamp"
+fi
