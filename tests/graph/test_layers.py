@@ -177,4 +177,4 @@ def test_image_config_round_trip(store: Store) -> None:
     img = store.images.create(cfg)
     assert img.id == Digest.of(cfg) and img.top_layer == base.chain_id
     assert store.content.read_bytes(img.id) == cfg
-    assert store.images.config(img.id).diff_ids == [base.diff_id]
+    assert list(store.images.config(img.id).diff_ids) == [base.diff_id]

@@ -1,0 +1,842 @@
+"""The ``overlay`` graphdriver: each layer is a directory, stacked by the kernel's overlayfs.
+
+On disk (``home`` is ``<root>/drivers/overlay``), after moby's overlay2::
+
+    home/layers/<id>/diff/     the layer's own files, overlay-style: a deleted path is a 0/0 char
+                               device, an opaque dir has ``trusted.overlay.opaque=y``. A container
+                               layer writes here.
+    home/layers/<id>/link      its short name; ``home/l/<link>`` is a symlink to its diff dir
+    home/layers/<id>/lower     the parent chain as ``l/<link>:l/<link>:...``, uppermost first (no
+                               file for a base layer): a mount reads one file, not one per ancestor
+    home/layers/<id>/parent    the parent's cache-id (the native differ must know the real parent)
+    home/layers/<id>/work/     overlayfs' work dir: container (RW) layers only; marks them RW
+    home/layers/<id>/merged/   the mount point of ``get``
+    home/layers/<id>/volatile  marker: this container layer mounts with ``volatile`` (see below)
+    home/empty/                an empty dir: the bottom lower of stacks otherwise too short
+    home/refs/<id>             ``get`` counts (``drivers.base.RefCounts``)
+    home/probe.ok              ``supported()`` remembers a successful test mount here
+    home/layers/<id>.<rand>.creating, home/layers/<id>.removing, home/.probe-*
+                               temporary names ('.' is never part of a cache-id); swept on open
+
+Layers live in ``layers/`` rather than in ``home`` itself (as in overlay2, whose ids are 64 hex
+digits) because a cache-id may be any short name, such as ``l`` or ``empty``.
+
+Mounting. ``get`` of a container layer mounts ``upperdir=<id>/diff,workdir=<id>/work`` over its
+chain; ``get`` of a read-only layer mounts a *read-only* overlay of its own diff over its chain
+(overlayfs wants at least two lowers without an upper, so a base layer gets ``home/empty`` under
+it). We do not hand out a read-only layer's diff dir itself: a caller that wrote into it would
+silently change a shared, content-addressed layer, and overlay whiteouts (0/0 char devices) would
+show through. The mount costs about the same.
+
+Where the kernel has it (Linux >= 6.8, probed once per process), lower dirs are passed one by one
+with the new mount API (``fsconfig(lowerdir+)``); the only depth limit is then overlayfs' own
+stack limit of 500 lower layers. Older kernels get ``mount(2)`` with a ``lowerdir=`` option
+string, which must fit in one page: short ``l/<link>`` names relative to ``home`` keep it to
+about 135 layers (Docker's overlay2 stops at 128 for this reason). ``create`` refuses a layer
+that could not be mounted (``Unsupported``), so nothing is half made.
+
+Options, on purpose:
+
+* ``index=off``: the inode index makes hard links survive copy-up, but it ties the upper dir to
+  the exact set of lower dirs (file handles), so layers could not be restacked or moved. Without
+  it, copy-up of one name of a hard-linked lower file breaks the link (documented overlay
+  behaviour; tests show it).
+* ``metacopy=off``: with it a chmod copies up only metadata, and the upper holds a file that is
+  not a file; a native diff would ship an empty file.
+* ``redirect_dir=nofollow``: a renamed lower dir is copied (rename(2) gets EXDEV, ``mv`` copies),
+  never recorded as a redirect xattr that only this kernel understands; and redirect xattrs that
+  came in from elsewhere (a hostile tar) are not followed. (The brief said ``off``; with
+  ``redirect_always_follow=Y``, the default, ``off`` means *follow* existing redirects, so
+  ``nofollow`` is the strict form.)
+* ``volatile``: only for container layers created with ``volatile=True`` (throw-away containers).
+  It drops every sync of the upper, so a machine crash while mounted can lose or tear writes; the
+  kernel marks the work dir (``work/work/incompat/volatile``) and refuses to mount it again. We
+  sync the upper fs at unmount and only then clear the mark; a mark found at ``get`` therefore
+  means the machine went down while mounted (or a ``put`` had to detach lazily while a process
+  still held files open, so writes may have followed the sync), and ``get`` raises ``Corrupt``:
+  remove the layer. Safe for ``run --rm`` style containers, wrong for anything to be committed.
+* ``userxattr``: never; we run as root and want ``trusted.*`` xattrs, which unprivileged users
+  cannot forge in a lower dir.
+
+With these options the upper dir is an exact record of the layer's changes, so ``diff`` and
+``changes`` read it directly (``tardiff.upper_changes``) instead of comparing two trees. They fall
+back to comparing the mounted trees of layer and parent (``tardiff.tree_changes``) when the
+caller asks for a diff against another layer than the real parent, or the driver was opened with
+``naive_diff=True``, or the kernel would not take ``redirect_dir``/``metacopy`` off.
+
+Layers of one pull may be applied in parallel (``parallel_apply``): ``apply_diff`` writes only
+``<id>/diff`` (overlay whiteouts need nothing from the layers below), so layer N needs layer N-1
+to be *created* (its link is in N's ``lower`` file), not applied.
+
+``get``/``put`` counts live on disk (``RefCounts``) because holders are separate processes. On
+open, a mount under ``home`` with no count (a crash between mount and count) is unmounted and a
+count with no mount (a reboot, a manual umount) is dropped; ``cleanup`` unmounts everything.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import fcntl
+import functools
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from drivers import mountapi
+from drivers.fsync import fsync_dir, syncfs
+from drivers.base import CacheID, Change, RefCounts, check_cache_id
+from drivers.errors import AlreadyExists, Bug, Conflict, Corrupt, NotFound, Unsupported
+
+MAX_LOWER = 500
+"""overlayfs' stack limit (``OVL_MAX_STACK`` in fs/overlayfs/params.h)."""
+
+LINK_LEN = 26  # 16 random bytes in base32, as overlay2's ``l/`` names
+_OPTIONS = (("index", "off"), ("metacopy", "off"), ("redirect_dir", "nofollow"))
+_TRUSTED_PROBE = "trusted.lamina.probe"
+_BACKING_REFUSED = {"overlay": "overlayfs cannot use an overlay mount as upper dir",
+                    "aufs": "overlayfs cannot stack on aufs",
+                    "ecryptfs": "overlayfs cannot stack on ecryptfs"}
+
+
+@dataclass(frozen=True)
+class KernelOverlay:
+    """What this kernel's overlayfs offers, probed once per process (``kernel_overlay()``)."""
+
+    new_api: bool  # fsopen/fsconfig/fsmount/move_mount work for overlay
+    lowerdir_plus: bool  # fsconfig "lowerdir+" (Linux >= 6.8)
+    options: tuple[tuple[str, str], ...]  # those of _OPTIONS the kernel knows
+    volatile: bool  # the "volatile" flag (Linux >= 5.10)
+    exact_upper: bool  # redirect_dir and metacopy can be turned off: the upper dir is a diff
+
+
+def _probe_key(key: str, value: str | None) -> str:
+    """"ok", "unknown" (the kernel has no such parameter) or "refused" (known, value refused)."""
+    try:
+        with mountapi.FsContext("overlay") as ctx:
+            if value is None:
+                ctx.set_flag(key)
+            else:
+                ctx.set_string(key, value)
+        return "ok"
+    except mountapi.MountError as e:
+        return "unknown" if any("Unknown parameter" in line for line in e.log) else "refused"
+
+
+@functools.cache
+def kernel_overlay() -> KernelOverlay:
+    """Probe overlayfs' abilities without mounting anything (fsconfig on a throw-away context).
+
+    A kernel that does not know ``metacopy`` or ``redirect_dir`` has not got the feature, which is
+    as good as "off"; one that knows the key but refuses our value (none we know of) makes the
+    upper dir inexact, and diffs then compare trees. Without the new API (Linux < 5.2) we assume
+    the options of 4.19 and no ``volatile``.
+    """
+    if not mountapi.new_api_available():
+        return KernelOverlay(False, False, _OPTIONS, False, True)
+    verdicts = {k: _probe_key(k, v) for k, v in _OPTIONS}
+    known = tuple((k, v) for k, v in _OPTIONS if verdicts[k] == "ok")
+    exact = all(verdicts[k] != "refused" for k in ("metacopy", "redirect_dir"))
+    return KernelOverlay(True, _probe_key("lowerdir+", "/") == "ok", known,
+                         _probe_key("volatile", None) == "ok", exact)
+
+
+def supported(home: Path) -> str | None:
+    """Why the overlay driver cannot work with ``home`` on this machine, or None if it can.
+
+    Checks: overlay is a kernel filesystem (loading the module if need be); the backing fs of
+    ``home`` can hold an overlay upper (not overlay itself); it stores ``trusted.*`` xattrs
+    (opaque dirs and copy-up need them); and a real test mount (two lowers, upper, work, under
+    ``home``) works and copies up a write. Leaves nothing mounted. The test mount's success is
+    remembered in ``home/probe.ok`` (kernel release and device of ``home``), so the CLI, which
+    probes on every start, pays for it once per kernel and filesystem.
+    """
+    if "overlay" not in mountapi.filesystems():
+        try:
+            mountapi.FsContext("overlay").close()  # fsopen asks the kernel to load the module
+        except OSError:
+            pass
+        if "overlay" not in mountapi.filesystems():
+            return "the kernel has no overlay filesystem (modprobe overlay)"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"cannot create {home}: {e.strerror}"
+    backing = mountapi.fstype_of(home)
+    if backing in _BACKING_REFUSED:
+        return f"{home} is on {backing}: {_BACKING_REFUSED[backing]}"
+    stamp = f"{os.uname().release} {os.stat(home).st_dev}\n"
+    try:
+        if (home / "probe.ok").read_text() == stamp:
+            return None
+    except OSError:
+        pass
+    why = _probe_mount(home, backing)
+    if why is None:
+        tmp = home / f".probe-ok-{secrets.token_hex(4)}"
+        tmp.write_text(stamp)
+        os.replace(tmp, home / "probe.ok")
+    return why
+
+
+def _probe_mount(home: Path, backing: str) -> str | None:
+    probe = home / f".probe-{secrets.token_hex(4)}"
+    kernel = kernel_overlay()
+    try:
+        with _SweepLock(home, exclusive=False):
+            for d in ("lower1", "lower2", "upper", "work", "merged"):
+                (probe / d).mkdir(parents=True)
+            try:
+                os.setxattr(probe / "upper", _TRUSTED_PROBE, b"y")
+            except OSError as e:
+                return (f"{backing} at {home} cannot store trusted.* xattrs ({e.strerror}); "
+                        f"overlayfs needs them")
+            (probe / "lower1" / "f").write_bytes(b"lower")
+            try:
+                _mount_overlay(str(probe / "merged"), [str(probe / "lower1"), str(probe / "lower2")],
+                               str(probe / "upper"), str(probe / "work"), kernel,
+                               volatile=False, legacy=not kernel.lowerdir_plus)
+            except mountapi.MountError as e:
+                return f"test mount under {home} refused: {e.kernel_message}"
+            try:
+                (probe / "merged" / "f").write_bytes(b"upper")
+                if (probe / "upper" / "f").read_bytes() != b"upper" or \
+                        (probe / "lower1" / "f").read_bytes() != b"lower":
+                    return f"test mount under {home} did not copy up a write"
+            finally:
+                _umount(str(probe / "merged"))
+    except OSError as e:
+        return f"test of overlay under {home} failed: {e}"
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    return None
+
+
+class _SweepLock:
+    """``home/sweep.lock``: creators hold it shared while a temporary name exists; the open
+    sweep takes it exclusive (non-blocking) so it never deletes another process's work."""
+
+    def __init__(self, home: Path, exclusive: bool) -> None:
+        self.path = home / "sweep.lock"
+        self.exclusive = exclusive
+        self.fd = -1
+        self.acquired = False
+
+    def __enter__(self) -> "_SweepLock":
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if self.exclusive:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:
+                fcntl.flock(self.fd, fcntl.LOCK_SH)
+            self.acquired = True
+        except BlockingIOError:
+            self.acquired = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+        self.fd = -1
+
+
+# ---------------------------------------------------------------------------------------------
+# mounting
+
+
+def _legacy_data(lowers: list[str], upper: str | None, work: str | None,
+                 options: tuple[tuple[str, str], ...], volatile: bool) -> str:
+    parts = ["lowerdir=" + ":".join(lowers)]
+    if upper is not None and work is not None:
+        parts += [f"upperdir={upper}", f"workdir={work}"]
+    parts += [f"{k}={v}" for k, v in options]
+    if volatile:
+        parts.append("volatile")
+    return ",".join(parts)
+
+
+def mount_options(lowers: list[str], upper: str | None, work: str | None,
+                  kernel: KernelOverlay, volatile: bool = False) -> list[tuple[str, str | None]]:
+    """The fsconfig calls for one overlay mount, in order: ``(key, value)``, value None for a
+    flag. Public for the benchmark of option building."""
+    calls: list[tuple[str, str | None]] = [("lowerdir+", p) for p in lowers]
+    if upper is not None and work is not None:
+        calls += [("upperdir", upper), ("workdir", work)]
+    calls += list(kernel.options)
+    if volatile:
+        calls.append(("volatile", None))
+    return calls
+
+
+def _mount_overlay(target: str, lowers: list[str], upper: str | None, work: str | None,
+                   kernel: KernelOverlay, volatile: bool, legacy: bool,
+                   cwd: str | None = None) -> None:
+    """Mount one overlay at ``target``; read-only when there is no upper. Raises MountError.
+
+    New API: every value is one fsconfig string (at most 255 bytes each). Legacy: one mount(2)
+    option string; when ``cwd`` is given the paths are relative to it and the mount runs from a
+    thread with its own working directory (``mountapi.in_private_cwd``; Docker's mountFrom
+    re-executes itself for this), since the option string is page-limited.
+    """
+    ro = upper is None
+    if not legacy:
+        with mountapi.FsContext("overlay") as ctx:
+            for key, value in mount_options(lowers, upper, work, kernel, volatile):
+                if value is None:
+                    ctx.set_flag(key)
+                else:
+                    ctx.set_string(key, value)
+            ctx.create()
+            ctx.attach(target, mountapi.MOUNT_ATTR_RDONLY if ro else 0)
+        return
+    data = _legacy_data(lowers, upper, work, kernel.options, volatile)
+    flags = mountapi.MS_RDONLY if ro else 0
+    if cwd is None:
+        mountapi.mount("overlay", target, "overlay", flags, data)
+        return
+    if len(data.encode()) >= mountapi.PAGE_SIZE:
+        raise mountapi.MountError(errno.E2BIG, "mount", target,
+                                  [f"e option string of {len(data)} bytes exceeds one page"])
+    mountapi.in_private_cwd(cwd, lambda: mountapi.mount("overlay", target, "overlay", flags, data))
+
+
+def _umount(target: str) -> bool:
+    """Unmount; if something still holds the tree open, detach it lazily (as Docker's Put):
+    the mount disappears from the namespace now and dies with its last user. Returns False
+    when the detach was lazy (the filesystem may still be written)."""
+    try:
+        mountapi.umount(target)
+    except mountapi.MountError as e:
+        if e.errno == errno.EBUSY:
+            mountapi.umount(target, mountapi.MNT_DETACH | mountapi.UMOUNT_NOFOLLOW)
+            return False
+        if e.errno != errno.EINVAL:  # EINVAL: not mounted (anymore)
+            raise
+    return True
+
+
+class _ShortPaths:
+    """Paths under ``home`` that fit fsconfig's 255 bytes: as they are if short enough, else
+    through ``/proc/self/fd/<fd>/...`` of an O_PATH fd of ``home``. The kernel resolves each path
+    when it is configured, so the fd is closed right after the mount (an fd kept open would pin
+    the filesystem of ``home`` and make its umount busy)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.fd = -1
+
+    def __enter__(self) -> "_ShortPaths":
+        return self
+
+    def opt(self, path: str | None) -> str | None:
+        return None if path is None else self.path(path)
+
+    def path(self, path: str) -> str:
+        if len(path.encode()) <= mountapi.FSCONFIG_MAX_STRING:
+            return path
+        if self.fd < 0:
+            self.fd = os.open(self.home, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return f"/proc/self/fd/{self.fd}/{os.path.relpath(path, self.home)}"
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver
+
+
+@dataclass(frozen=True)
+class _Layer:
+    id: CacheID
+    dir: Path
+    link: str
+    chain: list[str]  # parents' links, uppermost first
+    parent: CacheID | None
+    rw: bool
+    volatile: bool
+
+    @property
+    def diff(self) -> Path:
+        return self.dir / "diff"
+
+    @property
+    def work(self) -> Path:
+        return self.dir / "work"
+
+    @property
+    def merged(self) -> Path:
+        return self.dir / "merged"
+
+
+class OverlayDriver:
+    """Graphdriver on kernel overlayfs (see the module docstring for layout and options).
+
+    ``mount_api``: "auto" (``lowerdir+`` where the kernel has it, else mount(2)), "new" or
+    "legacy" (force one; tests use this to cover both). ``naive_diff``: always diff by comparing
+    mounted trees (the slow, general path).
+    """
+
+    name = "overlay"
+    parallel_apply = True
+    """``apply_diff`` of layer N does not need layer N-1 applied, only created."""
+
+    def __init__(self, home: Path, *, mount_api: str = "auto", naive_diff: bool = False) -> None:
+        self.home = Path(os.path.realpath(home))
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "l").mkdir(exist_ok=True)
+        self.layers = self.home / "layers"
+        self.layers.mkdir(exist_ok=True)
+        self.empty = self.home / "empty"
+        self.empty.mkdir(exist_ok=True)
+        try:  # one syscall; without trusted.* xattrs overlayfs mounts but cannot make opaque dirs
+            os.setxattr(self.empty, _TRUSTED_PROBE, b"y")
+        except OSError as e:
+            raise Unsupported(f"overlay: {mountapi.fstype_of(self.home)} at {self.home} cannot "
+                              f"store trusted.* xattrs ({e.strerror}); overlayfs needs them") from None
+        self.refs = RefCounts(self.home)
+        self.kernel = kernel_overlay()
+        if mount_api == "auto":
+            self.legacy = not self.kernel.lowerdir_plus
+        elif mount_api == "new":
+            if not self.kernel.lowerdir_plus:
+                raise Unsupported("overlay: this kernel has no fsconfig lowerdir+ (needs Linux >= 6.8)")
+            self.legacy = False
+        elif mount_api == "legacy":
+            self.legacy = True
+        else:
+            raise Bug(f"overlay: unknown mount_api {mount_api!r}")
+        self.native_diff = self.kernel.exact_upper and not naive_diff
+        self._sweep(startup=True)
+
+    # -- layout helpers ------------------------------------------------------------------------
+
+    def _dir(self, id: CacheID) -> Path:
+        return self.layers / check_cache_id(id)
+
+    def _layer(self, id: CacheID) -> _Layer:
+        d = self._dir(id)
+        try:
+            link = (d / "link").read_text().strip()
+        except FileNotFoundError:
+            raise NotFound(f"overlay layer {id} not found") from None
+        except NotADirectoryError:
+            raise NotFound(f"overlay layer {id} not found") from None
+        try:
+            lower = (d / "lower").read_text().strip()
+        except FileNotFoundError:
+            lower = ""
+        try:
+            parent: CacheID | None = CacheID((d / "parent").read_text().strip())
+        except FileNotFoundError:
+            parent = None
+        chain = [p[2:] for p in lower.split(":")] if lower else []
+        return _Layer(CacheID(id), d, link, chain, parent, (d / "work").is_dir(),
+                      (d / "volatile").exists())
+
+    def _link_path(self, link: str) -> str:
+        return str(self.home / "l" / link)
+
+    def _lowers(self, layer: _Layer) -> list[str]:
+        """Lower dirs of ``layer``'s mount, uppermost first, as absolute ``home/l/<link>`` paths."""
+        links = layer.chain if layer.rw else [layer.link, *layer.chain]
+        lowers = [self._link_path(k) for k in links]
+        need = 1 if layer.rw else 2
+        if len(lowers) < need:
+            lowers.append(str(self.empty))
+        return lowers
+
+    def _diff_dirs(self, links: list[str]) -> list[str]:
+        return [os.path.realpath(self._link_path(k)) for k in links]
+
+    # -- create / remove -----------------------------------------------------------------------
+
+    def create(self, id: CacheID, parent: CacheID | None) -> None:
+        """Make an empty read-only layer on ``parent`` (see ``GraphDriver.create``).
+
+        Raises Unsupported if the stack would be deeper than a mount can take (500 lower layers
+        with ``lowerdir+``; what fits a page with mount(2))."""
+        self._create(id, parent, rw=False, volatile=False)
+
+    def create_rw(self, id: CacheID, parent: CacheID | None, *, volatile: bool = False) -> None:
+        """Make a container layer: a few mkdirs and three small files, nothing that scales with
+        the image. ``volatile=True``: mount without syncs (throw-away containers only; a machine
+        crash while mounted makes the layer unusable, see the module docstring)."""
+        if volatile and not self.kernel.volatile:
+            raise Unsupported("overlay: this kernel has no volatile mounts (needs Linux >= 5.10)")
+        self._create(id, parent, rw=True, volatile=volatile)
+
+    def _create(self, id: CacheID, parent: CacheID | None, rw: bool, volatile: bool) -> None:
+        final = self._dir(id)
+        if final.exists():
+            raise AlreadyExists(f"overlay layer {id} already exists")
+        chain: list[str] = []
+        if parent is not None:
+            p = self._layer(parent)
+            chain = [p.link, *p.chain]
+        self._check_depth(id, chain, rw)
+        link = base64.b32encode(secrets.token_bytes(16)).decode()[:LINK_LEN]
+        tmp = self.layers / f"{id}.{secrets.token_hex(4)}.creating"  # racing creators: own names
+        with _SweepLock(self.home, exclusive=False):
+            try:
+                tmp.mkdir()
+                (tmp / "diff").mkdir(0o755)
+                (tmp / "merged").mkdir(0o700)
+                if rw:
+                    (tmp / "work").mkdir(0o700)
+                (tmp / "link").write_text(link)
+                if chain:
+                    (tmp / "lower").write_text(":".join(f"l/{k}" for k in chain))
+                    (tmp / "parent").write_text(str(parent))
+                if volatile:
+                    (tmp / "volatile").write_text("")
+                os.symlink(f"../layers/{id}/diff", self._link_path(link))
+                try:
+                    os.rename(tmp, final)
+                except OSError as e:
+                    os.unlink(self._link_path(link))
+                    if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise AlreadyExists(f"overlay layer {id} already exists") from None
+                    raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        fsync_dir(self.home / "l")
+        fsync_dir(self.layers)
+
+    def _check_depth(self, id: CacheID, chain: list[str], rw: bool) -> None:
+        n = len(chain) + (0 if rw else 1)  # lower dirs of this layer's own mount
+        if n > MAX_LOWER:
+            raise Unsupported(f"overlay layer {id} would stack {n} layers; overlayfs mounts at "
+                              f"most {MAX_LOWER} lower layers")
+        if self.legacy:
+            lowers = [f"l/{k}" for k in (chain if rw else ["X" * LINK_LEN, *chain])]
+            data = _legacy_data(lowers or ["empty"], f"layers/{id}/diff", f"layers/{id}/work",
+                                self.kernel.options, False)
+            if len(data.encode()) >= mountapi.PAGE_SIZE:
+                raise Unsupported(f"overlay layer {id} would stack {n} layers; mount(2) takes "
+                                  f"one page of options, enough for about 135 (Linux >= 6.8 "
+                                  f"takes {MAX_LOWER} with the new mount API)")
+
+    def remove(self, id: CacheID) -> None:
+        """Delete the layer (see ``GraphDriver.remove``); a stale mount with no count is
+        unmounted first. Raises Conflict while ``get`` holds it."""
+        d = self._dir(id)
+        with self.refs._locked():
+            if self.refs.count(id) > 0:
+                raise Conflict(f"overlay layer {id} is mounted ({self.refs.count(id)} holders)")
+            if not d.exists():
+                return
+            if _is_mounted(d / "merged", d):
+                _umount(str(d / "merged"))
+            try:
+                link = (d / "link").read_text().strip()
+            except FileNotFoundError:
+                link = ""
+            gone = self.layers / f"{id}.removing"
+            shutil.rmtree(gone, ignore_errors=True)
+            os.rename(d, gone)
+        if link:
+            try:
+                os.unlink(self._link_path(link))
+            except FileNotFoundError:
+                pass
+        _rmtree(gone)
+
+    def exists(self, id: CacheID) -> bool:
+        return (self._dir(id) / "link").is_file()
+
+    # -- get / put -----------------------------------------------------------------------------
+
+    def get(self, id: CacheID) -> str:
+        """Mount the layer's merged tree (container layers read-write, others read-only) and
+        return its path; refcounted across processes (see ``GraphDriver.get``).
+
+        Raises NotFound; Unsupported naming the kernel's reason if overlayfs refuses (nothing
+        stays mounted); Corrupt for a volatile layer marked by a crash, or missing lower dirs.
+        """
+        layer = self._layer(id)
+        with self.refs._locked():
+            n = self.refs.count(id)
+            # A count whose mount is gone (reboot, someone's umount) must not hand out the bare
+            # mount point: writes would land in the empty dir. Mount again.
+            if n == 0 or not _is_mounted(layer.merged, layer.dir):
+                self._mount(layer)
+            self.refs._write(id, n + 1)
+        return str(layer.merged)
+
+    def put(self, id: CacheID) -> None:
+        """Release one ``get``; unmount at zero (lazily if something still holds the tree open).
+        A put at count 0 is a no-op."""
+        layer = self._layer(id)
+        with self.refs._locked():
+            n = self.refs.count(id)
+            if n == 0:
+                return
+            if n == 1:
+                self._unmount(layer)
+            self.refs._write(id, n - 1)
+
+    def _mount(self, layer: _Layer) -> None:
+        lowers = self._lowers(layer)
+        if len(lowers) > MAX_LOWER:
+            raise Unsupported(f"overlay layer {layer.id} stacks {len(lowers)} layers; overlayfs "
+                              f"mounts at most {MAX_LOWER} lower layers")
+        if layer.volatile and (layer.work / "work" / "incompat" / "volatile").exists():
+            raise Corrupt(f"overlay layer {layer.id} was mounted volatile when the machine went "
+                          f"down; its writes may be lost: remove it")
+        upper = str(layer.diff) if layer.rw else None
+        work = str(layer.work) if layer.rw else None
+        target = str(layer.merged)
+        try:
+            if not self.legacy:
+                with _ShortPaths(self.home) as short:
+                    _mount_overlay(target, [short.path(p) for p in lowers], short.opt(upper), short.opt(work),
+                                   self.kernel, layer.volatile, False)
+            else:
+                self._mount_legacy(layer, lowers, upper, work)
+        except mountapi.MountError as e:
+            if _is_mounted(layer.merged, layer.dir):  # never leave a half-done get mounted
+                _umount(target)
+            raise self._refusal(layer, e) from e
+
+    def _mount_legacy(self, layer: _Layer, lowers: list[str], upper: str | None,
+                      work: str | None) -> None:
+        data = _legacy_data(lowers, upper, work, self.kernel.options, layer.volatile)
+        plain = not any(c in str(self.home) for c in ",:\\")
+        if plain and len(data.encode()) < mountapi.PAGE_SIZE:
+            _mount_overlay(str(layer.merged), lowers, upper, work, self.kernel, layer.volatile, True)
+            return
+        rel = [os.path.relpath(p, self.home) for p in lowers]
+        rupper = f"layers/{layer.id}/diff" if upper else None
+        rwork = f"layers/{layer.id}/work" if work else None
+        _mount_overlay(f"layers/{layer.id}/merged", rel, rupper, rwork, self.kernel, layer.volatile,
+                       True, cwd=str(self.home))
+
+    def _refusal(self, layer: _Layer, e: mountapi.MountError) -> Exception:
+        why = e.kernel_message
+        if e.errno == errno.ENOENT:
+            return Corrupt(f"overlay layer {layer.id}: a directory of its stack is missing ({e.step})")
+        if not e.log:
+            backing = mountapi.fstype_of(layer.diff)
+            if backing in _BACKING_REFUSED:
+                why += f"; {_BACKING_REFUSED[backing]} ({layer.dir} is on {backing})"
+            else:
+                why += " (the kernel's reason is in dmesg)"
+        return Unsupported(f"overlay mount of layer {layer.id} refused: {why}")
+
+    def _unmount(self, layer: _Layer) -> None:
+        clean = _umount(str(layer.merged))
+        if layer.volatile and clean:
+            # The kernel synced nothing; make the writes durable, then lift the mark that would
+            # make the next mount fail (it stands for "crashed while volatile"). After a lazy
+            # detach a holder may still write, so the mark stays and the next get says Corrupt.
+            syncfs(layer.diff)
+            shutil.rmtree(layer.work / "work" / "incompat", ignore_errors=True)
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def apply_diff(self, id: CacheID, parent: CacheID | None, tar: BinaryIO) -> int:
+        """Extract an OCI layer tar into ``<id>/diff`` with overlay whiteouts; returns bytes of
+        file content written. Safe to run for several layers of a stack at once."""
+        from drivers.tarapply import Whiteouts, apply_tar
+
+        layer = self._layer(id)
+        if layer.parent != parent:
+            raise Conflict(f"overlay layer {id} was created on {layer.parent}, not {parent}")
+        if self.refs.count(id) > 0:
+            raise Conflict(f"overlay layer {id} is mounted; apply_diff needs it unmounted")
+        return apply_tar(str(layer.diff), tar, Whiteouts.OVERLAY)
+
+    def _native(self, layer: _Layer, parent: CacheID | None) -> bool:
+        return self.native_diff and layer.parent == parent
+
+    def changes(self, id: CacheID, parent: CacheID | None) -> list[Change]:
+        """Paths the layer changed against ``parent``, sorted (native: read from the upper dir)."""
+        layer = self._layer(id)
+        if parent is not None:
+            self._layer(parent)  # NotFound
+        if self._native(layer, parent):
+            from drivers.tardiff import upper_changes
+
+            return upper_changes(str(layer.diff), self._diff_dirs(layer.chain))
+        from drivers.tardiff import tree_changes
+
+        with self._mounted_pair(id, parent) as (root, proot):
+            return tree_changes(root, proot)
+
+    def diff(self, id: CacheID, parent: CacheID | None) -> BinaryIO:
+        """The layer's changes as an OCI layer tar, produced as it is read (overlay whiteouts
+        become ``.wh.`` entries, opaque dirs ``.wh..wh..opq``). The naive path keeps both trees
+        mounted until the stream is closed."""
+        from drivers.tardiff import diff_stream, tree_changes, upper_changes
+
+        layer = self._layer(id)
+        if parent is not None:
+            self._layer(parent)
+        if self._native(layer, parent):
+            ch = upper_changes(str(layer.diff), self._diff_dirs(layer.chain))
+            return diff_stream(str(layer.diff), ch, whiteout_root=str(layer.diff))
+        pair = self._mounted_pair(id, parent)
+        root, proot = pair.__enter__()
+        try:
+            return diff_stream(root, tree_changes(root, proot),
+                               on_close=lambda: pair.__exit__(None, None, None))
+        except BaseException:
+            pair.__exit__(None, None, None)
+            raise
+
+    def diff_size(self, id: CacheID, parent: CacheID | None) -> int:
+        """Bytes of regular-file content added or modified against ``parent`` (a hard-linked
+        inode counts once)."""
+        from drivers.tardiff import diff_size, tree_changes
+
+        layer = self._layer(id)
+        if parent is not None:
+            self._layer(parent)
+        if self._native(layer, parent):
+            return diff_size(str(layer.diff), self.changes(id, parent))
+        with self._mounted_pair(id, parent) as (root, proot):
+            return diff_size(root, tree_changes(root, proot))
+
+    def _mounted_pair(self, id: CacheID, parent: CacheID | None) -> "_Pair":
+        return _Pair(self, id, parent)
+
+    # -- status / cleanup ----------------------------------------------------------------------
+
+    def status(self) -> dict[str, str]:
+        try:
+            layers = sum(1 for p in self.layers.iterdir() if (p / "link").is_file())
+        except OSError:
+            layers = -1
+        opts = ",".join(f"{k}={v}" for k, v in self.kernel.options)
+        return {
+            "backing_fs": mountapi.fstype_of(self.home),
+            "layers": str(layers),
+            "mounted": str(sum(1 for _ in self._overlay_mounts())),
+            "mount_api": "fsconfig lowerdir+" if not self.legacy else "mount(2) lowerdir=",
+            "max_depth": str(MAX_LOWER) if not self.legacy else "about 135",
+            "options": opts,
+            "volatile": "opt-in per container layer" if self.kernel.volatile else "unavailable",
+            "native_diff": "yes" if self.native_diff else "no (tree comparison)",
+            "parallel_apply": "yes",
+        }
+
+    def cleanup(self) -> None:
+        """Unmount every mount of this driver under ``home`` and drop all counts."""
+        self._sweep(startup=False)
+
+    def _overlay_mounts(self) -> Iterator[mountapi.MountInfo]:
+        for m in mountapi.mounts_under(self.home):
+            if m.mount_point != str(self.home):
+                yield m
+
+    def _sweep(self, startup: bool) -> None:
+        """Reconcile mounts with counts. ``startup``: only what a crash left inconsistent (a
+        mount with no count; a count with no mount) and temporary names; else everything."""
+        with self.refs._locked():
+            mounted: set[CacheID] = set()
+            for m in reversed(list(self._overlay_mounts())):
+                rel = os.path.relpath(m.mount_point, self.home).split(os.sep)
+                if len(rel) == 3 and rel[0] == "layers" and rel[2] == "merged" and _is_id(rel[1]):
+                    id = CacheID(rel[1])
+                    if startup and self.refs.count(id) > 0:
+                        mounted.add(id)
+                        continue
+                    self._unmount_stale(id, m.mount_point)
+                elif rel[0].startswith(".probe-") and m.fstype == "overlay":
+                    if startup:
+                        continue  # a concurrent supported() may own it; the sweep below decides
+                    _umount(m.mount_point)
+            for id in list(self.refs.held()):
+                if not startup or id not in mounted:
+                    self.refs._write(id, 0)
+        if startup:
+            self._sweep_names()
+
+    def _unmount_stale(self, id: CacheID, mount_point: str) -> None:
+        try:
+            layer = self._layer(id)
+        except NotFound:
+            _umount(mount_point)
+            return
+        self._unmount(layer)
+
+    def _sweep_names(self) -> None:
+        with _SweepLock(self.home, exclusive=True) as lock:
+            if not lock.acquired:
+                return  # another process is creating; its leftovers wait for the next open
+            for p in [*self.home.iterdir(), *self.layers.iterdir()]:
+                if p.name.endswith(".creating") or p.name.startswith(".probe-"):
+                    for m in reversed(mountapi.mounts_under(p)):
+                        _umount(m.mount_point)
+                    _rmtree(p)
+                elif p.name.endswith(".removing"):
+                    for m in reversed(mountapi.mounts_under(p)):
+                        _umount(m.mount_point)
+                    _rmtree(p)
+            for link in (self.home / "l").iterdir():
+                if not link.exists():  # dangling: its layer is gone (a crash inside remove)
+                    link.unlink(missing_ok=True)
+
+
+class _Pair:
+    """``get`` of a layer and its parent (or an empty dir) for tree comparison; ``put`` on exit."""
+
+    def __init__(self, drv: OverlayDriver, id: CacheID, parent: CacheID | None) -> None:
+        self.drv, self.id, self.parent = drv, id, parent
+        self.held: list[CacheID] = []
+
+    def __enter__(self) -> tuple[str, str]:
+        try:
+            root = self.drv.get(self.id)
+            self.held.append(self.id)
+            proot = str(self.drv.empty)
+            if self.parent is not None:
+                proot = self.drv.get(self.parent)
+                self.held.append(self.parent)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return root, proot
+
+    def __exit__(self, *exc: object) -> None:
+        while self.held:
+            self.drv.put(self.held.pop())
+
+
+def _is_id(name: str) -> bool:
+    try:
+        check_cache_id(name)
+        return True
+    except Exception:
+        return False
+
+
+def _is_mounted(merged: Path, parent_dir: Path) -> bool:
+    """A mount on ``merged``: its device differs from its parent dir's (overlay has its own
+    anonymous device). One stat pair instead of reading mountinfo on every ``get``."""
+    try:
+        return os.stat(merged).st_dev != os.stat(parent_dir).st_dev
+    except FileNotFoundError:
+        return False
+
+
+def _rmtree(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+
+    def onerror(func: object, p: str, exc: tuple[type[BaseException], BaseException, object]) -> None:
+        if not isinstance(exc[1], FileNotFoundError):
+            raise exc[1]
+
+    shutil.rmtree(path, onerror=onerror)
+
+
+def open_driver(home: Path) -> OverlayDriver:
+    """Factory for the registry in ``drivers/__init__.py``."""
+    return OverlayDriver(home)
