@@ -10,6 +10,7 @@ graphdriver. A user embeds it as a storage backend in a few lines::
 Everything a user needs is exported here (``__all__``); other modules are implementation.
 """
 
+from graph.archive import LoadedImage, load_archive, save_archive
 from graph.containers import Container
 from graph.digest import ChainID, DiffID, Digest, ImageID, chain_id, chain_ids
 from graph.errors import (
@@ -42,6 +43,7 @@ __all__ = [
     "ImageID",
     "InvalidInput",
     "Layer",
+    "LoadedImage",
     "LaminaError",
     "NotFound",
     "Problem",
@@ -51,5 +53,7 @@ __all__ = [
     "Unsupported",
     "chain_id",
     "chain_ids",
+    "load_archive",
     "parse_reference",
+    "save_archive",
 ]

@@ -25,7 +25,7 @@ from graph.containers import Container, ContainerStore
 from graph.content import ContentStore
 from graph.db import DB
 from graph.digest import ChainID, DiffID, Digest, ImageID, chain_ids
-from graph.errors import Conflict, Corrupt, InvalidInput, LaminaError, NotFound
+from graph.errors import Conflict, Corrupt, InvalidInput, LaminaError, NotFound, Unsupported
 from graph.images import Image, ImageStore
 from graph.layers import Layer, LayerStore, _pid_alive
 from graph.refs import Reference, parse_reference
@@ -98,6 +98,11 @@ class Store:
                 )
             return bound
         name = wanted or drivers.default_driver(self.root / "drivers")
+        # bind only a driver that can run here: a typo or an unsupported driver must not poison
+        # a new root (NotFound for an unknown name, Unsupported with the probe's reason)
+        reason = drivers.supported(name, self.root / "drivers" / name)
+        if reason is not None:
+            raise Unsupported(f"graph driver {name} cannot run here: {reason}")
         tmp = path.with_name(f".{DRIVER_FILE}.{os.getpid()}")
         tmp.write_text(name + "\n")
         os.replace(tmp, path)
@@ -140,6 +145,15 @@ class Store:
             c.execute(
                 "INSERT OR IGNORE INTO lease_resources (lease, kind, key) VALUES (?, 'blob', ?)",
                 (lease, digest),
+            )
+
+    def lease_layer(self, lease: str, chain: ChainID) -> None:
+        """Hold an existing layer for the lease's life (an operation that reuses a layer must not
+        see a concurrent prune remove it before an image points at it)."""
+        with self.db.transaction() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO lease_resources (lease, kind, key) VALUES (?, 'layer', ?)",
+                (lease, chain),
             )
 
     # ---- images --------------------------------------------------------------------------
