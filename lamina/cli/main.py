@@ -1,0 +1,152 @@
+"""``lamina``: parse the command line, open the store, run one command, map errors to exit codes.
+
+Exit codes: 0 success; a ``LaminaError``'s own ``exit_code`` (1 generic, 2 not found, 3 exists,
+4 conflict, 5 invalid input, 6 corrupt, 7 unsupported, 70 bug) with exactly one line
+``lamina: <message>`` on stderr; 2 for a usage error (argparse); 1 for an operating-system error
+(permission denied, disk full: one line too); 130 on Ctrl-C; 70 for anything unexpected, with one
+line and a hint to run with ``--debug``, which shows tracebacks.
+
+Start-up is kept light: this module and the command modules import only the standard library's
+argparse; the store and everything under it are imported when a command runs, so ``lamina
+--help`` never touches ``graph``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from lamina import __version__, config
+from lamina.cli import (
+    commit,
+    create,
+    diff,
+    export,
+    images,
+    inspect,
+    load,
+    login,
+    mount,
+    ps,
+    pull,
+    push,
+    rm,
+    rmi,
+    save,
+    system,
+    tag,
+    umount,
+)
+
+COMMANDS: list[ModuleType] = [
+    pull, push, login, load, save, images, tag, rmi, inspect, create, mount, umount, diff, commit, export, rm, ps, system,
+]
+
+EXIT_OS_ERROR = 1
+EXIT_INTERRUPTED = 130
+EXIT_UNEXPECTED = 70
+EXIT_BROKEN_PIPE = 141
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = config.defaults()
+    p = argparse.ArgumentParser(
+        prog="lamina",
+        description="A container image and layer store.",
+        epilog="Global options go before the command: lamina --root DIR images",
+    )
+    p.add_argument("--root", default=d.root, metavar="DIR",
+                   help=f"the store's root directory (default: $LAMINA_ROOT or {config.DEFAULT_ROOT}; now {d.root})")
+    p.add_argument("--driver", default=d.driver, metavar="NAME",
+                   help="graphdriver for a new root: vfs, overlay, btrfs, fuse (default: $LAMINA_DRIVER, "
+                        "else the root's own, else overlay where the kernel has it, else vfs)")
+    p.add_argument("--runtime", choices=config.RUNTIMES, default=None,
+                   help="OCI runtime for containers (recorded now, used when containers run)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    p.add_argument("--version", action="version", version=f"lamina {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # usage errors: argparse prints usage and exits 2
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        _flush_quietly()
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print("lamina: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (lamina images | head): say nothing more, like other tools
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except Exception as e:  # noqa: BLE001 - this is the one place that turns errors into exits
+        _flush_quietly()
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        code, line = _describe(e, args.debug)
+        print(f"lamina: {line}", file=sys.stderr)
+        return code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from lamina.cli.common import open_store
+
+    with open_store(args) as store:
+        rc = args.run(args, store)
+    sys.stdout.flush()
+    return int(rc or 0)
+
+
+def _describe(e: BaseException, debug: bool) -> tuple[int, str]:
+    """(exit code, one line) for an exception that reached the top."""
+    try:
+        from graph.errors import LaminaError
+    except Exception:  # the library itself failed to import: that error is the unexpected one
+        LaminaError = ()  # type: ignore[assignment,misc]
+
+    if isinstance(e, LaminaError):
+        return e.exit_code, _one_line(str(e)) or type(e).__name__
+    if isinstance(e, OSError):
+        what = e.strerror or str(e)
+        where = f": {e.filename}" if e.filename else ""
+        return EXIT_OS_ERROR, _one_line(f"{what}{where}")
+    hint = "" if debug else " (run with --debug for the traceback)"
+    return EXIT_UNEXPECTED, _one_line(f"unexpected error: {type(e).__name__}: {e}") + hint
+
+
+def _one_line(s: str) -> str:
+    return " ".join(s.split())
+
+
+def _flush_quietly() -> None:
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""``lamina ps [-a] [-q] [--format json]``: list containers, newest first, like ``docker ps``.
+Without ``-a`` only running containers are listed (none run yet: containers are ``created``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from lamina.cli import output
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING's value, without importing typing at start-up
+if TYPE_CHECKING:
+    from typing import Any
+
+    from graph import Container, Store
+
+HEADERS = ("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")
+ACTIVE = ("running", "paused")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("ps", help="list containers", description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("-a", "--all", action="store_true", help="show all containers (default: running only)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only show container IDs")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate IDs and commands")
+    p.set_defaults(run=run)
+
+
+def command_of(c: "Container") -> str:
+    import shlex
+
+    argv = list(c.config.get("Entrypoint") or []) + list(c.config.get("Cmd") or [])
+    return " ".join(shlex.quote(a) if a else "''" for a in argv)
+
+
+def status_of(c: "Container") -> str:
+    return {"created": "Created", "running": "Up", "paused": "Up (Paused)"}.get(c.state, c.state.capitalize())
+
+
+def rows(store: "Store", all_: bool) -> list[dict[str, Any]]:
+    out = []
+    for c in store.containers.list():
+        if not all_ and c.state not in ACTIVE:
+            continue
+        out.append(
+            {
+                "ID": c.id,
+                "Name": c.name,
+                "Image": c.config.get("Image") or (str(c.image_id) if c.image_id else ""),
+                "ImageID": str(c.image_id) if c.image_id else None,
+                "Command": command_of(c),
+                "Created": output.rfc3339(c.created),
+                "State": c.state,
+                "Status": status_of(c),
+                "_created": c.created,
+            }
+        )
+    return out
+
+
+def run(args: argparse.Namespace, store: "Store") -> int:
+    listing = rows(store, args.all)
+    if args.quiet:
+        for r in listing:
+            print(r["ID"] if args.no_trunc else output.short_id(r["ID"]))
+        return 0
+    if args.format == "json":
+        output.print_json([{k: v for k, v in r.items() if not k.startswith("_")} for r in listing])
+        return 0
+    output.table(
+        HEADERS,
+        (
+            (
+                r["ID"] if args.no_trunc else output.short_id(r["ID"]),
+                r["Image"],
+                '"' + (r["Command"] if args.no_trunc else output.ellipsis(r["Command"], 20)) + '"',
+                output.ago(r["_created"]),
+                r["Status"],
+                r["Name"],
+            )
+            for r in listing
+        ),
+    )
+    return 0

@@ -1,0 +1,62 @@
+"""Where the CLI's defaults come from. This is the only module that reads the environment
+(tests/test_architecture.py checks it): library code takes parameters, so an embedder of ``graph``
+is never surprised by a variable set in its process.
+
+Variables: ``LAMINA_ROOT`` (the store's root directory, default ``/var/lib/lamina``) and
+``LAMINA_DRIVER`` (the graphdriver for a new root; an existing root keeps the driver it was made
+with, see ``graph.Store``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+DEFAULT_ROOT = "/var/lib/lamina"
+RUNTIMES = ("crun", "runc")
+
+
+class Defaults:
+    """The values global options fall back to when not given on the command line. (A plain
+    class: dataclasses and typing cost milliseconds at every start.)"""
+
+    __slots__ = ("root", "driver")
+
+    def __init__(self, root: str, driver: str | None) -> None:
+        self.root = root
+        self.driver = driver  # None: the root's own driver, else the machine's default
+
+    def __repr__(self) -> str:
+        return f"Defaults(root={self.root!r}, driver={self.driver!r})"
+
+
+def defaults(environ: Mapping[str, str] | None = None) -> Defaults:
+    """Defaults from the environment (``os.environ`` unless another mapping is given, for tests)."""
+    env = os.environ if environ is None else environ
+    return Defaults(
+        root=env.get("LAMINA_ROOT") or DEFAULT_ROOT,
+        driver=env.get("LAMINA_DRIVER") or None,
+    )
+
+
+def client_env(name: str) -> str | None:
+    """The value of ``name`` in the caller's environment: ``create -e NAME`` (without ``=``)
+    copies it into the container, as ``docker create -e NAME`` does; None when unset."""
+    return os.environ.get(name)
+
+
+def docker_config_path(environ: Mapping[str, str] | None = None) -> str:
+    """Docker's client config file, where ``lamina login`` keeps credentials and ``pull``/``push``
+    read them: ``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json`` (Docker's rule)."""
+    env = os.environ if environ is None else environ
+    base = env.get("DOCKER_CONFIG") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".docker")
+    return os.path.join(base, "config.json")
+
+
+def registry_mirrors(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """``$LAMINA_REGISTRY_MIRRORS``: mirrors tried before a registry on pull, separated by commas
+    or spaces. ``URL`` mirrors Docker Hub (as Docker's ``registry-mirrors``); ``HOST=URL`` mirrors
+    the registry HOST. URLs need their scheme (``http://127.0.0.1:5001``)."""
+    env = os.environ if environ is None else environ
+    raw = env.get("LAMINA_REGISTRY_MIRRORS") or ""
+    return tuple(p for p in raw.replace(",", " ").split() if p)

@@ -1,0 +1,57 @@
+"""Start-up stays light: ``lamina --help`` and ``lamina images`` never import the bench's
+libraries (numpy, matplotlib), an HTTP client, or the native tar and compression libraries that
+only load, pull and commit need; ``--help`` does not even import the store. Checked in a fresh
+interpreter that runs the CLI's ``main`` and then reads ``sys.modules`` (a real check of what was
+imported, not a timing)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tests.cli.conftest import run_cmd
+
+HEAVY = {"numpy", "matplotlib", "scipy", "pandas", "httpx", "httpcore", "h11", "h2", "anyio",
+         "requests", "urllib3", "trio", "pyfuse3", "PIL", "pytest", "hypothesis"}
+LAZY = {"libarchive", "zstandard", "isal", "xxhash"}
+
+_PROBE = """
+import json, sys
+from lamina.cli.main import main
+out = sys.argv[1]
+try:
+    rc = main(sys.argv[2:])
+except SystemExit as e:  # --help exits through argparse
+    rc = e.code
+with open(out, "w") as f:
+    json.dump({"rc": rc, "modules": sorted(sys.modules)}, f)
+"""
+
+
+def _modules_after(tmp_path: Path, *args: str) -> set[str]:
+    report = tmp_path / "modules.json"
+    run_cmd([sys.executable, "-c", _PROBE, str(report), *args])
+    doc = json.loads(report.read_text())
+    assert doc["rc"] in (0, None), doc["rc"]
+    return {m.split(".")[0] for m in doc["modules"]}
+
+
+def test_help_imports_no_library_at_all(tmp_path: Path) -> None:
+    mods = _modules_after(tmp_path, "--help")
+    assert not mods & HEAVY, mods & HEAVY
+    assert not mods & LAZY, mods & LAZY
+    assert "graph" not in mods and "drivers" not in mods and "sqlite3" not in mods
+
+
+def test_images_imports_nothing_heavy(tmp_path: Path) -> None:
+    mods = _modules_after(tmp_path, "--root", str(tmp_path / "root"), "--driver", "vfs", "images")
+    assert "graph" in mods  # the probe did open a store
+    assert not mods & HEAVY, mods & HEAVY
+    assert not mods & LAZY, mods & LAZY
+
+
+def test_ps_and_system_df_import_nothing_heavy(tmp_path: Path) -> None:
+    for args in (["ps", "-a"], ["system", "df"]):
+        mods = _modules_after(tmp_path, "--root", str(tmp_path / "root"), "--driver", "vfs", *args)
+        assert not mods & HEAVY, (args, mods & HEAVY)
