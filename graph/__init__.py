@@ -10,7 +10,6 @@ graphdriver. A user embeds it as a storage backend in a few lines::
 Everything a user needs is exported here (``__all__``); other modules are implementation.
 """
 
-from graph.archive import LoadedImage, load_archive, save_archive
 from graph.containers import Container
 from graph.digest import ChainID, DiffID, Digest, ImageID, chain_id, chain_ids
 from graph.errors import (
@@ -57,3 +56,23 @@ __all__ = [
     "parse_reference",
     "save_archive",
 ]
+
+# Archives, pulls and pushes pull in tarfile, compression and HTTP libraries; the CLI imports
+# ``graph`` on every start, so these names load on first use (PEP 562).
+_LAZY = {
+    "LoadedImage": "graph.archive",
+    "load_archive": "graph.archive",
+    "save_archive": "graph.archive",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'graph' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
