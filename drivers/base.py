@@ -205,14 +205,22 @@ class RefCounts:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_path = home / "refs.lock"
 
-    def _locked(self) -> "_Flock":
+    def locked(self) -> "_Flock":
+        """Hold the counts' lock, for a driver that must check a count and act atomically
+        (remove refuses a held layer; get verifies a standing count still has its mount)."""
         return _Flock(self._lock_path)
+
+    _locked = locked
 
     def count(self, id: CacheID) -> int:
         try:
             return int((self.dir / id).read_text() or 0)
         except FileNotFoundError:
             return 0
+
+    def set(self, id: CacheID, n: int) -> None:
+        """Write a count; the caller holds ``locked()``."""
+        self._write(id, n)
 
     def _write(self, id: CacheID, n: int) -> None:
         p = self.dir / id

@@ -603,7 +603,9 @@ def test_unchanged_files_are_not_opened(drv: BtrfsDriver) -> None:
     subvol_roots = {str(drv.subvolumes / x) for x in (A, B)}
     inside = [p for p in native_opened if p not in subvol_roots]
     assert {p.split("/subvolumes/")[1].split("/", 1)[1] for p in inside} <= touched
-    assert len(generic_opened) >= 100     # both sides of every unchanged file, for contrast
+    # (the generic differ also skips files whose inode and ctime are equal on both sides, so it
+    # is no longer a contrast; it must only agree, which the first assertion checks)
+    del generic_opened
 
 
 def test_changes_fall_back_when_the_layer_is_no_snapshot_of_that_parent(drv: BtrfsDriver) -> None:
