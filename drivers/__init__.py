@@ -106,16 +106,18 @@ def available(home: Path | str) -> dict[str, str | None]:
     return {name: info.supported(Path(home)) for name, info in DRIVERS.items()}
 
 
-def default_driver(home: Path | str) -> str:
+def default_driver(home: Path | str, *, per_driver: bool = False) -> str:
     """The first usable driver of the priority list (``PRIORITY_ON_BTRFS`` when ``home`` is on
-    btrfs). Raises Unsupported if none is (vfs practically always is)."""
+    btrfs). With ``per_driver``, ``home`` is the parent of the drivers' homes (a store's
+    ``drivers/``) and each is probed at ``home/<name>``, where it would live. Raises Unsupported
+    if none is usable (vfs practically always is)."""
     home = Path(home)
     order = PRIORITY_ON_BTRFS if _backing_fs(home) == "btrfs" else PRIORITY
     reasons = []
     for name in order:
         if name not in DRIVERS:
             continue
-        reason = DRIVERS[name].supported(home)
+        reason = DRIVERS[name].supported(home / name if per_driver else home)
         if reason is None:
             return name
         reasons.append(f"{name}: {reason}")

@@ -97,7 +97,7 @@ class Store:
                     f"store {self.root} uses driver {bound!r}, not {wanted!r}; use another --root"
                 )
             return bound
-        name = wanted or drivers.default_driver(self.root / "drivers")
+        name = wanted or drivers.default_driver(self.root / "drivers", per_driver=True)
         # bind only a driver that can run here: a typo or an unsupported driver must not poison
         # a new root (NotFound for an unknown name, Unsupported with the probe's reason)
         reason = drivers.supported(name, self.root / "drivers" / name)
