@@ -1,6 +1,9 @@
 # lamina: the two commands users run are `make test` and `make bench`; both set up first.
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+# A fixed base temp dir, emptied with rm -rf first: tests make trees thousands of levels deep,
+# which pytest's own (recursive) clean-up of old temp dirs cannot remove.
+TEST_TMP ?= /tmp/lamina-tests
 
 .PHONY: setup test test-fast bench bench-quick clean
 
@@ -8,10 +11,12 @@ setup:
 	@bash scripts/setup.sh
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	rm -rf $(TEST_TMP)
+	$(PY) -m pytest --basetemp=$(TEST_TMP) $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	rm -rf $(TEST_TMP)
+	$(PY) -m pytest --basetemp=$(TEST_TMP) -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m bench run --profile default
