@@ -35,6 +35,7 @@ __all__ = [
     "Conflict",
     "Container",
     "Corrupt",
+    "Credentials",
     "DiffID",
     "Digest",
     "DigestMismatch",
@@ -47,13 +48,18 @@ __all__ = [
     "NotFound",
     "Problem",
     "PruneReport",
+    "PullResult",
+    "PushResult",
     "Reference",
+    "RegistryOptions",
     "Store",
     "Unsupported",
     "chain_id",
     "chain_ids",
     "load_archive",
     "parse_reference",
+    "pull",
+    "push",
     "save_archive",
 ]
 
@@ -63,6 +69,12 @@ _LAZY = {
     "LoadedImage": "graph.archive",
     "load_archive": "graph.archive",
     "save_archive": "graph.archive",
+    "pull": "graph.pull",
+    "PullResult": "graph.pull",
+    "push": "graph.push",
+    "PushResult": "graph.push",
+    "RegistryOptions": "graph.registry",
+    "Credentials": "graph.auth",
 }
 
 

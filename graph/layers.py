@@ -188,6 +188,122 @@ class LayerStore:
             return self._row(existing)
         return self.get(chain)
 
+    # ---- two-phase register (pulls: apply several layers of a stack at once) ---------------
+    #
+    # ``register`` in three steps a caller can interleave: ``prepare`` (pending row + empty
+    # driver layer on a parent *cache-id*, which may itself be prepared and not yet applied on
+    # drivers with ``parallel_apply``), ``apply_prepared`` (fill it, hashing the DiffID), and
+    # ``commit_prepared`` once the parent's ChainID is recorded (the ChainID needs it). The
+    # pending row exists from before the driver data until the row in ``layers`` replaces it
+    # (or ``abort_prepared`` removes the data), so ``recover`` rolls back a crash at any step,
+    # exactly as for ``register``.
+
+    def prepare(self, parent_cache: CacheID | None) -> CacheID:
+        """Phase 1: an empty read-only driver layer on ``parent_cache``, not yet recorded.
+
+        Requires: ``parent_cache`` is a recorded layer's cache-id or one this process prepared
+        (and has not aborted); None for a base layer.
+        Effect: a pending row, then ``driver.create``. Returns the new cache-id.
+        Raises: NotFound (parent data missing), Unsupported (driver limits); nothing is left.
+        Repeat: each call makes a new layer.
+        """
+        cid = new_cache_id()
+        self._pending_add(cid)
+        try:
+            _step("prepare:pending")
+            self.driver.create(cid, parent_cache)
+            _step("prepare:created")
+        except BaseException:
+            self._discard(cid)
+            raise
+        return cid
+
+    def apply_prepared(
+        self,
+        cid: CacheID,
+        parent_cache: CacheID | None,
+        tar: BinaryIO,
+        *,
+        expected_diff_id: DiffID | None = None,
+    ) -> tuple[DiffID, int]:
+        """Phase 2: apply an uncompressed layer tar to a prepared layer; returns (DiffID, size).
+
+        Requires: ``cid`` came from ``prepare(parent_cache)`` and was not applied; on a driver
+        without ``parallel_apply`` the parent's data is complete (applied).
+        Effect: the driver applies the tar while it is hashed; the stream is read to its end.
+        Raises: DigestMismatch (``expected_diff_id`` differs), InvalidInput (hostile or
+        malformed tar); the prepared layer is then unusable: ``abort_prepared`` it.
+        Repeat: no; apply once.
+        """
+        reader = HashingReader(tar)
+        size = self.driver.apply_diff(cid, parent_cache, reader)  # type: ignore[arg-type]
+        reader.drain()
+        _step("prepare:applied")
+        diff_id = DiffID(reader.digest())
+        if expected_diff_id is not None and diff_id != expected_diff_id:
+            raise DigestMismatch(f"layer DiffID mismatch: expected {expected_diff_id}, got {diff_id}")
+        return diff_id, size
+
+    def commit_prepared(
+        self,
+        cid: CacheID,
+        parent: ChainID | None,
+        diff_id: DiffID,
+        size: int,
+        *,
+        lease: str | None = None,
+        sync: bool = True,
+    ) -> tuple[Layer, bool]:
+        """Phase 3: record an applied prepared layer as the child of ``parent``.
+
+        Requires: ``parent`` is recorded (or None) and its data is the data ``cid`` was
+        prepared on (the caller's business: the same ChainID means the same content).
+        Effect: the driver's filesystem is synced (``sync=False``: the caller synced it after
+        the last apply), then in one transaction the layer row replaces the pending row. If the
+        ChainID is recorded already (another process won), nothing is written and the existing
+        layer is returned with False: our data stays pending, and the caller must
+        ``abort_prepared`` it once no prepared child still builds on it. With ``lease``, the
+        layer joins the lease either way.
+        Raises: NotFound (``parent`` not recorded); the prepared layer stays pending.
+        Repeat: committing the same cid again returns the recorded layer with False.
+        """
+        chain = chain_id(parent, diff_id)
+        if sync:
+            syncfs(self.driver.home)
+        _step("prepare:synced")
+        with self.db.transaction() as c:
+            if parent is not None and c.execute("SELECT 1 FROM layers WHERE chain_id = ?", (parent,)).fetchone() is None:
+                raise NotFound(f"layer {chain}: parent {parent} is not registered")
+            existing = c.execute("SELECT * FROM layers WHERE chain_id = ?", (chain,)).fetchone()
+            if existing is None:
+                c.execute(
+                    "INSERT INTO layers (chain_id, diff_id, parent, cache_id, size, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (chain, diff_id, parent, cid, size, time.time()),
+                )
+                c.execute("DELETE FROM pending WHERE cache_id = ?", (cid,))
+            if lease is not None:
+                c.execute(
+                    "INSERT OR IGNORE INTO lease_resources (lease, kind, key) VALUES (?, 'layer', ?)",
+                    (lease, chain),
+                )
+        _step("prepare:committed")
+        if existing is not None:
+            return self._row(existing), False
+        return self.get(chain), True
+
+    def abort_prepared(self, cid: CacheID) -> None:
+        """Throw away a prepared layer that was not recorded (failed, or lost to an equal one).
+
+        Requires: no prepared layer that is still wanted was prepared on ``cid``.
+        Effect: driver data removed, then the pending row.
+        Raises: Conflict (driver refuses: mounted). Refuses with Bug a recorded cache-id.
+        Repeat: a no-op for an unknown cid.
+        """
+        if self.db.one("SELECT 1 FROM layers WHERE cache_id = ?", (cid,)) is not None:
+            raise Bug(f"abort_prepared: cache-id {cid} is a recorded layer")
+        self._discard(cid)
+
     # ---- references and release -----------------------------------------------------------
     def references(self, chain: ChainID) -> int:
         """Rows that need this layer: images on it, child layers, containers, leases."""

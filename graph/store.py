@@ -306,6 +306,18 @@ class Store:
                 self.refs.add(parse_reference(ref), img.id)
         return img
 
+    def pull(self, reference: str, **options: Any) -> Any:
+        """Pull an image from a registry (``graph.pull.pull``; its keyword options)."""
+        from graph.pull import pull
+
+        return pull(self, reference, **options)
+
+    def push(self, reference: str, **options: Any) -> Any:
+        """Push an image to a registry (``graph.push.push``; its keyword options)."""
+        from graph.push import push
+
+        return push(self, reference, **options)
+
     def record_layer_blob(self, diff_id: DiffID, blob: Digest, media_type: str, size: int) -> None:
         del size  # the content store knows it
         with self.db.transaction() as c:
