@@ -117,6 +117,7 @@ class LoopFS:
             try:
                 if self.device:
                     self._detach()
+                    self._wait_detached()
                     self.device = None
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -150,6 +151,18 @@ class LoopFS:
                 return
             time.sleep(0.05)
         self.errors.append(f"losetup -d {self.device}: {p.stderr.strip()}")
+
+    def _wait_detached(self, timeout: float = 15.0) -> None:
+        """``losetup -d`` of a device the filesystem still holds only marks it for auto-clear;
+        btrfs drops its last reference to the device shortly after umount returns. Wait for the
+        detach to finish so the caller's leak check sees the real end state."""
+        assert self.device is not None
+        backing = Path("/sys/block") / Path(self.device).name / "loop" / "backing_file"
+        deadline = time.monotonic() + timeout
+        while backing.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if backing.exists():
+            self.errors.append(f"{self.device} still attached {timeout:.0f} s after losetup -d")
 
     def __enter__(self) -> "LoopFS":
         return self
