@@ -61,7 +61,7 @@ DRIVERS: dict[str, DriverInfo] = {
     "vfs": DriverInfo("drivers.vfs", "VfsDriver"),
     "overlay": DriverInfo("drivers.overlay", "OverlayDriver"),
     "btrfs": DriverInfo("drivers.btrfs", "BtrfsDriver"),
-    # "fuse": DriverInfo("drivers.fuse", "FuseDriver"),
+    "fuse": DriverInfo("drivers.fuse", "FuseDriver"),
 }
 
 # Preference when the user names none (moby's priority list): the kernel's overlay first, the

@@ -1,6 +1,7 @@
 """The ``overlay`` graphdriver: each layer is a directory, stacked by the kernel's overlayfs.
 
-On disk (``home`` is ``<root>/drivers/overlay``), after moby's overlay2::
+On disk (``home`` is ``<root>/drivers/overlay``), after moby's overlay2 (the layout, and
+everything that does not mount, is shared with the fuse driver: ``drivers/diffdirs.py``)::
 
     home/layers/<id>/diff/     the layer's own files, overlay-style: a deleted path is a 0/0 char
                                device, an opaque dir has ``trusted.overlay.opaque=y``. A container
@@ -75,26 +76,24 @@ count with no mount (a reboot, a manual umount) is dropped; ``cleanup`` unmounts
 
 from __future__ import annotations
 
-import base64
 import errno
-import fcntl
 import functools
 import os
 import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 from drivers import mountapi
-from drivers.fsync import fsync_dir, syncfs
-from drivers.base import CacheID, Change, RefCounts, check_cache_id
-from drivers.errors import AlreadyExists, Bug, Conflict, Corrupt, NotFound, Unsupported
+from drivers.base import CacheID
+from drivers.diffdirs import LINK_LEN, DiffDirDriver, Layer, SweepLock, is_id
+from drivers.errors import Bug, Corrupt, NotFound, Unsupported
+from drivers.fsync import syncfs
 
 MAX_LOWER = 500
 """overlayfs' stack limit (``OVL_MAX_STACK`` in fs/overlayfs/params.h)."""
 
-LINK_LEN = 26  # 16 random bytes in base32, as overlay2's ``l/`` names
 _OPTIONS = (("index", "off"), ("metacopy", "off"), ("redirect_dir", "nofollow"))
 _TRUSTED_PROBE = "trusted.lamina.probe"
 _BACKING_REFUSED = {"overlay": "overlayfs cannot use an overlay mount as upper dir",
@@ -186,7 +185,7 @@ def _probe_mount(home: Path, backing: str) -> str | None:
     probe = home / f".probe-{secrets.token_hex(4)}"
     kernel = kernel_overlay()
     try:
-        with _SweepLock(home, exclusive=False):
+        with SweepLock(home, exclusive=False):
             for d in ("lower1", "lower2", "upper", "work", "merged"):
                 (probe / d).mkdir(parents=True)
             try:
@@ -213,33 +212,6 @@ def _probe_mount(home: Path, backing: str) -> str | None:
     finally:
         shutil.rmtree(probe, ignore_errors=True)
     return None
-
-
-class _SweepLock:
-    """``home/sweep.lock``: creators hold it shared while a temporary name exists; the open
-    sweep takes it exclusive (non-blocking) so it never deletes another process's work."""
-
-    def __init__(self, home: Path, exclusive: bool) -> None:
-        self.path = home / "sweep.lock"
-        self.exclusive = exclusive
-        self.fd = -1
-        self.acquired = False
-
-    def __enter__(self) -> "_SweepLock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            if self.exclusive:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            else:
-                fcntl.flock(self.fd, fcntl.LOCK_SH)
-            self.acquired = True
-        except BlockingIOError:
-            self.acquired = False
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
-        self.fd = -1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,30 +322,10 @@ class _ShortPaths:
 # the driver
 
 
-@dataclass(frozen=True)
-class _Layer:
-    id: CacheID
-    dir: Path
-    link: str
-    chain: list[str]  # parents' links, uppermost first
-    parent: CacheID | None
-    rw: bool
-    volatile: bool
-
-    @property
-    def diff(self) -> Path:
-        return self.dir / "diff"
-
-    @property
-    def work(self) -> Path:
-        return self.dir / "work"
-
-    @property
-    def merged(self) -> Path:
-        return self.dir / "merged"
+_Layer = Layer  # the shared layer record (drivers.diffdirs)
 
 
-class OverlayDriver:
+class OverlayDriver(DiffDirDriver):
     """Graphdriver on kernel overlayfs (see the module docstring for layout and options).
 
     ``mount_api``: "auto" (``lowerdir+`` where the kernel has it, else mount(2)), "new" or
@@ -382,23 +334,14 @@ class OverlayDriver:
     """
 
     name = "overlay"
-    parallel_apply = True
-    """``apply_diff`` of layer N does not need layer N-1 applied, only created."""
 
     def __init__(self, home: Path, *, mount_api: str = "auto", naive_diff: bool = False) -> None:
-        self.home = Path(os.path.realpath(home))
-        self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "l").mkdir(exist_ok=True)
-        self.layers = self.home / "layers"
-        self.layers.mkdir(exist_ok=True)
-        self.empty = self.home / "empty"
-        self.empty.mkdir(exist_ok=True)
+        self._init_layout(home)
         try:  # one syscall; without trusted.* xattrs overlayfs mounts but cannot make opaque dirs
             os.setxattr(self.empty, _TRUSTED_PROBE, b"y")
         except OSError as e:
             raise Unsupported(f"overlay: {mountapi.fstype_of(self.home)} at {self.home} cannot "
                               f"store trusted.* xattrs ({e.strerror}); overlayfs needs them") from None
-        self.refs = RefCounts(self.home)
         self.kernel = kernel_overlay()
         if mount_api == "auto":
             self.legacy = not self.kernel.lowerdir_plus
@@ -413,47 +356,7 @@ class OverlayDriver:
         self.native_diff = self.kernel.exact_upper and not naive_diff
         self._sweep(startup=True)
 
-    # -- layout helpers ------------------------------------------------------------------------
-
-    def _dir(self, id: CacheID) -> Path:
-        return self.layers / check_cache_id(id)
-
-    def _layer(self, id: CacheID) -> _Layer:
-        d = self._dir(id)
-        try:
-            link = (d / "link").read_text().strip()
-        except FileNotFoundError:
-            raise NotFound(f"overlay layer {id} not found") from None
-        except NotADirectoryError:
-            raise NotFound(f"overlay layer {id} not found") from None
-        try:
-            lower = (d / "lower").read_text().strip()
-        except FileNotFoundError:
-            lower = ""
-        try:
-            parent: CacheID | None = CacheID((d / "parent").read_text().strip())
-        except FileNotFoundError:
-            parent = None
-        chain = [p[2:] for p in lower.split(":")] if lower else []
-        return _Layer(CacheID(id), d, link, chain, parent, (d / "work").is_dir(),
-                      (d / "volatile").exists())
-
-    def _link_path(self, link: str) -> str:
-        return str(self.home / "l" / link)
-
-    def _lowers(self, layer: _Layer) -> list[str]:
-        """Lower dirs of ``layer``'s mount, uppermost first, as absolute ``home/l/<link>`` paths."""
-        links = layer.chain if layer.rw else [layer.link, *layer.chain]
-        lowers = [self._link_path(k) for k in links]
-        need = 1 if layer.rw else 2
-        if len(lowers) < need:
-            lowers.append(str(self.empty))
-        return lowers
-
-    def _diff_dirs(self, links: list[str]) -> list[str]:
-        return [os.path.realpath(self._link_path(k)) for k in links]
-
-    # -- create / remove -----------------------------------------------------------------------
+    # -- create --------------------------------------------------------------------------------
 
     def create(self, id: CacheID, parent: CacheID | None) -> None:
         """Make an empty read-only layer on ``parent`` (see ``GraphDriver.create``).
@@ -470,43 +373,6 @@ class OverlayDriver:
             raise Unsupported("overlay: this kernel has no volatile mounts (needs Linux >= 5.10)")
         self._create(id, parent, rw=True, volatile=volatile)
 
-    def _create(self, id: CacheID, parent: CacheID | None, rw: bool, volatile: bool) -> None:
-        final = self._dir(id)
-        if final.exists():
-            raise AlreadyExists(f"overlay layer {id} already exists")
-        chain: list[str] = []
-        if parent is not None:
-            p = self._layer(parent)
-            chain = [p.link, *p.chain]
-        self._check_depth(id, chain, rw)
-        link = base64.b32encode(secrets.token_bytes(16)).decode()[:LINK_LEN]
-        tmp = self.layers / f"{id}.{secrets.token_hex(4)}.creating"  # racing creators: own names
-        with _SweepLock(self.home, exclusive=False):
-            try:
-                tmp.mkdir()
-                (tmp / "diff").mkdir(0o755)
-                (tmp / "merged").mkdir(0o700)
-                if rw:
-                    (tmp / "work").mkdir(0o700)
-                (tmp / "link").write_text(link)
-                if chain:
-                    (tmp / "lower").write_text(":".join(f"l/{k}" for k in chain))
-                    (tmp / "parent").write_text(str(parent))
-                if volatile:
-                    (tmp / "volatile").write_text("")
-                os.symlink(f"../layers/{id}/diff", self._link_path(link))
-                try:
-                    os.rename(tmp, final)
-                except OSError as e:
-                    os.unlink(self._link_path(link))
-                    if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                        raise AlreadyExists(f"overlay layer {id} already exists") from None
-                    raise
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        fsync_dir(self.home / "l")
-        fsync_dir(self.layers)
-
     def _check_depth(self, id: CacheID, chain: list[str], rw: bool) -> None:
         n = len(chain) + (0 if rw else 1)  # lower dirs of this layer's own mount
         if n > MAX_LOWER:
@@ -521,64 +387,14 @@ class OverlayDriver:
                                   f"one page of options, enough for about 135 (Linux >= 6.8 "
                                   f"takes {MAX_LOWER} with the new mount API)")
 
-    def remove(self, id: CacheID) -> None:
-        """Delete the layer (see ``GraphDriver.remove``); a stale mount with no count is
-        unmounted first. Raises Conflict while ``get`` holds it."""
-        d = self._dir(id)
-        with self.refs._locked():
-            if self.refs.count(id) > 0:
-                raise Conflict(f"overlay layer {id} is mounted ({self.refs.count(id)} holders)")
-            if not d.exists():
-                return
-            if _is_mounted(d / "merged", d):
-                _umount(str(d / "merged"))
-            try:
-                link = (d / "link").read_text().strip()
-            except FileNotFoundError:
-                link = ""
-            gone = self.layers / f"{id}.removing"
-            shutil.rmtree(gone, ignore_errors=True)
-            os.rename(d, gone)
-        if link:
-            try:
-                os.unlink(self._link_path(link))
-            except FileNotFoundError:
-                pass
-        _rmtree(gone)
+    # -- mounting (the hooks of DiffDirDriver.get / put / remove) -------------------------------
 
-    def exists(self, id: CacheID) -> bool:
-        return (self._dir(id) / "link").is_file()
+    def _mounted(self, layer: _Layer) -> bool:
+        return _is_mounted(layer.merged, layer.dir)
 
-    # -- get / put -----------------------------------------------------------------------------
-
-    def get(self, id: CacheID) -> str:
-        """Mount the layer's merged tree (container layers read-write, others read-only) and
-        return its path; refcounted across processes (see ``GraphDriver.get``).
-
-        Raises NotFound; Unsupported naming the kernel's reason if overlayfs refuses (nothing
-        stays mounted); Corrupt for a volatile layer marked by a crash, or missing lower dirs.
-        """
-        layer = self._layer(id)
-        with self.refs._locked():
-            n = self.refs.count(id)
-            # A count whose mount is gone (reboot, someone's umount) must not hand out the bare
-            # mount point: writes would land in the empty dir. Mount again.
-            if n == 0 or not _is_mounted(layer.merged, layer.dir):
-                self._mount(layer)
-            self.refs._write(id, n + 1)
-        return str(layer.merged)
-
-    def put(self, id: CacheID) -> None:
-        """Release one ``get``; unmount at zero (lazily if something still holds the tree open).
-        A put at count 0 is a no-op."""
-        layer = self._layer(id)
-        with self.refs._locked():
-            n = self.refs.count(id)
-            if n == 0:
-                return
-            if n == 1:
-                self._unmount(layer)
-            self.refs._write(id, n - 1)
+    def _unmount_leftover(self, id: CacheID, d: Path) -> None:
+        if _is_mounted(d / "merged", d):
+            _umount(str(d / "merged"))
 
     def _mount(self, layer: _Layer) -> None:
         lowers = self._lowers(layer)
@@ -637,81 +453,10 @@ class OverlayDriver:
             syncfs(layer.diff)
             shutil.rmtree(layer.work / "work" / "incompat", ignore_errors=True)
 
-    # -- data ----------------------------------------------------------------------------------
-
-    def apply_diff(self, id: CacheID, parent: CacheID | None, tar: BinaryIO) -> int:
-        """Extract an OCI layer tar into ``<id>/diff`` with overlay whiteouts; returns bytes of
-        file content written. Safe to run for several layers of a stack at once."""
-        from drivers.tarapply import Whiteouts, apply_tar
-
-        layer = self._layer(id)
-        if layer.parent != parent:
-            raise Conflict(f"overlay layer {id} was created on {layer.parent}, not {parent}")
-        if self.refs.count(id) > 0:
-            raise Conflict(f"overlay layer {id} is mounted; apply_diff needs it unmounted")
-        return apply_tar(str(layer.diff), tar, Whiteouts.OVERLAY)
-
-    def _native(self, layer: _Layer, parent: CacheID | None) -> bool:
-        return self.native_diff and layer.parent == parent
-
-    def changes(self, id: CacheID, parent: CacheID | None) -> list[Change]:
-        """Paths the layer changed against ``parent``, sorted (native: read from the upper dir)."""
-        layer = self._layer(id)
-        if parent is not None:
-            self._layer(parent)  # NotFound
-        if self._native(layer, parent):
-            from drivers.tardiff import upper_changes
-
-            return upper_changes(str(layer.diff), self._diff_dirs(layer.chain))
-        from drivers.tardiff import tree_changes
-
-        with self._mounted_pair(id, parent) as (root, proot):
-            return tree_changes(root, proot)
-
-    def diff(self, id: CacheID, parent: CacheID | None) -> BinaryIO:
-        """The layer's changes as an OCI layer tar, produced as it is read (overlay whiteouts
-        become ``.wh.`` entries, opaque dirs ``.wh..wh..opq``). The naive path keeps both trees
-        mounted until the stream is closed."""
-        from drivers.tardiff import diff_stream, tree_changes, upper_changes
-
-        layer = self._layer(id)
-        if parent is not None:
-            self._layer(parent)
-        if self._native(layer, parent):
-            ch = upper_changes(str(layer.diff), self._diff_dirs(layer.chain))
-            return diff_stream(str(layer.diff), ch, whiteout_root=str(layer.diff))
-        pair = self._mounted_pair(id, parent)
-        root, proot = pair.__enter__()
-        try:
-            return diff_stream(root, tree_changes(root, proot),
-                               on_close=lambda: pair.__exit__(None, None, None))
-        except BaseException:
-            pair.__exit__(None, None, None)
-            raise
-
-    def diff_size(self, id: CacheID, parent: CacheID | None) -> int:
-        """Bytes of regular-file content added or modified against ``parent`` (a hard-linked
-        inode counts once)."""
-        from drivers.tardiff import diff_size, tree_changes
-
-        layer = self._layer(id)
-        if parent is not None:
-            self._layer(parent)
-        if self._native(layer, parent):
-            return diff_size(str(layer.diff), self.changes(id, parent))
-        with self._mounted_pair(id, parent) as (root, proot):
-            return diff_size(root, tree_changes(root, proot))
-
-    def _mounted_pair(self, id: CacheID, parent: CacheID | None) -> "_Pair":
-        return _Pair(self, id, parent)
-
     # -- status / cleanup ----------------------------------------------------------------------
 
     def status(self) -> dict[str, str]:
-        try:
-            layers = sum(1 for p in self.layers.iterdir() if (p / "link").is_file())
-        except OSError:
-            layers = -1
+        layers = len(self.layer_ids())
         opts = ",".join(f"{k}={v}" for k, v in self.kernel.options)
         return {
             "backing_fs": mountapi.fstype_of(self.home),
@@ -741,7 +486,7 @@ class OverlayDriver:
             mounted: set[CacheID] = set()
             for m in reversed(list(self._overlay_mounts())):
                 rel = os.path.relpath(m.mount_point, self.home).split(os.sep)
-                if len(rel) == 3 and rel[0] == "layers" and rel[2] == "merged" and _is_id(rel[1]):
+                if len(rel) == 3 and rel[0] == "layers" and rel[2] == "merged" and is_id(rel[1]):
                     id = CacheID(rel[1])
                     if startup and self.refs.count(id) > 0:
                         mounted.add(id)
@@ -755,7 +500,7 @@ class OverlayDriver:
                 if not startup or id not in mounted:
                     self.refs._write(id, 0)
         if startup:
-            self._sweep_names()
+            self._sweep_names_and_mounts()
 
     def _unmount_stale(self, id: CacheID, mount_point: str) -> None:
         try:
@@ -765,55 +510,12 @@ class OverlayDriver:
             return
         self._unmount(layer)
 
-    def _sweep_names(self) -> None:
-        with _SweepLock(self.home, exclusive=True) as lock:
-            if not lock.acquired:
-                return  # another process is creating; its leftovers wait for the next open
-            for p in [*self.home.iterdir(), *self.layers.iterdir()]:
-                if p.name.endswith(".creating") or p.name.startswith(".probe-"):
-                    for m in reversed(mountapi.mounts_under(p)):
-                        _umount(m.mount_point)
-                    _rmtree(p)
-                elif p.name.endswith(".removing"):
-                    for m in reversed(mountapi.mounts_under(p)):
-                        _umount(m.mount_point)
-                    _rmtree(p)
-            for link in (self.home / "l").iterdir():
-                if not link.exists():  # dangling: its layer is gone (a crash inside remove)
-                    link.unlink(missing_ok=True)
+    def _sweep_names_and_mounts(self) -> None:
+        def unmount_under(p: Path) -> None:
+            for m in reversed(mountapi.mounts_under(p)):
+                _umount(m.mount_point)
 
-
-class _Pair:
-    """``get`` of a layer and its parent (or an empty dir) for tree comparison; ``put`` on exit."""
-
-    def __init__(self, drv: OverlayDriver, id: CacheID, parent: CacheID | None) -> None:
-        self.drv, self.id, self.parent = drv, id, parent
-        self.held: list[CacheID] = []
-
-    def __enter__(self) -> tuple[str, str]:
-        try:
-            root = self.drv.get(self.id)
-            self.held.append(self.id)
-            proot = str(self.drv.empty)
-            if self.parent is not None:
-                proot = self.drv.get(self.parent)
-                self.held.append(self.parent)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return root, proot
-
-    def __exit__(self, *exc: object) -> None:
-        while self.held:
-            self.drv.put(self.held.pop())
-
-
-def _is_id(name: str) -> bool:
-    try:
-        check_cache_id(name)
-        return True
-    except Exception:
-        return False
+        self._sweep_names(unmount_under)
 
 
 def _is_mounted(merged: Path, parent_dir: Path) -> bool:
@@ -823,18 +525,6 @@ def _is_mounted(merged: Path, parent_dir: Path) -> bool:
         return os.stat(merged).st_dev != os.stat(parent_dir).st_dev
     except FileNotFoundError:
         return False
-
-
-def _rmtree(path: Path) -> None:
-    if path.is_symlink() or not path.is_dir():
-        path.unlink(missing_ok=True)
-        return
-
-    def onerror(func: object, p: str, exc: tuple[type[BaseException], BaseException, object]) -> None:
-        if not isinstance(exc[1], FileNotFoundError):
-            raise exc[1]
-
-    shutil.rmtree(path, onerror=onerror)
 
 
 def open_driver(home: Path) -> OverlayDriver:
