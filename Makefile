@@ -5,10 +5,13 @@ PYTEST_ARGS ?=
 # which pytest's own (recursive) clean-up of old temp dirs cannot remove.
 TEST_TMP ?= /tmp/lamina-tests
 
-.PHONY: setup test test-fast bench bench-quick clean
+.PHONY: setup setup-bench test test-fast bench bench-quick clean
 
 setup:
 	@bash scripts/setup.sh
+
+setup-bench:
+	@bash scripts/setup.sh --bench
 
 test: setup
 	rm -rf $(TEST_TMP)
@@ -18,10 +21,10 @@ test-fast: setup
 	rm -rf $(TEST_TMP)
 	$(PY) -m pytest --basetemp=$(TEST_TMP) -m "not slow" $(PYTEST_ARGS)
 
-bench: setup
+bench: setup-bench
 	$(PY) -m bench run --profile default
 
-bench-quick: setup
+bench-quick: setup-bench
 	$(PY) -m bench run --profile quick
 
 clean:

@@ -10,10 +10,22 @@ APT_PACKAGES=(
   btrfs-progs                           # btrfs driver
   fuse3 libfuse3-dev pkg-config         # fuse driver (pyfuse3 builds against libfuse3)
   crun runc                             # OCI runtimes
+  busybox-static                        # a static busybox for the runtime tests' images
   docker-registry                       # local registry for distribution tests and the bench
   skopeo umoci                          # peers: images made by other tools; bench comparisons
   zstd pigz tar                         # roofline and peers
 )
+# `setup.sh --bench` (make bench, make bench-quick): what only the benchmark suite needs.
+BENCH_APT_PACKAGES=(
+  debootstrap                           # the bench's realistic image: a Debian minbase rootfs
+  podman fuse-overlayfs                 # peers: podman pull / run, fuse-overlayfs beside the fuse driver
+)
+for arg in "$@"; do
+  case "$arg" in
+    --bench) APT_PACKAGES+=("${BENCH_APT_PACKAGES[@]}") ;;
+    *) echo "setup: unknown option $arg (known: --bench)" >&2; exit 2 ;;
+  esac
+done
 if [ "${LAMINA_SKIP_APT:-}" != 1 ]; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do

@@ -67,8 +67,10 @@ def build_config(args: argparse.Namespace, store: "Store") -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, store: "Store") -> int:
+    import runtime
+
     cfg = build_config(args, store)
     img = store.resolve_image(args.image)
-    c = store.create_container(str(img.id), name=args.name, config=cfg)
+    c = runtime.create(store, str(img.id), name=args.name, config=cfg)  # record + OCI bundle
     print(c.id)
     return 0

@@ -52,6 +52,14 @@ def run(args: argparse.Namespace, store: "Store") -> int:
 
 def container_json(store: "Store", c: "Container", *, size: bool = False) -> dict[str, Any]:
     """A container in the shape of Docker's ``ContainerJSON`` (the fields lamina has)."""
+    import runtime
+
+    got = runtime.reconcile(store, c)  # the state as it is now (exited unseen, monitor died...)
+    if got is None:
+        from graph.errors import NotFound
+
+        raise NotFound(f"no such container: {c.name} (removed on exit)")
+    c, st = got
     cfg = {k: v for k, v in c.config.items() if k != "HostConfig"}
     argv = list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
     out: dict[str, Any] = {
@@ -59,11 +67,7 @@ def container_json(store: "Store", c: "Container", *, size: bool = False) -> dic
         "Created": output.rfc3339(c.created),
         "Path": argv[0] if argv else "",
         "Args": argv[1:],
-        "State": {
-            "Status": c.state,
-            "Running": c.state == "running",
-            "Paused": c.state == "paused",
-        },
+        "State": runtime.inspect_state(st),
         "Image": str(c.image_id) if c.image_id else "",
         "Name": "/" + c.name,
         "Driver": store.driver_name,
@@ -78,6 +82,7 @@ def container_json(store: "Store", c: "Container", *, size: bool = False) -> dic
             },
         },
     }
+    out.update(runtime.extra_inspect(store, c))
     if size:
         out["SizeRw"] = store.containers.size(c)
     return out

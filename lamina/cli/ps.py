@@ -33,15 +33,33 @@ def command_of(c: "Container") -> str:
     return " ".join(shlex.quote(a) if a else "''" for a in argv)
 
 
-def status_of(c: "Container") -> str:
-    return {"created": "Created", "running": "Up", "paused": "Up (Paused)"}.get(c.state, c.state.capitalize())
+def status_of(c: "Container", st: Any = None, now: float | None = None) -> str:
+    """Docker's STATUS column: ``Created``, ``Up 5 seconds``, ``Up 2 minutes (Paused)``,
+    ``Exited (0) 3 seconds ago``; ``st`` is the runtime's state (runtime.State)."""
+    import time
+
+    if st is None:
+        return {"created": "Created", "running": "Up", "paused": "Up (Paused)"}.get(c.state, c.state.capitalize())
+    now = time.time() if now is None else now
+    if st.Status in ACTIVE:
+        up = "Up " + output.human_duration(max(0.0, now - st.StartedAt / 1e9))
+        return up + (" (Paused)" if st.Status == "paused" else "")
+    if st.Status == "exited":
+        if not st.FinishedAt:
+            return f"Exited ({st.ExitCode})"
+        return f"Exited ({st.ExitCode}) {output.human_duration(max(0.0, now - st.FinishedAt / 1e9))} ago"
+    return "Created"
 
 
 def rows(store: "Store", all_: bool) -> list[dict[str, Any]]:
+    from runtime import containers as rc
+
+    rc.reconcile_all(store)  # containers whose monitor died, or that exited unseen, are recorded first
     out = []
     for c in store.containers.list():
         if not all_ and c.state not in ACTIVE:
             continue
+        st = rc.read_state(rc.paths_of(store, c), c.state)
         out.append(
             {
                 "ID": c.id,
@@ -51,7 +69,7 @@ def rows(store: "Store", all_: bool) -> list[dict[str, Any]]:
                 "Command": command_of(c),
                 "Created": output.rfc3339(c.created),
                 "State": c.state,
-                "Status": status_of(c),
+                "Status": status_of(c, st),
                 "_created": c.created,
             }
         )

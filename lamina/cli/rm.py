@@ -21,7 +21,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, store: "Store") -> int:
+    import runtime
+
     for name in args.containers:
-        store.remove_container(name, force=args.force)
+        runtime.remove(store, name, force=args.force)  # -f kills a running container first
         print(name, flush=True)
     return 0
