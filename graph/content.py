@@ -75,6 +75,10 @@ from graph.verify import CHUNK, hash_stream
 _BLOB_MODE = 0o444
 _DATA_MODE = 0o644
 _PIPELINE_BUFFERS = 3  # measured: 3 x 1 MiB keeps the hashing thread busy; more does not help
+# A durable writer starts the kernel's writeback of every this many new bytes (without waiting),
+# so the fsync at commit finds little left to do: 256 MiB on a journaled ext4 loop went from
+# 0.23-0.26 s to 0.21 s (hashing alone: 0.15 s).
+_WRITEBACK_EVERY = 8 << 20
 
 # Fault injection for crash tests: called with a step name ("synced": data fsynced, not yet
 # linked; "linked": blob visible, ingest files not yet removed). Tests set it in a child process
@@ -435,7 +439,7 @@ class ContentStore:
                 w._fd, w._path = fd, data
                 offset = _rehash(fd, w._hash)
                 if w.size is None or offset <= w.size:
-                    w.offset = offset
+                    w.offset = w._flushed = offset
                     w.started = meta.started
                     return
                 os.close(fd)
@@ -523,6 +527,7 @@ class Writer:
         self._closed = False
         self._broken = False
         self._digest: Digest | None = None
+        self._flushed = 0  # bytes handed to the kernel's writeback (see _start_writeback)
 
     def __repr__(self) -> str:
         return f"<Writer {self._name()} offset={self.offset}{' done' if self.done else ''}>"
@@ -558,6 +563,8 @@ class Writer:
             raise
         self._hash.update(mv)
         self.offset += len(mv)
+        if self.offset - self._flushed >= _WRITEBACK_EVERY:
+            self._start_writeback()
 
     def write_from(self, stream: BinaryIO) -> int:
         """Append everything ``stream`` yields until EOF; return the byte count. Large copies
@@ -643,6 +650,8 @@ class Writer:
                     raise
                 self.offset += n
                 total += n
+                if self.offset - self._flushed >= _WRITEBACK_EVERY:
+                    self._start_writeback()
         finally:
             work.put(None)
             t.join()
@@ -757,6 +766,13 @@ class Writer:
         if self._limit is not None and self.offset + n > self._limit:
             self._broken = True
             raise DigestMismatch(f"{self._name()}: more than the expected {self._limit} bytes")
+
+    def _start_writeback(self) -> None:
+        """Ask the kernel to start writing the bytes since the last call (durable stores only;
+        advisory: commit's fsync is what guarantees durability)."""
+        if self._store.durable and self._fd >= 0:
+            _sync_file_range(self._fd, self._flushed, self.offset - self._flushed)
+        self._flushed = self.offset
 
     def _drop_ref_files(self) -> None:
         if self._ref_base is not None and self._lock_fd >= 0:
@@ -908,6 +924,30 @@ def _write_all(fd: int, mv: memoryview) -> None:
     while mv:
         n = os.write(fd, mv)
         mv = mv[n:]
+
+
+_sync_file_range_fn: Callable[[int, int, int, int], int] | None = None
+_sync_file_range_probed = False
+
+
+def _sync_file_range(fd: int, offset: int, nbytes: int) -> None:
+    """``sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)``: start writeback of the
+    range, do not wait. Linux only; where libc lacks it this does nothing. Errors are ignored:
+    this only moves work earlier, fsync still follows."""
+    global _sync_file_range_fn, _sync_file_range_probed
+    if not _sync_file_range_probed:
+        _sync_file_range_probed = True
+        try:
+            import ctypes  # local: only durable writes of large blobs need it
+
+            fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            fn.restype = ctypes.c_int
+            _sync_file_range_fn = fn
+        except (OSError, AttributeError):
+            _sync_file_range_fn = None
+    if _sync_file_range_fn is not None:
+        _sync_file_range_fn(fd, offset, nbytes, 2)  # SYNC_FILE_RANGE_WRITE
 
 
 def _unlink(path: Path) -> None:

@@ -87,6 +87,25 @@ def test_writer_path_shows_the_bytes_written(tmp_path: Path) -> None:
         assert w.done and w.path is None
 
 
+@pytest.mark.parametrize("how", ["write", "write_from"])
+def test_large_durable_ingest_with_early_writeback(tmp_path: Path, how: str) -> None:
+    """Over 8 MiB a durable writer starts writeback as it goes (sync_file_range); the blob must
+    come out the same."""
+    import graph.content as content
+
+    big = os.urandom(content._WRITEBACK_EVERY * 2 + 12345)
+    store = ContentStore(tmp_path)
+    with store.ingest(Digest.of(big), len(big)) as w:
+        if how == "write":
+            for i in range(0, len(big), 3 * CHUNK):
+                w.write(big[i : i + 3 * CHUNK])
+        else:
+            w.write_from(io.BytesIO(big))
+        assert w._flushed >= content._WRITEBACK_EVERY
+        assert w.commit() == Digest.of(big)
+    store.verify(Digest.of(big))
+
+
 def test_walk_skips_foreign_names(tmp_path: Path) -> None:
     store = ContentStore(tmp_path)
     d = store.put_bytes(b"x")
