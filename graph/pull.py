@@ -586,10 +586,7 @@ def result_of(future: "Future[Any]") -> Any:
 
 def _writer_path(w: Any) -> Path:
     """The file an ingest writes (read back by the applier while the download goes on)."""
-    path = getattr(w, "path", None) or getattr(w, "_path", None)
-    if path is None:
-        raise Bug("content writer exposes no data path")
-    return Path(path)
+    return Path(w.path)
 
 
 class _Spool:
