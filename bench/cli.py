@@ -1,0 +1,334 @@
+"""``python -m bench``: run the benchmark suite, report, compare, run micro benchmarks, clean up.
+
+One module per stage (STYLE.md 14): ``workloads/`` and ``phases.py`` define what is measured,
+``runner.py`` and ``worker.py`` run it, ``results.py`` keeps it, ``report.py``/``plots.py`` and
+``compare.py`` read it. This module only parses arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+from bench.phases import PHASES, PHASE_NAMES
+from bench.profiles import PROFILES
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_RESULTS = REPO / "results"
+DEFAULT_WORK = Path(os.environ.get("LAMINA_BENCH_WORK", str(REPO / "results" / "work")))
+
+DESCRIPTION = """\
+lamina's benchmark suite. `make bench` runs `python -m bench run --profile default`; `make
+bench-quick` the CI profile. A run measures every phase of an image's life on every graphdriver
+this machine supports, on filesystems the bench makes itself, next to the machine's own limits
+(the roofline) and the established tools (peers), and writes results/<label>.json, a Markdown
+report with plots, and a comparison with the committed baseline."""
+
+PHASE_HELP = "\n".join(f"  {p.name:<12} {p.what}" for p in PHASES)
+
+RUN_EPILOG = f"""\
+phases (each timed on its own, per driver x workload):
+{PHASE_HELP}
+
+workloads (generated from the seed and cached under WORK/cache):
+  realistic          Debian minbase (debootstrap) + python3 + an app layer with deletions
+  small-files[-N]    N files of 1-16 KiB in one layer (default 20k; N like 500, 2k, 20k)
+  large-files[-S]    three files totalling S (default 512m; S like 8m, 64m, 1g)
+  deep-N             N layers (1..500) each changing a few files of a 500-file base
+
+profiles:
+""" + "\n".join(f"  {n:<8} {p.description} ({p.reps} reps; workloads: {', '.join(p.workloads)})"
+                for n, p in PROFILES.items()) + """
+
+exit status: 0, or 1 when the comparison with the baseline finds a significant regression
+beyond the threshold and failing on it is on (--fail-on-regression; the quick profile's default).
+"""
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=DESCRIPTION,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a profile: measure, write results JSON, report, compare",
+                         description="Run the benchmark suite.", epilog=RUN_EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--profile", choices=sorted(PROFILES), default="default",
+                     help="named set of the knobs below (default: %(default)s)")
+    run.add_argument("--drivers", type=_csv, metavar="LIST",
+                     help="graphdrivers to measure, comma-separated (default: the profile's; 'default' "
+                          "means every registered driver this machine supports)")
+    run.add_argument("--workloads", type=_csv, metavar="LIST",
+                     help="workloads, comma-separated (see below); replaces the profile's list and lifts "
+                          "its per-driver depth limits")
+    run.add_argument("--phases", type=_csv, metavar="LIST",
+                     help=f"phases to time (default: all: {','.join(PHASE_NAMES)}); phases that others "
+                          "need still run, untimed")
+    run.add_argument("--reps", type=int, metavar="N", help="repetitions per cell (default: the profile's; "
+                                                           ">= 5 for meaningful confidence intervals)")
+    run.add_argument("--concurrency", type=_csv, metavar="LIST",
+                     help="container counts of the concurrent-containers series, e.g. 1,2,4,8,16 "
+                          "('none' to skip)")
+    run.add_argument("--peers", type=_csv, metavar="LIST",
+                     help="peer tools to run ('none' to skip; names as in the report, e.g. "
+                          "'skopeo copy,crun run')")
+    run.add_argument("--label", help="name of this run: results/<label>.json (default: the profile name); "
+                                     "the label 'default' writes results/report.md, others "
+                                     "results/<label>/report.md")
+    run.add_argument("--baseline", type=Path, metavar="FILE",
+                     help="results file to compare with (default: the profile's baseline in the results "
+                          "dir, when it exists)")
+    run.add_argument("--no-compare", action="store_true", help="do not compare with a baseline")
+    run.add_argument("--save-baseline", action="store_true",
+                     help="also write this run as the profile's baseline (results/baseline*.json)")
+    run.add_argument("--fail-on-regression", action=argparse.BooleanOptionalAction, default=None,
+                     help="exit 1 on a significant regression beyond --threshold (default: on for quick)")
+    run.add_argument("--threshold", type=float, default=0.5, metavar="F",
+                     help="a regression counts when the ratio-adjusted median got slower by more than F "
+                          "(0.5 = 1.5x) and the permutation test says p <= --alpha (default: %(default)s)")
+    run.add_argument("--alpha", type=float, help="significance level (default: the profile's: 0.05; quick 0.01)")
+    run.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, metavar="DIR",
+                     help="where workloads are cached and loop filesystems live (default: %(default)s; "
+                          "$LAMINA_BENCH_WORK)")
+    run.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, metavar="DIR",
+                     help="where results, reports and baselines go (default: %(default)s)")
+    run.add_argument("--keep", action="store_true",
+                     help="keep the loop filesystems mounted after the run for inspection "
+                          "(`python -m bench clean` removes them)")
+    run.add_argument("--seed", type=int, default=1, help="workload generator seed (default: %(default)s)")
+    run.add_argument("--mirror", default="http://deb.debian.org/debian",
+                     help="Debian mirror for debootstrap (default: %(default)s)")
+    run.add_argument("--timeout", type=float, metavar="S", help="seconds a single task may take")
+    run.add_argument("-v", "--verbose", action="store_true", help="print every sample as it comes")
+
+    rep = sub.add_parser("report", help="write the Markdown report and plots of a results file")
+    rep.add_argument("results", type=Path, help="results JSON")
+    rep.add_argument("--out", type=Path, help="report directory (default: next to the results file)")
+    rep.add_argument("--baseline", type=Path, help="results file to compare with in the report")
+
+    cmp_ = sub.add_parser("compare", help="compare two results files: per-cell ratio changes with a "
+                                          "significance test",
+                          description=textwrap.dedent("""\
+        Compare BASE and NEW cell by cell. Each sample is divided by its in-run reference (the
+        phase's roofline limit measured in the same repetition, else the machine calibration), so
+        a slower or busier machine does not look like a regression. A change is significant when
+        an exact permutation test on the log ratios gives p <= alpha; it is a regression when it
+        is significant and the ratio-adjusted median grew by more than the threshold."""),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmp_.add_argument("base", type=Path)
+    cmp_.add_argument("new", type=Path)
+    cmp_.add_argument("--threshold", type=float, default=0.5, help="(default: %(default)s = 1.5x)")
+    cmp_.add_argument("--alpha", type=float, default=0.05)
+    cmp_.add_argument("--out", type=Path, help="write compare.md and compare.png into this directory")
+    cmp_.add_argument("--fail-on-regression", action="store_true", help="exit 1 on a regression")
+
+    mic = sub.add_parser("micro", help="run the pytest-benchmark micro benchmarks (bench/micro) into a "
+                                       "results file")
+    mic.add_argument("--into", type=Path, help="results JSON to add them to (default: results/micro.json)")
+    mic.add_argument("-k", dest="keyword", help="pytest -k expression to select benchmarks")
+    mic.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
+
+    cl = sub.add_parser("clean", help="unmount and detach what a run left in the work dir")
+    cl.add_argument("--work-dir", type=Path, default=DEFAULT_WORK)
+    cl.add_argument("--cache", action="store_true", help="also delete the workload cache")
+
+    sub.add_parser("list", help="list profiles, workloads, phases, peers and drivers")
+    return ap
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.runner import RunConfig, Runner
+
+    p = PROFILES[args.profile]
+    over: dict[str, object] = {}
+    if args.drivers:
+        over["drivers"] = None if args.drivers == ("default",) else args.drivers
+    if args.workloads:
+        over["workloads"] = args.workloads
+    if args.phases:
+        bad = [x for x in args.phases if x not in PHASE_NAMES]
+        if bad:
+            print(f"bench: unknown phase(s): {', '.join(bad)} (known: {', '.join(PHASE_NAMES)})", file=sys.stderr)
+            return 2
+        over["phases"] = args.phases
+    if args.reps is not None:
+        if args.reps < 1:
+            print("bench: --reps must be >= 1", file=sys.stderr)
+            return 2
+        over["reps"] = args.reps
+    if args.concurrency:
+        over["concurrency"] = () if args.concurrency == ("none",) else tuple(int(x) for x in args.concurrency)
+    if args.peers:
+        from bench.peers import BY_NAME
+
+        chosen = () if args.peers == ("none",) else args.peers
+        bad = [x for x in chosen if x not in BY_NAME]
+        if bad:
+            print(f"bench: unknown peer(s): {', '.join(bad)} (known: {', '.join(BY_NAME)})", file=sys.stderr)
+            return 2
+        over["peers"] = chosen
+    if args.timeout:
+        over["task_timeout"] = args.timeout
+    if args.workloads:
+        from bench import workloads as W
+
+        try:
+            for n in args.workloads:
+                W.parse(n)
+        except W.WorkloadError as e:
+            print(f"bench: {e}", file=sys.stderr)
+            return 2
+        if "concurrency_workload" not in over and p.concurrency_workload not in args.workloads:
+            over["concurrency_workload"] = args.workloads[0]
+        over["peer_workloads"] = tuple(x for x in p.peer_workloads if x in args.workloads) or args.workloads[:1]
+    profile = p.with_(**over)  # type: ignore[arg-type]
+    if os.geteuid() != 0:
+        print("bench: needs root (loop filesystems, mounts, dropping caches)", file=sys.stderr)
+        return 2
+    label = args.label or profile.name
+    results_dir = args.results_dir
+    baseline = args.baseline
+    if baseline is None and profile.baseline:
+        baseline = results_dir / profile.baseline
+    fail = profile.fail_on_regression if args.fail_on_regression is None else args.fail_on_regression
+    cfg = RunConfig(profile=profile, label=label, work_dir=args.work_dir, results_dir=results_dir,
+                    seed=args.seed, keep=args.keep, baseline=baseline, compare=not args.no_compare,
+                    fail_on_regression=fail, threshold=args.threshold,
+                    alpha=profile.alpha if args.alpha is None else args.alpha, mirror=args.mirror,
+                    explicit_workloads=bool(args.workloads), verbose=args.verbose)
+    from bench.runner import BusyError
+
+    try:
+        suite = Runner(cfg).run()
+    except BusyError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
+    out_json = results_dir / f"{label}.json"
+    suite.save(out_json)
+    print(f"bench: results in {out_json}", file=sys.stderr)
+    return finish(cfg, suite, out_json, save_baseline=args.save_baseline)
+
+
+def finish(cfg: object, suite: object, out_json: Path, *, save_baseline: bool) -> int:
+    """Report, headline, comparison with the baseline; the exit status."""
+    from bench import compare, report
+    from bench.runner import RunConfig
+    from bench.results import Suite
+
+    assert isinstance(cfg, RunConfig) and isinstance(suite, Suite)
+    rdir = cfg.report_dir
+    comparison = None
+    if cfg.compare and cfg.baseline is not None and cfg.baseline.exists() and \
+            cfg.baseline.resolve() != out_json.resolve():
+        from bench import results as R
+
+        base = R.load(cfg.baseline)
+        comparison = compare.compare(base, suite, threshold=cfg.threshold, alpha=cfg.alpha)
+        compare.write(comparison, rdir, base_name=str(cfg.baseline.name), new_name=out_json.name)
+        print(compare.summary_text(comparison), file=sys.stderr)
+    elif cfg.compare:
+        print(f"bench: no baseline at {cfg.baseline}; nothing to compare "
+              f"(--save-baseline makes this run the baseline)", file=sys.stderr)
+    path = report.write_report(suite, rdir, results_name=os.path.relpath(out_json, rdir), comparison=comparison,
+                               headline=cfg.label == "default")
+    print(f"bench: report in {path}", file=sys.stderr)
+    if save_baseline and cfg.profile.baseline:
+        dst = cfg.results_dir / cfg.profile.baseline
+        shutil.copyfile(out_json, dst)
+        print(f"bench: baseline saved as {dst}", file=sys.stderr)
+    if comparison is not None and cfg.fail_on_regression and comparison.regressions:
+        print(f"bench: FAIL: {len(comparison.regressions)} significant regression(s) beyond "
+              f"{1 + cfg.threshold:.2f}x", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench import compare, report
+    from bench import results as R
+
+    suite = R.load(args.results)
+    out = args.out or args.results.parent
+    comparison = None
+    if args.baseline:
+        comparison = compare.compare(R.load(args.baseline), suite)
+        compare.write(comparison, out, base_name=args.baseline.name, new_name=args.results.name)
+    path = report.write_report(suite, out, results_name=os.path.relpath(args.results, out),
+                               comparison=comparison, headline=suite.label == "default")
+    print(path)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench import compare
+    from bench import results as R
+
+    try:
+        base, new = R.load(args.base), R.load(args.new)
+    except R.ResultsError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
+    c = compare.compare(base, new, threshold=args.threshold, alpha=args.alpha)
+    print(compare.table_text(c))
+    print(compare.summary_text(c))
+    if args.out:
+        compare.write(c, args.out, base_name=args.base.name, new_name=args.new.name)
+    return 1 if (args.fail_on_regression and c.regressions) else 0
+
+
+def cmd_micro(args: argparse.Namespace) -> int:
+    from bench.micro_runner import run_micro
+
+    into = args.into or DEFAULT_RESULTS / "micro.json"
+    return run_micro(into, keyword=args.keyword, extra=args.pytest_args)
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from bench import fs
+
+    errors = fs.sweep(args.work_dir)
+    for sub in ("fs", "tasks", "registry"):
+        shutil.rmtree(args.work_dir / sub, ignore_errors=True)
+    if args.cache:
+        shutil.rmtree(args.work_dir / "cache", ignore_errors=True)
+    for e in errors:
+        print(f"bench: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_list(_args: argparse.Namespace) -> int:
+    import drivers
+
+    from bench.peers import PEERS
+
+    print("profiles:")
+    for n, p in PROFILES.items():
+        print(f"  {n:<8} {p.description}")
+        print(f"           workloads: {', '.join(p.workloads)}")
+    print("phases:")
+    print(PHASE_HELP)
+    print("peers:")
+    for peer in PEERS:
+        print(f"  {peer.name:<21} vs {peer.phase:<12} {peer.what}")
+    print("drivers (registered; probed on the bench's own filesystems at run time):")
+    for d in drivers.names():
+        print(f"  {d}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.command is None:
+        ap.print_help()
+        return 2
+    return {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "micro": cmd_micro,
+            "clean": cmd_clean, "list": cmd_list}[args.command](args)

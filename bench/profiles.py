@@ -1,0 +1,87 @@
+"""Profiles: named sets of knobs. Every knob can be overridden on the command line.
+
+``default`` (``make bench``, a few tens of minutes on 2 cores): every driver this machine runs,
+5 repetitions, the realistic image, the three series (layer depth, image size, file count), the
+concurrent-containers series on the realistic image, every peer on the main workloads.
+
+``quick`` (``make bench-quick``, CI, about a minute and a half): vfs and overlay, tiny workloads,
+no peers; compared with ``results/baseline-quick.json`` and failing only on a significant
+regression beyond the threshold. 5 repetitions, not 3: with 3 against 3 the smallest one-sided
+p-value is 0.05 (every new sample slower than every old one), which over ~60 cells of tiny,
+noisy timings flagged chance changes in back-to-back runs; 5 against 5 reaches p = 0.004, and
+the profile fails only at p <= 0.01.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from bench.peers import PEERS
+from bench.phases import PHASE_NAMES
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    reps: int
+    drivers: tuple[str, ...] | None  # None: every registered driver this machine supports
+    workloads: tuple[str, ...]
+    phases: tuple[str, ...] = PHASE_NAMES
+    concurrency: tuple[int, ...] = ()
+    concurrency_workload: str = ""
+    peers: tuple[str, ...] = ()
+    peer_workloads: tuple[str, ...] = ()
+    # deepest image each driver gets from the profile (an explicit --workloads is not limited)
+    max_depth: dict[str, int] = field(default_factory=dict)
+    # phases left out on series-only workloads (every workload not in full_workloads), to keep
+    # the profile's time budget; empty full_workloads: every workload gets every phase
+    full_workloads: tuple[str, ...] = ()
+    series_skip_phases: tuple[str, ...] = ()
+    baseline: str = ""  # file name in the results dir
+    fail_on_regression: bool = False
+    alpha: float = 0.05  # significance level of the regression test
+    task_timeout: float = 1800.0
+    fs_size: dict[str, int] = field(default_factory=lambda: {"ext4": 24 << 30, "btrfs": 24 << 30})
+
+    def with_(self, **kw: Any) -> "Profile":
+        return replace(self, **kw)
+
+
+DEPTHS = (1, 8, 32, 128, 500)
+
+PROFILES: dict[str, Profile] = {
+    "default": Profile(
+        name="default",
+        description="every driver, 5 repetitions, realistic image + depth, size and file-count series, peers",
+        reps=5,
+        drivers=None,
+        workloads=("realistic", "small-files", "large-files",
+                   *(f"deep-{d}" for d in DEPTHS),
+                   "small-files-1k", "small-files-5k",
+                   "large-files-32m", "large-files-128m"),
+        concurrency=(1, 2, 4, 8, 16),
+        concurrency_workload="realistic",
+        peers=tuple(p.name for p in PEERS),
+        peer_workloads=("realistic", "small-files", "large-files", "deep-128"),
+        max_depth={"vfs": 128},
+        full_workloads=("realistic", "small-files", "large-files", "deep-128"),
+        series_skip_phases=("load",),
+        baseline="baseline.json",
+    ),
+    "quick": Profile(
+        name="quick",
+        description="vfs + overlay, 5 repetitions, tiny workloads, no peers (CI)",
+        reps=5,
+        drivers=("vfs", "overlay"),
+        workloads=("small-files-500", "large-files-8m", "deep-8"),
+        concurrency=(1, 4),
+        concurrency_workload="small-files-500",
+        baseline="baseline-quick.json",
+        fail_on_regression=True,
+        alpha=0.01,
+        task_timeout=300.0,
+        fs_size={"ext4": 4 << 30, "btrfs": 4 << 30},
+    ),
+}

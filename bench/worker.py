@@ -1,0 +1,65 @@
+"""One repetition in a fresh process (pyperf-style): ``python -m bench.worker TASK.json``.
+
+The runner writes a task file and starts this module for every repetition of every cell, so no
+state (open stores, warmed Python caches, leaked mounts) carries from one sample to the next. The
+worker runs the task and writes its result as JSON to ``task["out"]``; the runner reads it. A
+worker that dies leaves no result, and the runner records the repetition as an error.
+
+Task kinds: ``lifecycle`` (``phases.Lifecycle``), ``concurrent`` (``phases.concurrent``),
+``roofline`` and ``machine`` (``roofline``), ``peers`` (``peers``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+
+def run_task(task: dict[str, Any]) -> dict[str, Any]:
+    kind = task["kind"]
+    if kind == "lifecycle":
+        from bench.phases import Lifecycle
+
+        return Lifecycle(task).run()
+    if kind == "concurrent":
+        from bench.phases import concurrent
+
+        return concurrent(task)
+    if kind == "roofline":
+        from bench.roofline import measure_workload
+
+        return measure_workload(task)
+    if kind == "machine":
+        from bench.roofline import measure_machine
+
+        return measure_machine(task)
+    if kind == "peers":
+        from bench.peers import measure_peers
+
+        return measure_peers(task)
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m bench.worker TASK.json", file=sys.stderr)
+        return 2
+    with open(args[0], encoding="utf-8") as f:
+        task = json.load(f)
+    t0 = time.perf_counter()
+    result = run_task(task)
+    result["worker_seconds"] = time.perf_counter() - t0
+    result["pid"] = os.getpid()
+    tmp = task["out"] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(result, f)
+    os.replace(tmp, task["out"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
