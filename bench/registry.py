@@ -64,8 +64,11 @@ class Registry:
 
 
 @contextlib.contextmanager
-def run_registry(workdir: Path) -> Iterator[Registry]:
-    """Start a registry, wait until it answers, yield it; stop it (SIGTERM, then SIGKILL) by PID."""
+def run_registry(workdir: Path, *, auth: str = "") -> Iterator[Registry]:
+    """Start a registry, wait until it answers, yield it; stop it (SIGTERM, then SIGKILL) by PID.
+
+    ``auth`` is an ``auth:`` section of distribution's config (htpasswd or token), for the tests
+    of lamina's registry client; the bench itself runs anonymous."""
     reason = unavailable()
     if reason:
         raise RegistryError(reason)
@@ -81,6 +84,7 @@ def run_registry(workdir: Path) -> Iterator[Registry]:
         "log:\n  level: error\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
+        + auth
     )
     log = open(workdir / "registry.log", "wb")
     proc = subprocess.Popen([REGISTRY_BIN, "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
