@@ -144,49 +144,17 @@ class LayerStore:
         InvalidInput (hostile or malformed tar; nothing kept).
         Repeat: registering the same tar again returns the same layer.
         """
-        parent_layer = self.get(parent) if parent is not None else None
-        cid = new_cache_id()
-        self._pending_add(cid)
+        parent_cid = self.get(parent).cache_id if parent is not None else None
+        cid = self.prepare(parent_cid)
         try:
-            parent_cid = parent_layer.cache_id if parent_layer else None
-            _step("register:pending")
-            self.driver.create(cid, parent_cid)
-            _step("register:created")
-            reader = HashingReader(tar)
-            size = self.driver.apply_diff(cid, parent_cid, reader)  # type: ignore[arg-type]
-            _step("register:applied")
-            diff_id = DiffID(reader.digest())
-            if expected_diff_id is not None and diff_id != expected_diff_id:
-                raise DigestMismatch(
-                    f"layer DiffID mismatch: expected {expected_diff_id}, got {diff_id}"
-                )
-            chain = chain_id(parent, diff_id)
-            syncfs(self.driver.home)
-            _step("register:synced")
-            with self.db.transaction() as c:
-                existing = c.execute(
-                    "SELECT * FROM layers WHERE chain_id = ?", (chain,)
-                ).fetchone()
-                if existing is None:
-                    c.execute(
-                        "INSERT INTO layers (chain_id, diff_id, parent, cache_id, size, created)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (chain, diff_id, parent, cid, size, time.time()),
-                    )
-                    c.execute("DELETE FROM pending WHERE cache_id = ?", (cid,))
-                if lease is not None:
-                    c.execute(
-                        "INSERT OR IGNORE INTO lease_resources (lease, kind, key) VALUES (?, 'layer', ?)",
-                        (lease, chain),
-                    )
+            diff_id, size = self.apply_prepared(cid, parent_cid, tar, expected_diff_id=expected_diff_id)
+            layer, ours = self.commit_prepared(cid, parent, diff_id, size, lease=lease)
         except BaseException:
             self._discard(cid)
             raise
-        _step("register:committed")
-        if existing is not None:
+        if not ours:
             self._discard(cid)  # lost the race or a duplicate: the recorded layer wins
-            return self._row(existing)
-        return self.get(chain)
+        return layer
 
     # ---- two-phase register (pulls: apply several layers of a stack at once) ---------------
     #
@@ -210,9 +178,9 @@ class LayerStore:
         cid = new_cache_id()
         self._pending_add(cid)
         try:
-            _step("prepare:pending")
+            _step("register:pending")
             self.driver.create(cid, parent_cache)
-            _step("prepare:created")
+            _step("register:created")
         except BaseException:
             self._discard(cid)
             raise
@@ -238,7 +206,7 @@ class LayerStore:
         reader = HashingReader(tar)
         size = self.driver.apply_diff(cid, parent_cache, reader)  # type: ignore[arg-type]
         reader.drain()
-        _step("prepare:applied")
+        _step("register:applied")
         diff_id = DiffID(reader.digest())
         if expected_diff_id is not None and diff_id != expected_diff_id:
             raise DigestMismatch(f"layer DiffID mismatch: expected {expected_diff_id}, got {diff_id}")
@@ -270,7 +238,7 @@ class LayerStore:
         chain = chain_id(parent, diff_id)
         if sync:
             syncfs(self.driver.home)
-        _step("prepare:synced")
+        _step("register:synced")
         with self.db.transaction() as c:
             if parent is not None and c.execute("SELECT 1 FROM layers WHERE chain_id = ?", (parent,)).fetchone() is None:
                 raise NotFound(f"layer {chain}: parent {parent} is not registered")
@@ -287,7 +255,7 @@ class LayerStore:
                     "INSERT OR IGNORE INTO lease_resources (lease, kind, key) VALUES (?, 'layer', ?)",
                     (lease, chain),
                 )
-        _step("prepare:committed")
+        _step("register:committed")
         if existing is not None:
             return self._row(existing), False
         return self.get(chain), True

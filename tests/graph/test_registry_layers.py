@@ -126,8 +126,8 @@ def _prepare_and_die(root: str, driver: str, step: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)  # past every step: die anyway, committed
 
 
-@pytest.mark.parametrize("step", ["prepare:pending", "prepare:created", "prepare:applied", "prepare:synced",
-                                  "prepare:committed"])
+@pytest.mark.parametrize("step", ["register:pending", "register:created", "register:applied", "register:synced",
+                                  "register:committed"])
 def test_crash_at_each_step_leaves_only_complete_layers(tmp_path: Path, step: str) -> None:
     root = tmp_path / "root"
     Store(root, driver="vfs").close()
@@ -138,5 +138,5 @@ def test_crash_at_each_step_leaves_only_complete_layers(tmp_path: Path, step: st
     with Store(root, driver="vfs") as s:  # opening recovers
         assert s.db.query("SELECT * FROM pending") == []
         assert list(s.layers.orphans()) == []
-        assert [layer.chain_id for layer in s.layers.list()] == ([did(BASE)] if step == "prepare:committed" else [])
+        assert [layer.chain_id for layer in s.layers.list()] == ([did(BASE)] if step == "register:committed" else [])
         assert s.check() == []
