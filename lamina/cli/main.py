@@ -22,6 +22,7 @@ from lamina import __version__, config
 from lamina.cli import (
     commit,
     create,
+    daemon,
     diff,
     export,
     images,
@@ -44,7 +45,7 @@ from lamina.cli import kill, logs, pause, run, start, stats, stop
 
 COMMANDS: list[ModuleType] = [
     pull, push, login, load, save, images, tag, rmi, inspect, create, mount, umount, diff, commit, export, rm, ps, system,
-    run, start, stop, kill, pause, logs, exec_command, stats,
+    run, start, stop, kill, pause, logs, exec_command, stats, daemon,
 ]
 
 EXIT_OS_ERROR = 1
@@ -106,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from lamina.cli.common import open_store
 
+    if not getattr(args, "opens_store", True):  # the daemon opens its own stores
+        return int(args.run(args, None) or 0)
     with open_store(args) as store:
         rc = args.run(args, store)
     sys.stdout.flush()
