@@ -612,9 +612,14 @@ def unpause(store: "Store", key: str) -> "Container":
 
 # ---- exec ------------------------------------------------------------------------------------------------
 def exec_(store: "Store", key: str, argv: Sequence[str], *, env: Sequence[str] = (), workdir: str = "",
-          user: str | None = None, detach: bool = False, stdin: bool = False) -> int:
+          user: str | None = None, detach: bool = False, stdin: bool = False,
+          stdio: tuple[int | None, int | None, int | None] | None = None,
+          started: Callable[[int], None] | None = None) -> int:
     """Run another process in a running container (``docker exec``), attached to this
     process's stdout and stderr (and stdin with ``stdin``); its exit code (0 with ``detach``).
+    ``stdio``: file descriptors for the process's stdin, stdout and stderr instead (None: as
+    above), for a caller that relays them (the daemon); ``started`` is called with the pid of
+    the runtime's exec process once it runs.
 
     Raises: Conflict (not running, paused), NotFound (program), InvalidInput (user, workdir).
     """
@@ -641,8 +646,14 @@ def exec_(store: "Store", key: str, argv: Sequence[str], *, env: Sequence[str] =
     bundle.write(pf, proc)
     try:
         cmd = rt.exec_command(c.id, pf, detach=detach)
-        proc = rt.popen(cmd, stdin=None if stdin else subprocess.DEVNULL,
-                        stderr=subprocess.PIPE if detach else None)
+        if stdio is not None and not detach:
+            proc = rt.popen(cmd, stdin=subprocess.DEVNULL if stdio[0] is None else stdio[0],
+                            stdout=stdio[1], stderr=stdio[2])
+        else:
+            proc = rt.popen(cmd, stdin=None if stdin else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE if detach else None)
+        if started is not None:
+            started(proc.pid)
         _out, said = proc.communicate()
     finally:
         with contextlib.suppress(FileNotFoundError):
