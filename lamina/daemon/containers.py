@@ -43,7 +43,8 @@ class Board:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.pending: dict[str, list[tuple[Hijacked, asyncio.Future[None]]]] = {}
-        self.exits: dict[str, int] = {}
+        self.exits: dict[str, tuple[int, int]] = {}  # id -> (exit code, when seen, ns)
+        self.streaming: set[str] = set()  # attached runs whose exit this daemon is about to record
         self.changed: dict[str, asyncio.Event] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -281,9 +282,11 @@ def _run_attached(d: "Daemon", cid: str, running: Any, conns: list[tuple[Hijacke
     except Exception:  # noqa: BLE001 - the monitor records the exit itself when we fail
         pass
     finally:
+        with b.lock:
+            if code is not None:
+                b.exits[cid] = (code, time.time_ns())
+            b.streaming.discard(cid)
         if code is not None:
-            with b.lock:
-                b.exits[cid] = code
             d.events.emit("container", "die", cid, {"exitCode": str(code)})
         for h, fut in conns:
             h.close_write()
@@ -317,6 +320,8 @@ def _start(store: "Store", d: "Daemon", key: str) -> tuple[str, bool]:
                 b.pending.setdefault(c.id, []).extend(conns)
         raise
     if conns:
+        with b.lock:
+            b.streaming.add(c.id)
         d.pool.submit(_run_attached, d, c.id, r, conns)
     return c.id, False
 
@@ -420,8 +425,6 @@ async def wait(d: "Daemon", request: web.Request, id: str) -> web.StreamResponse
     b = board(d)
     ev = b.changed.setdefault(cid, asyncio.Event())
     t0 = time.time_ns()
-    with b.lock:
-        seen_exit = b.exits.get(cid)
     resp = await wire.stream(request)
     await resp.drain()
     code = 0
@@ -434,7 +437,14 @@ async def wait(d: "Daemon", request: web.Request, id: str) -> web.StreamResponse
                 last_code = code
             with b.lock:
                 daemon_code = b.exits.get(cid)
-            fresh_daemon_exit = daemon_code is not None and daemon_code is not seen_exit
+                ours = cid in b.streaming
+            if ours and (not exists or status not in ACTIVE):
+                # our own attached run is recording the exit (and removing an --rm container):
+                # its exit code comes with the notification
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(ev.wait(), 0.1)
+                continue
+            fresh_daemon_exit = daemon_code is not None and daemon_code[1] >= t0
             if cond == "not-running" and (not exists or status not in ACTIVE):
                 break
             if cond == "next-exit" and (not exists or fresh_daemon_exit
@@ -449,7 +459,7 @@ async def wait(d: "Daemon", request: web.Request, id: str) -> web.StreamResponse
     with b.lock:
         final = b.exits.get(cid)
     if not exists:
-        code = final if final is not None else last_code
+        code = final[0] if final is not None else last_code
     await resp.write(json.dumps({"StatusCode": code, "Error": None}).encode() + b"\n")
     await resp.write_eof()
     return resp
