@@ -50,19 +50,33 @@ cp /usr/local/share/ca-certificates/* "$ROOT/usr/local/share/ca-certificates/" 2
 printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$ROOT/etc/pip.conf"
 ENVS="SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt PIP_CERT=/etc/ssl/certs/ca-certificates.crt"
 for v in PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_DEFAULT_TIMEOUT PYTHONDONTWRITEBYTECODE CI; do [ -n "${!v:-}" ] && ENVS="$ENVS $v=${!v}"; done
-# The chroot's / a mount point of its own, as / is on a real machine (runc and crun make / rprivate).
-mount --bind "$ROOT" "$ROOT"
-for m in proc sys dev dev/pts; do mkdir -p "$ROOT/$m"; mount --rbind "/$m" "$ROOT/$m"; mount --make-rslave "$ROOT/$m"; done
+# The tree must be the ROOT OF ITS OWN MOUNT NAMESPACE, as / is on a real machine, not merely a
+# chroot: `runc exec` / `crun exec` join a container's mount namespace with setns(2), which puts
+# the caller at that namespace's root. Under a plain chroot that root is the host's /, so an exec'd
+# process sees the host's /proc (seen: `exec ... cat /proc/1/cmdline` printed the host's init).
+# So each step runs in a private mount namespace that pivot_roots into the tree; every mount made
+# there (proc, sys, dev, and whatever the tests mount) dies with the namespace.
+in_root() {
+  unshare --mount --propagation private -- /bin/bash -c '
+    set -e
+    R=$1; shift
+    mount --bind "$R" "$R"
+    for m in proc sys dev; do mkdir -p "$R/$m"; mount --rbind "/$m" "$R/$m"; done
+    cd "$R"; mkdir -p .host-root; pivot_root . .host-root
+    umount -l /.host-root; rmdir /.host-root
+    exec /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+      PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"' _ "$ROOT" "$@"
+}
 git clone -q "$SRC" "$ROOT/src" || exit 1
 git -C "$SRC" rev-parse HEAD >/dev/null 2>&1 && git -C "$ROOT/src" checkout -q "$(git -C "$SRC" rev-parse HEAD)"
-chroot "$ROOT" /bin/bash -c "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq git make python3 ${FRESH_EXTRA:-} >/dev/null" \
+in_root /bin/bash -c "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq git make python3 ${FRESH_EXTRA:-} >/dev/null" \
   || { echo "fresh-check: installing git make python3 failed"; exit 1; }
 rc=0
 for t in "${@:-test}"; do
   SECONDS=0
   echo "fresh-check: make $t (in a clean Debian 12 chroot)"
-  chroot "$ROOT" /usr/bin/env $ENVS /bin/bash -c "cd /src && make $t" 2>&1 | tee "$FRESH_DIR/log-$t.txt"; r=${PIPESTATUS[0]}
+  in_root $ENVS /bin/bash -c "cd /src && make $t" 2>&1 | tee "$FRESH_DIR/log-$t.txt"; r=${PIPESTATUS[0]}
   echo "fresh-check: make $t: exit $r in ${SECONDS}s"
-  [ "$r" = 0 ] || rc=1
+  [ "$r" = 0 ] || { rc=1; break; }
 done
 exit $rc
