@@ -17,8 +17,8 @@ from lamina.daemon.config import is_loopback_registry
 from lamina.daemon.wire import ApiError
 
 if TYPE_CHECKING:
-    from graph.auth import Credentials
-    from graph.registry import RegistryOptions
+    from graph.distribution.auth import Credentials
+    from graph.distribution.registry import RegistryOptions
     from lamina.daemon.server import Daemon
 
 
@@ -36,7 +36,7 @@ def decode_auth_header(value: str | None) -> dict[str, Any]:
 
 
 def credentials_of(doc: dict[str, Any]) -> "Credentials | None":
-    from graph.auth import Credentials
+    from graph.distribution.auth import Credentials
 
     user = str(doc.get("username") or "")
     password = str(doc.get("password") or "")
@@ -51,7 +51,7 @@ def credentials_of(doc: dict[str, Any]) -> "Credentials | None":
 
 def registry_options(d: "Daemon", domain: str, auth: dict[str, Any] | None = None) -> "RegistryOptions":
     """Options for talking to ``domain``'s registry with the client's credentials."""
-    from graph.registry import RegistryOptions
+    from graph.distribution.registry import RegistryOptions
 
     creds = credentials_of(auth or {})
     insecure = set(d.cfg.insecure)
@@ -65,8 +65,8 @@ def registry_options(d: "Daemon", domain: str, auth: dict[str, Any] | None = Non
 
 
 def _login(d: "Daemon", doc: dict[str, Any]) -> None:
-    from graph.auth import normalize_host
-    from graph.registry import RegistryClient
+    from graph.distribution.auth import normalize_host
+    from graph.distribution.registry import RegistryClient
 
     host = normalize_host(str(doc.get("serveraddress") or "docker.io"))
     if credentials_of(doc) is None:

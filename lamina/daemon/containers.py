@@ -16,6 +16,7 @@ import base64
 import contextlib
 import json
 import os
+import signal
 import stat as statmod
 import tarfile
 import threading
@@ -375,11 +376,47 @@ async def restart(d: "Daemon", request: web.Request, id: str) -> web.StreamRespo
     return wire.no_content(204)
 
 
+def _gone_or_exited(store: "Store", key: str, timeout: float) -> bool:
+    import runtime
+
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            got = runtime.describe(store, store.containers.get(key))
+        except NotFound:
+            return True
+        if got is None or got[1].Status not in ACTIVE:
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
+
+
+def _kill(store: "Store", key: str, sig: str) -> "Container":
+    """Docker's kill: a container that is not running is a conflict; SIGKILL returns once the
+    container has exited (so a second kill right after says "not running", as Docker does)."""
+    import runtime
+    from graph.errors import LaminaError
+
+    try:
+        c = runtime.kill(store, key, sig)
+    except Conflict:
+        raise
+    except LaminaError:
+        # it was exiting while we looked: the runtime no longer knows it
+        if _gone_or_exited(store, key, 2.0):
+            raise Conflict(f"container {key} is not running") from None
+        raise
+    if runtime.signal_number(sig) == signal.SIGKILL:
+        _gone_or_exited(store, key, 10.0)
+    return c
+
+
 async def kill(d: "Daemon", request: web.Request, id: str) -> web.StreamResponse:
     import runtime
 
     sig = request.query.get("signal") or "KILL"
-    c = await d.call(lambda s: runtime.kill(s, id, sig))
+    c = await d.call(_kill, id, sig)
     d.events.emit("container", "kill", c.id, {"signal": sig})
     board(d).notify(c.id)
     return wire.no_content(204)

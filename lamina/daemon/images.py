@@ -18,7 +18,7 @@ from lamina.daemon.wire import ApiError
 
 if TYPE_CHECKING:
     from graph import Image, Store
-    from graph.progress import Event
+    from graph.distribution.progress import Event
     from lamina.daemon.server import Daemon
 
 # facts of an image that never change (its ID is its config's digest): created, labels, size
@@ -187,7 +187,7 @@ async def _pump(request: web.Request, fut: "asyncio.Future[Any]", prog: _Progres
 
 
 def _pull(store: "Store", d: "Daemon", ref: Any, options: Any, platform: Any, prog: _Progress) -> None:
-    from graph.pull import pull
+    from graph.distribution.pull import pull
 
     def on(e: "Event") -> None:
         if e.phase == "waiting":
@@ -210,8 +210,8 @@ def _pull(store: "Store", d: "Daemon", ref: Any, options: Any, platform: Any, pr
 
 
 async def create(d: "Daemon", request: web.Request) -> web.StreamResponse:
-    from graph.formats import Platform
-    from graph.refs import parse_reference
+    from graph.oci.formats import Platform
+    from graph import parse_reference
 
     src = request.query.get("fromImage")
     if not src:
@@ -296,7 +296,7 @@ async def history(d: "Daemon", request: web.Request, name: str) -> web.StreamRes
 
 # ---- push -----------------------------------------------------------------------------------------
 def _push(store: "Store", d: "Daemon", ref: Any, options: Any, prog: _Progress) -> None:
-    from graph.push import push
+    from graph.distribution.push import push
 
     try:
         prog.put({"status": f"The push refers to repository [{ref.name_only()}]"})
@@ -314,7 +314,7 @@ def _push(store: "Store", d: "Daemon", ref: Any, options: Any, prog: _Progress) 
 
 
 async def push(d: "Daemon", request: web.Request, name: str) -> web.StreamResponse:
-    from graph.refs import parse_reference
+    from graph import parse_reference
 
     t = request.query.get("tag") or ""
     ref = parse_reference(f"{name}:{t}" if t else name)

@@ -159,7 +159,7 @@ class Daemon:
 
 def status_of(e: LaminaError) -> int:
     """The HTTP status Docker gives the error's class."""
-    from graph.auth import Unauthorized
+    from graph.distribution.auth import Unauthorized
 
     if isinstance(e, NotFound):
         return 404
