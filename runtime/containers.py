@@ -403,7 +403,7 @@ class Running(Record):
 
 
 def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool = False,
-          stdin: bool = False) -> Running:
+          stdin: bool | int = False) -> Running:
     """Start a created or exited container (``docker start``); a running one is left as it is.
 
     Effect: rootfs mounted (held until exit), bundle rewritten, monitor and container started;
@@ -465,7 +465,7 @@ def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool 
 
 
 def run(store: "Store", image: str, *, name: str | None = None, config: dict[str, Any] | None = None,
-        runtime: str | None = None, attach: bool = True, stdin: bool = False) -> Running:
+        runtime: str | None = None, attach: bool = True, stdin: bool | int = False) -> Running:
     """``docker run``: create and start in one go (one mount). On any failure before the
     container runs, the container is removed again: nothing is left."""
     c = store.create_container(image, name=name, config=config)
