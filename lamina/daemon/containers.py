@@ -45,7 +45,8 @@ class Board:
         self.lock = threading.Lock()
         self.pending: dict[str, list[tuple[Hijacked, asyncio.Future[None]]]] = {}
         self.exits: dict[str, tuple[int, int]] = {}  # id -> (exit code, when seen, ns)
-        self.streaming: set[str] = set()  # attached runs whose exit this daemon is about to record
+        self.streaming: set[str] = set()
+        self.stdin: dict[str, Hijacked] = {}  # a pending attach that also carries stdin  # attached runs whose exit this daemon is about to record
         self.changed: dict[str, asyncio.Event] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -297,6 +298,21 @@ def _run_attached(d: "Daemon", cid: str, running: Any, conns: list[tuple[Hijacke
         b.notify(cid)
 
 
+def _feed_stdin(h: Hijacked, fd: int) -> None:
+    """Client input to the container's stdin until the client closes its side."""
+    try:
+        while True:
+            data = h.read()
+            if not data:
+                break
+            os.write(fd, data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 def _start(store: "Store", d: "Daemon", key: str) -> tuple[str, bool]:
     """Start; (id, whether it was already running)."""
     import runtime
@@ -312,14 +328,28 @@ def _start(store: "Store", d: "Daemon", key: str) -> tuple[str, bool]:
     with b.lock:
         conns = b.pending.pop(c.id, [])
         b.exits.pop(c.id, None)
+        feeder = b.stdin.pop(c.id, None) if conns else None
     rt = (c.config.get("HostConfig") or {}).get("Runtime") or d.cfg.runtime
+    stdin: bool | int = False
+    pipe_w = -1
+    if feeder is not None and c.config.get("OpenStdin"):
+        stdin, pipe_w = os.pipe2(os.O_CLOEXEC)
     try:
-        r = runtime.start(store, c.id, runtime=rt, attach=bool(conns))
+        r = runtime.start(store, c.id, runtime=rt, attach=bool(conns), stdin=stdin)
     except BaseException:
+        if pipe_w >= 0:
+            os.close(pipe_w)
         if conns:
             with b.lock:
                 b.pending.setdefault(c.id, []).extend(conns)
+                if feeder is not None:
+                    b.stdin[c.id] = feeder
         raise
+    finally:
+        if not isinstance(stdin, bool):
+            os.close(stdin)  # the monitor has its copy
+    if pipe_w >= 0 and feeder is not None:
+        threading.Thread(target=_feed_stdin, args=(feeder, pipe_w), daemon=True, name="lamina-stdin").start()
     if conns:
         with b.lock:
             b.streaming.add(c.id)
@@ -590,12 +620,16 @@ async def attach(d: "Daemon", request: web.Request, id: str) -> web.StreamRespon
             b = board(d)
             with b.lock:
                 b.pending.setdefault(cid, []).append((h, fut))
+                if wire.qbool(request, "stdin"):
+                    b.stdin[cid] = h
             try:
                 await fut
             finally:
                 with b.lock:
                     lst = b.pending.get(cid, [])
                     b.pending[cid] = [p for p in lst if p[1] is not fut]
+                    if b.stdin.get(cid) is h:
+                        del b.stdin[cid]
             return resp
         # running: follow its output from now on
         await d.call(_stream_logs, cid, _HijackWriter(h), stdout=wire.qbool(request, "stdout"),

@@ -213,3 +213,13 @@ def test_cli_and_daemon_share_the_store(docker: DockerCLI) -> None:
     lamina_on(d.root, d.driver, "rm", name2)
     lamina_on(d.root, d.driver, "rm", name)
     assert not {name, name2} & set(docker("ps", "-a", "--format", "{{.Names}}").out.split())
+
+
+def test_run_and_exec_with_stdin(docker: DockerCLI) -> None:
+    r = docker("run", "-i", "--rm", "bb:1", "sh", "-c", "wc -l; exit 2", input=b"a\nb\nc\n", expect=2)
+    assert r.out.strip() == "3"
+    name = uniq("in")
+    docker("run", "-d", "--name", name, "bb:1", "sleep", "100")
+    assert docker("exec", "-i", name, "cat", input=b"through exec\n").out == "through exec\n"
+    assert docker("run", "--rm", "bb:1", "cat", input=b"not attached\n").out == ""  # no -i: stdin is /dev/null
+    docker("rm", "-f", name)
