@@ -89,7 +89,8 @@ def build_config(d: "Daemon", store: "Store", body: dict[str, Any]) -> tuple[str
         raise InvalidInput("config: Image is required")
     if body.get("Tty"):
         raise InvalidInput("lamina does not allocate terminals (-t): run without a TTY")
-    hc = body.get("HostConfig") or {}
+    hc = body.get("HostConfig")
+    hc = {} if hc is None else hc
     if not isinstance(hc, dict):
         raise InvalidInput("HostConfig must be an object")
     img = store.resolve_image(image)
@@ -141,6 +142,8 @@ async def create(d: "Daemon", request: web.Request) -> web.StreamResponse:
     name = request.query.get("name") or None
     try:
         c = await d.call(_create, d, body, name)
+    except (ValueError, TypeError, AttributeError) as e:  # a field of the wrong type
+        raise ApiError(400, f"invalid container config: {e}") from None
     except NotFound as e:
         if "image" in str(e).lower():
             raise ApiError(404, f"No such image: {body.get('Image')}") from None

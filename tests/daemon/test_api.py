@@ -234,3 +234,14 @@ def test_sigterm_keeps_containers_running_and_restart_reconciles(tmp_path: Path,
         while json.loads(request(d, "GET", "/v1.45/containers/keeps/json")[2])["State"]["Status"] != "exited":
             assert time.monotonic() < end
             time.sleep(0.05)
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"text"', b'{"Image": 5}', b'{"Image": "bb:1", "Cmd": [1]}',
+                                  b'{"Image": "bb:1", "HostConfig": {"Memory": "lots"}}',
+                                  b'{"Image": "bb:1", "Env": "A=1"}', b'{"Image": "bb:1", "HostConfig": []}',
+                                  b'{"Image": "bb:1", "Tty": true}', b'{"Image": "bb:1", "Labels": [1]}'])
+def test_wrong_shapes_are_400_and_the_daemon_lives_on(daemon: DaemonProc, body: bytes) -> None:
+    status, _, got = request(daemon, "POST", "/v1.45/containers/create", body, {"Content-Type": "application/json"})
+    assert status == 400, got
+    assert json.loads(got)["message"]
+    assert daemon.answers()
