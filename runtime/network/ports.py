@@ -278,8 +278,8 @@ class _Udp:
         while addr in self.flows:
             try:
                 data = up.recv(BUF)
-            except TimeoutError:
-                continue
+            except (TimeoutError, ConnectionRefusedError):
+                continue  # an ICMP "port unreachable" for an earlier datagram: not the end of the flow
             except OSError:
                 break
             last[0] = time.monotonic()
