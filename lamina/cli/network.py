@@ -35,8 +35,18 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
                    help="publish every exposed port on a free port of 127.0.0.1")
 
 
+def use_configured_pools() -> None:
+    """Hand ``$LAMINA_ADDRESS_POOLS`` to the runtime (the library reads no environment)."""
+    from lamina import config
+    from runtime.network import setup
+
+    setup.address_pools = config.address_pools()
+
+
 def apply_container_options(args: argparse.Namespace, record: dict[str, Any]) -> dict[str, Any]:
     from lamina import netconfig
+
+    use_configured_pools()
 
     part = netconfig.network_config(network=args.network, aliases=args.network_alias, ip=args.ip,
                                     publish=args.publish, publish_all=args.publish_all)
@@ -103,6 +113,7 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 
 def _create(args: argparse.Namespace, store: "Store") -> int:
+    use_configured_pools()
     from runtime.network import api
 
     net = api.create_network(store, args.name, driver=args.net_driver, subnet=args.subnet, gateway=args.gateway,
@@ -113,6 +124,7 @@ def _create(args: argparse.Namespace, store: "Store") -> int:
 
 
 def _ls(args: argparse.Namespace, store: "Store") -> int:
+    use_configured_pools()
     from lamina.cli import output
     from runtime.network import api
 
@@ -127,6 +139,7 @@ def _ls(args: argparse.Namespace, store: "Store") -> int:
 
 
 def _inspect(args: argparse.Namespace, store: "Store") -> int:
+    use_configured_pools()
     from lamina.cli import output
     from runtime.network import api
 
@@ -136,6 +149,7 @@ def _inspect(args: argparse.Namespace, store: "Store") -> int:
 
 
 def _rm(args: argparse.Namespace, store: "Store") -> int:
+    use_configured_pools()
     from runtime.network import api
 
     for key in args.networks:
@@ -145,6 +159,7 @@ def _rm(args: argparse.Namespace, store: "Store") -> int:
 
 
 def _prune(args: argparse.Namespace, store: "Store") -> int:
+    use_configured_pools()
     from runtime.network import api
 
     gone = api.prune_networks(store)
@@ -156,6 +171,7 @@ def _prune(args: argparse.Namespace, store: "Store") -> int:
 
 
 def _connect(args: argparse.Namespace, store: "Store") -> int:
+    use_configured_pools()
     from runtime.network import api
 
     api.connect(store, args.network, args.container, aliases=args.alias, ip=args.ip)
@@ -163,6 +179,7 @@ def _connect(args: argparse.Namespace, store: "Store") -> int:
 
 
 def _disconnect(args: argparse.Namespace, store: "Store") -> int:
+    use_configured_pools()
     from runtime.network import api
 
     api.disconnect(store, args.network, args.container, force=args.force)

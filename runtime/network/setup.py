@@ -73,11 +73,16 @@ def host_ifname(network_id: str, container_id: str) -> str:
     return "lv" + hashlib.sha256(f"{network_id}/{container_id}".encode()).hexdigest()[:12]
 
 
+address_pools: str | None = None
+"""The address pools new networks take subnets from (``BASE/LEN:SIZE,...``, see
+``graph.networks.parse_pools``); None: Docker's defaults. Set by the CLI from
+``$LAMINA_ADDRESS_POOLS`` (``lamina.config``) and by an embedder as it likes."""
+
+
 def records(store: "Store") -> "NetworkStore":
     from graph.networks import NetworkStore, parse_pools
 
-    pools = os.environ.get("LAMINA_ADDRESS_POOLS")
-    return NetworkStore(store.db, parse_pools(pools) if pools else None)
+    return NetworkStore(store.db, parse_pools(address_pools) if address_pools else None)
 
 
 @contextlib.contextmanager
