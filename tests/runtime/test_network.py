@@ -223,8 +223,9 @@ def test_publish_all_binds_exposed_ports_on_loopback(net_env: Lamina) -> None:
 
 
 def _forwarding(name: str, on: bool) -> None:
-    subprocess.run(["nsenter", f"--net=/run/netns/{name}", "sysctl", "-qw",
-                    f"net.ipv4.ip_forward={1 if on else 0}"], check=True)
+    # /proc/sys/net follows the network namespace of the process that opens it: the test's
+    subprocess.run(["nsenter", f"--net=/run/netns/{name}", "sh", "-c",
+                    f"echo {1 if on else 0} > /proc/sys/net/ipv4/ip_forward"], check=True)
 
 
 def test_containers_on_different_networks_cannot_reach_each_other(net_env: Lamina, own_netns: str) -> None:  # noqa: F811
