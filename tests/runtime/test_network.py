@@ -350,3 +350,23 @@ def test_network_ls_inspect_prune_and_bad_input(net_env: Lamina) -> None:
     assert lam.out("network", "prune").split() == ["Deleted", "Networks:", "x"]
     r = lam.run("network", "rm", "bridge", check=False)
     assert r.returncode == 4
+
+
+def test_connect_a_created_container_then_start_and_network_rm_of_a_stopped_member(net_env: Lamina) -> None:
+    lam = net_env
+    lam.run("network", "create", "x")
+    lam.run("network", "create", "y")
+    lam.run("create", "--name", "c1", "--network", "x", "bb:1", "sleep", "60")
+    lam.run("network", "connect", "y", "c1")
+    lam.run("start", "c1")
+    got = lam.out("exec", "c1", "sh", "-c", "ip -o -4 addr show | grep -c 'eth[01] '")
+    assert got.strip() == "2"
+    settings = json.loads(lam.out("inspect", "c1"))[0]["NetworkSettings"]
+    assert set(settings["Networks"]) == {"x", "y"} and settings["IPAddress"].startswith("172.18.")
+    lam.run("stop", "-t", "0", "c1")
+    assert net_leftovers(lam.root) == []
+    lam.run("network", "rm", "y")  # a stopped member does not hold it (Docker's rule) ...
+    r = lam.run("start", "c1", check=False)
+    assert r.returncode == 0  # ... and c1 still has x
+    lam.run("rm", "-f", "c1")
+    lam.run("network", "rm", "x")
