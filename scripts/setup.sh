@@ -12,6 +12,7 @@ APT_PACKAGES=(
   fuse3 libfuse3-dev pkg-config         # fuse driver (pyfuse3 builds against libfuse3)
   crun runc                             # OCI runtimes
   busybox-static                        # a static busybox for the runtime tests' images
+  iproute2 iptables                     # bridge networks: ip (links, addresses), isolation/NAT rules
   docker-registry                       # local registry for distribution tests and the bench
   docker.io                             # the docker CLI (20.10, API 1.41) the daemon tests drive; its
                                         # dockerd/containerd never start (policy-rc.d below)
