@@ -40,6 +40,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 import traceback
 from typing import Any, BinaryIO
@@ -256,22 +257,25 @@ class Attachment:
         """Collect the monitor's exit status once it has ended (no zombie while we live on):
         now if it is over, else at the next ``spawn`` of this process."""
         if self.child:
-            _unreaped.append(self.child)
+            with _unreaped_lock:
+                _unreaped.append(self.child)
             self.child = 0
         _reap_children()
 
 
 _unreaped: list[int] = []
+_unreaped_lock = threading.Lock()  # the daemon starts and reaps monitors from many threads
 
 
 def _reap_children() -> None:
-    for pid in list(_unreaped):
-        try:
-            done = os.waitpid(pid, os.WNOHANG)[0] != 0
-        except ChildProcessError:
-            done = True
-        if done:
-            _unreaped.remove(pid)
+    with _unreaped_lock:
+        for pid in list(_unreaped):
+            try:
+                done = os.waitpid(pid, os.WNOHANG)[0] != 0
+            except ChildProcessError:
+                done = True
+            if done:
+                _unreaped.remove(pid)
 
 
 def spawn(paths: Paths, rt: OCIRuntime, *, store_root: str, stdin: bool | int = False) -> Attachment:
