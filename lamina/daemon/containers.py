@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
 import signal
 import stat as statmod
@@ -285,7 +286,7 @@ def _run_attached(d: "Daemon", cid: str, running: Any, conns: list[tuple[Hijacke
     try:
         code = runtime.wait(d.store(), running, _Sink(hs, wire.STDOUT), _Sink(hs, wire.STDERR))  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - the monitor records the exit itself when we fail
-        pass
+        logging.getLogger("lamina.daemon").exception("attached run of %s", cid[:12])
     finally:
         with b.lock:
             if code is not None:
