@@ -178,9 +178,9 @@ def _one_line(s: str) -> str:
 
 # ---- app and listeners -----------------------------------------------------------------------------
 def build_app(d: Daemon) -> web.Application:
-    from lamina.daemon import auth, containers, events, execs, images, system
+    from lamina.daemon import auth, containers, events, execs, images, networks, system
 
-    for module in (system, images, containers, execs, events, auth):
+    for module in (system, images, containers, execs, events, auth, networks):
         d.add_routes(module.ROUTES)
 
     @web.middleware

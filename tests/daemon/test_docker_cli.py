@@ -223,3 +223,17 @@ def test_run_and_exec_with_stdin(docker: DockerCLI) -> None:
     assert docker("exec", "-i", name, "cat", input=b"through exec\n").out == "through exec\n"
     assert docker("run", "--rm", "bb:1", "cat", input=b"not attached\n").out == ""  # no -i: stdin is /dev/null
     docker("rm", "-f", name)
+
+
+def test_networks_listed_and_system_prune(docker: DockerCLI) -> None:
+    # read-only network calls only: a test makes no bridge on the host
+    names = docker("network", "ls", "--format", "{{.Name}} {{.Driver}}").out.splitlines()
+    assert "none null" in names and "host host" in names
+    assert docker("network", "inspect", "--format", "{{.Name}}", "none").out.strip() == "none"
+    assert docker("network", "inspect", "no-such-net", expect=1).err
+    stopped = uniq("pruned")
+    docker("create", "--name", stopped, "bb:1", "true")
+    r = docker("system", "prune", "-f")
+    assert "Total reclaimed space" in r.out
+    assert stopped not in docker("ps", "-a", "--format", "{{.Names}}").out.split()
+    assert "bb:1" in docker("images", "--format", "{{.Repository}}:{{.Tag}}").out.split()
