@@ -44,7 +44,7 @@ import time
 import traceback
 from typing import Any, BinaryIO
 
-from drivers.errors import LaminaError
+from graph import LaminaError
 from runtime import logs
 from runtime.oci import OCIRuntime, log_error
 from runtime.records import Record
