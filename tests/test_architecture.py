@@ -77,20 +77,36 @@ def test_environment_read_only_in_config() -> None:
 
 
 def test_driver_protocol_methods_document_their_contract() -> None:
-    """Every method of the graphdriver protocol states Requires/Effect/Raises/Repeat."""
+    """Every method of the graphdriver protocol (both halves) states Requires/Effect/Raises/Repeat."""
     tree = ast.parse((ROOT / "drivers" / "base.py").read_text())
-    proto = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "GraphDriver")
     missing = []
-    for fn in proto.body:
-        if not isinstance(fn, ast.FunctionDef):
-            continue
-        doc = ast.get_docstring(fn) or ""
-        if fn.name in {"status", "exists"}:
-            continue  # total functions: documented as never raising
-        for part in ("Requires", "Effect", "Raises", "Repeat"):
-            if part + ":" not in doc:
-                missing.append(f"GraphDriver.{fn.name} lacks {part}:")
+    for name in ("GraphDriver", "DiffDriver"):
+        proto = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
+        methods = [fn for fn in proto.body if isinstance(fn, ast.FunctionDef)]
+        assert methods, name
+        for fn in methods:
+            doc = ast.get_docstring(fn) or ""
+            if fn.name in {"status", "exists"}:
+                continue  # total functions: documented as never raising
+            for part in ("Requires", "Effect", "Raises", "Repeat"):
+                if part + ":" not in doc:
+                    missing.append(f"{name}.{fn.name} lacks {part}:")
     assert not missing, "\n".join(missing)
+
+
+def test_capabilities_are_protocols_not_getattr() -> None:
+    """Optional driver abilities are ``drivers.base`` protocols found with ``isinstance``; a
+    ``getattr``/``hasattr`` on a driver with a default would silently match nothing (the old
+    ``ids`` lookup disabled the orphan check that way)."""
+    bad = []
+    for pkg in ("graph", "runtime", "lamina"):
+        for path in _modules(pkg):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                        and node.func.id in ("getattr", "hasattr") and node.args
+                        and "driver" in ast.unparse(node.args[0])):
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node)}")
+    assert not bad, "\n".join(bad)
 
 
 def test_graph_exports_an_explicit_public_api() -> None:

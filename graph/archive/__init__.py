@@ -79,7 +79,7 @@ store never produces an archive). The tar is deterministic: sorted names, direct
 ``blobs/`` and ``blobs/sha256/`` mode 0755, files 0644, mtime 0, uid/gid 0, no user/group names,
 PAX format. For each image the manifest written is the one recorded for the reference named (if
 its blobs are all stored), else the first recorded manifest whose blobs are all stored, else the
-canonical OCI manifest built from the recorded layer blobs (``Store._manifest_for``); save never
+canonical OCI manifest built from the recorded layer blobs (``ImageStore.build_manifest``); save never
 changes the store. Several names may name one image (one ``manifest.json`` entry with several
 RepoTags); a name that is an image ID (or a digest reference) saves the image untagged. A
 multi-platform index an image was selected from is not written: only the selected platform's
@@ -102,13 +102,15 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Iterator
 
+from drivers.sys.durable import atomic_file, fsync_dir
 from graph.oci import formats
 from graph.digest import ChainID, DiffID, Digest, ImageID, chain_id
 from graph.errors import DigestMismatch, InvalidInput, LaminaError, NotFound, Unsupported
 from graph.oci.formats import Descriptor, ImageConfig, Index, Manifest, Platform
 from graph.oci.reference import Reference, parse_reference
+from graph.undo import Undo
 from graph.unpack import decompressed
 from graph.verify import CHUNK, HashingReader, VerifyingReader
 
@@ -804,17 +806,6 @@ def _plan_docker(src: _Source, by_config: dict[Digest, _Plan]) -> list[_Plan]:
 # =============================================================================== load
 
 
-@dataclass
-class _Undo:
-    """What a load changed, so a failure can take it back."""
-
-    layers: list[ChainID] = field(default_factory=list)
-    images: list[ImageID] = field(default_factory=list)
-    manifests: list[Digest] = field(default_factory=list)
-    layer_blobs: list[tuple[DiffID, Digest]] = field(default_factory=list)
-    refs: list[tuple[Reference, "RefRecord | None"]] = field(default_factory=list)
-
-
 def load_archive(
     store: "Store", path: str | os.PathLike[str], *, platform: Platform | None = None
 ) -> list[LoadedImage]:
@@ -833,7 +824,7 @@ def load_archive(
     """
     want = platform or Platform.host()
     src = _open_source(Path(path), store.root)
-    undo = _Undo()
+    undo = Undo()
     try:
         warnings: list[str] = []
         oci = src.has("oci-layout") and src.has("index.json")
@@ -860,13 +851,13 @@ def load_archive(
             out[0].warnings = warnings + out[0].warnings
         return out
     except BaseException:
-        _rollback(store, undo)
+        undo.rollback(store)
         raise
     finally:
         src.close()
 
 
-def _load_layers(store: "Store", src: _Source, plan: _Plan, lease: str, undo: _Undo) -> None:
+def _load_layers(store: "Store", src: _Source, plan: _Plan, lease: str, undo: Undo) -> None:
     parent: ChainID | None = None
     for i, (ls, diff_id) in enumerate(zip(plan.layers, plan.config.diff_ids)):
         chain = chain_id(parent, diff_id)
@@ -883,8 +874,7 @@ def _load_layers(store: "Store", src: _Source, plan: _Plan, lease: str, undo: _U
 
 
 def _blob_recorded(store: "Store", diff_id: DiffID, blob: Digest) -> bool:
-    row = store.db.one("SELECT 1 FROM layer_blobs WHERE diff_id = ? AND blob = ?", (diff_id, blob))
-    return row is not None and store.content.exists(blob)
+    return store.layer_blobs.recorded(diff_id, blob) and store.content.exists(blob)
 
 
 def _ingest_layer(
@@ -895,7 +885,7 @@ def _ingest_layer(
     parent: ChainID | None,
     lease: str,
     what: str,
-    undo: _Undo,
+    undo: Undo,
     *,
     apply: bool,
 ) -> Digest:
@@ -932,7 +922,7 @@ def _ingest_layer(
     return blob
 
 
-def _record(store: "Store", plan: _Plan, lease: str, undo: _Undo) -> LoadedImage:
+def _record(store: "Store", plan: _Plan, lease: str, undo: Undo) -> LoadedImage:
     """Image row, manifest (and index) blobs and rows for one plan; layers are in place."""
     cfg = plan.config
     if not store.images.exists(cfg.id):
@@ -949,13 +939,13 @@ def _record(store: "Store", plan: _Plan, lease: str, undo: _Undo) -> LoadedImage
         store.lease_blob(lease, store.content.put_bytes(blob))
     mdigest = store.content.put_bytes(plan.manifest_raw)
     store.lease_blob(lease, mdigest)
-    if store.db.one("SELECT 1 FROM manifests WHERE digest = ?", (mdigest,)) is None:
+    if not store.images.has_manifest(mdigest):
         undo.manifests.append(mdigest)
     store.images.add_manifest(mdigest, plan.manifest_media_type, img.id, plan.parent_index)
     return LoadedImage(image_id=img.id, refs=[], manifest=mdigest)
 
 
-def _set_refs(store: "Store", loaded: LoadedImage, plan: _Plan, undo: _Undo) -> None:
+def _set_refs(store: "Store", loaded: LoadedImage, plan: _Plan, undo: Undo) -> None:
     for ref in plan.refs:
         if ref.digest is not None and ref.digest not in (loaded.manifest, plan.parent_index):
             loaded.warnings.append(f"name {ref} names another manifest than the one loaded; ignored")
@@ -978,42 +968,6 @@ def _set_refs(store: "Store", loaded: LoadedImage, plan: _Plan, undo: _Undo) -> 
         loaded.warnings.append("the archive gives this image no name; loaded untagged")
 
 
-def _rollback(store: "Store", undo: _Undo) -> None:
-    """Take back what a failed load did (best effort: every step runs; the original error is
-    what the caller sees)."""
-    steps: list[Callable[[], object]] = []
-    for ref, before in reversed(undo.refs):
-        if before is None:
-            steps.append(lambda ref=ref: store.refs.remove(ref))
-        else:
-            steps.append(lambda ref=ref, b=before: store.refs.add(ref, b.image_id, b.manifest))
-    for digest in undo.manifests:
-        steps.append(lambda d=digest: _delete_manifest_row(store, d))
-    for image_id in undo.images:
-        steps.append(lambda i=image_id: _delete_new_image(store, i))
-    for diff_id, blob in undo.layer_blobs:
-        steps.append(lambda d=diff_id, b=blob: _delete_layer_blob_row(store, d, b))
-    for chain in reversed(undo.layers):
-        steps.append(lambda c=chain: store.layers.release(c))
-    steps.append(store.gc_blobs)
-    for step in steps:
-        with contextlib.suppress(Exception):
-            step()
-
-
-def _delete_manifest_row(store: "Store", digest: Digest) -> None:
-    with store.db.transaction() as c:
-        c.execute("DELETE FROM manifests WHERE digest = ?", (digest,))
-
-
-def _delete_layer_blob_row(store: "Store", diff_id: DiffID, blob: Digest) -> None:
-    with store.db.transaction() as c:
-        c.execute("DELETE FROM layer_blobs WHERE diff_id = ? AND blob = ?", (diff_id, blob))
-
-
-def _delete_new_image(store: "Store", image_id: ImageID) -> None:
-    if store.images.exists(image_id) and not store.refs.list(image_id) and not store.containers.using_image(image_id):
-        store.images.delete(image_id)
 
 
 # =============================================================================== save
@@ -1047,7 +1001,7 @@ def _pick_manifest(store: "Store", image_id: ImageID, preferred: Digest | None) 
             continue  # an index, or not readable as a manifest
         if m.config.digest == image_id and all(store.content.exists(x.digest) for x in m.layers):
             return raw, m
-    raw = store._manifest_for(store.images.get(image_id))
+    raw = store.images.build_manifest(store.images.get(image_id))
     return raw, formats.parse_manifest(raw)
 
 
@@ -1213,22 +1167,14 @@ def _write_dir(store: "Store", entries: list[_Entry], target: Path) -> None:
                 f.flush()
                 os.fsync(fd)
         for d in (tmp / "blobs" / "sha256", tmp / "blobs", tmp):
-            _fsync_dir(d)
+            fsync_dir(d)
         if target.exists():
             target.rmdir()
         os.rename(tmp, target)
-        _fsync_dir(parent)
+        fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_archive(
@@ -1259,16 +1205,5 @@ def save_archive(
         return
     if not target.parent.is_dir():
         raise NotFound(f"save: no such directory: {target.parent}")
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "xb") as f:
-            _write_tar(store, entries, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(target, 0o644) as f:
+        _write_tar(store, entries, f)  # type: ignore[arg-type]
