@@ -603,7 +603,7 @@ def _exec_cleanup(store_root: str, container_id: str) -> None:
 def cleanup_main(store_root: str, container_id: str) -> int:
     """Record a container's exit in the store (what an attached caller does itself)."""
     from graph import Store
-    from graph.errors import NotFound
+    from graph import NotFound
     from runtime import containers
 
     with Store(store_root) as store:
