@@ -91,7 +91,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
-import json
 import os
 import re
 import secrets
@@ -275,30 +274,6 @@ def _sniff(head: bytes) -> str:
         if head.startswith(magic):
             return name
     return "none"
-
-
-def _strict_json(raw: bytes, what: str) -> Any:
-    """Parse JSON refusing duplicate keys and NaN (two readers must not see two documents)."""
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in items:
-            if k in out:
-                raise InvalidInput(f"invalid JSON in {what}: duplicate key {k!r}")
-            out[k] = v
-        return out
-
-    def constant(name: str) -> Any:
-        raise InvalidInput(f"invalid JSON in {what}: {name} is not JSON")
-
-    try:
-        return json.loads(raw.decode("utf-8"), object_pairs_hook=pairs, parse_constant=constant)
-    except UnicodeDecodeError as e:
-        raise InvalidInput(f"invalid JSON in {what}: not UTF-8 (byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise InvalidInput(f"invalid JSON in {what}: {e.msg} (line {e.lineno} column {e.colno})") from None
-    except RecursionError:
-        raise InvalidInput(f"invalid JSON in {what}: nested too deeply") from None
 
 
 # =============================================================================== sources
@@ -684,7 +659,7 @@ def _plan_manifest(
 
 
 def _plan_oci(src: _Source, want: Platform, warnings: list[str]) -> list[_Plan]:
-    layout = _strict_json(src.read_bytes("oci-layout", "oci-layout", MAX_JSON), "oci-layout")
+    layout = formats.loads_strict(src.read_bytes("oci-layout", "oci-layout", MAX_JSON), "oci-layout", MAX_JSON)
     version = layout.get("imageLayoutVersion") if isinstance(layout, dict) else None
     if not isinstance(version, str):
         raise InvalidInput(f"{src.label}: oci-layout has no imageLayoutVersion")
@@ -748,7 +723,7 @@ def _plan_docker(src: _Source, by_config: dict[Digest, _Plan]) -> list[_Plan]:
     """Plans from ``manifest.json``. An entry whose config is already planned (from the OCI
     index of a Docker 25 tar) only adds its RepoTags to that plan."""
     label = f"{src.label}: manifest.json"
-    doc = _strict_json(src.read_bytes("manifest.json", "manifest.json", MAX_JSON), "manifest.json")
+    doc = formats.loads_strict(src.read_bytes("manifest.json", "manifest.json", MAX_JSON), "manifest.json", MAX_JSON)
     if not isinstance(doc, list):
         raise InvalidInput(f"{label}: must be a list of images")
     plans: list[_Plan] = []

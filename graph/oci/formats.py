@@ -144,7 +144,7 @@ def _no_constants(name: str) -> Any:
     raise _Problem(f"{name} is not JSON")
 
 
-def _loads(raw: bytes, what: str, limit: int) -> Any:
+def loads_strict(raw: bytes, what: str, limit: int) -> Any:
     """Strict JSON decode of ``raw``: UTF-8 only, no duplicate keys, no NaN/Infinity, no lone
     surrogates, bounded size and nesting. Raises ``InvalidInput("invalid JSON in <what>: ...")``."""
     if not isinstance(raw, (bytes, bytearray, memoryview)):
@@ -701,7 +701,7 @@ def parse_manifest_or_index(raw: bytes, media_type: str | None = None) -> Manife
     unknown media types (named), a kind conflict, ``schemaVersion`` other than 2, missing or
     ill-typed fields, negative sizes, bad digests, a Docker list entry without platform.
     """
-    doc = _loads(raw, "manifest", MAX_MANIFEST_SIZE)
+    doc = loads_strict(raw, "manifest", MAX_MANIFEST_SIZE)
     if not isinstance(doc, dict):
         raise InvalidInput(f"invalid manifest: top level must be an object, got {type(doc).__name__}")
     mt = _detect(doc, media_type)
@@ -829,7 +829,7 @@ def parse_config(raw: bytes) -> ImageConfig:
     runtime fields of the right types, and no more non-empty history entries than layers
     (moby's check). Raises ``InvalidInput`` naming the field."""
     what = "image config"
-    doc = _loads(raw, what, MAX_CONFIG_SIZE)
+    doc = loads_strict(raw, what, MAX_CONFIG_SIZE)
     if not isinstance(doc, dict):
         raise InvalidInput(f"invalid {what}: top level must be an object, got {type(doc).__name__}")
     _check_field_case(doc, _CONFIG_FIELDS, what)
@@ -1130,7 +1130,7 @@ def build_config(
             raise InvalidInput(f"build_config: {name} must be a string")
     new_id = None if diff_id is None else DiffID(Digest(diff_id))
     if parent is not None:
-        doc: dict[str, Any] = _loads(parent.raw, "image config", MAX_CONFIG_SIZE)
+        doc: dict[str, Any] = loads_strict(parent.raw, "image config", MAX_CONFIG_SIZE)
         for k in _STALE_KEYS:
             doc.pop(k, None)
     else:
