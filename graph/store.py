@@ -10,7 +10,6 @@ registries live in their own modules and work through this object.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from graph.layers import Layer, LayerStore, _pid_alive
 from graph.leases import Leases
 from graph.oci.reference import Reference, parse_reference
 from graph.references import ReferenceStore
+from graph.verify import TeeReader
 
 DRIVER_FILE = "driver"
 
@@ -270,7 +270,7 @@ class Store:
         base_cfg = self.images.config(c.image_id)
         with self.lease() as lease:
             with self.containers.diff(c) as tar, self.content.ingest() as writer:
-                tee = _TeeReader(tar, writer)
+                tee = TeeReader(tar, writer)
                 layer = self.layers.register(tee, c.parent_layer, lease=lease)
                 tee.drain()
                 blob = writer.commit()
@@ -441,25 +441,3 @@ class Store:
 
     def layer_of(self, chain: ChainID) -> Layer:
         return self.layers.get(chain)
-
-
-class _TeeReader(io.RawIOBase):
-    """Pass bytes through to the reader and copy them into a content writer."""
-
-    def __init__(self, raw: BinaryIO, writer: Any) -> None:
-        self.raw = raw
-        self.writer = writer
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        n = self.raw.readinto(b)  # type: ignore[attr-defined]
-        if n:
-            self.writer.write(memoryview(b)[:n])
-        return n or 0
-
-    def drain(self) -> None:
-        buf = bytearray(1 << 20)
-        while self.readinto(buf):
-            pass

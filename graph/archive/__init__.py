@@ -111,7 +111,7 @@ from graph.oci.formats import Descriptor, ImageConfig, Index, Manifest, Platform
 from graph.oci.reference import Reference, parse_reference
 from graph.undo import Undo
 from graph.unpack import decompressed
-from graph.verify import CHUNK, HashingReader, VerifyingReader
+from graph.verify import CHUNK, HashingReader, TeeReader, VerifyingReader, drain
 
 if TYPE_CHECKING:
     from graph.references import RefRecord
@@ -210,51 +210,6 @@ class _Slice(io.RawIOBase):
             raise InvalidInput(f"{self._label}: archive is truncated")
         self._pos += n
         return n
-
-
-class _Tee(io.RawIOBase):
-    """Bytes from ``raw`` handed on unchanged and copied into a content-store writer."""
-
-    def __init__(self, raw: BinaryIO, sink: Any | None) -> None:
-        super().__init__()
-        self._raw, self._sink = raw, sink
-        self._readinto = getattr(raw, "readinto", None)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        mv = memoryview(b).cast("B")
-        if self._readinto is not None:
-            n = self._readinto(mv) or 0
-        else:
-            data = self._raw.read(len(mv)) or b""
-            n = len(data)
-            mv[:n] = data
-        if n and self._sink is not None:
-            try:
-                self._sink.write(mv[:n])
-            except OSError as e:  # disk full, I/O error: the store's trouble, not the archive's
-                raise LaminaError(f"content store: cannot write blob: {e}") from e
-        return n
-
-    def drain(self) -> int:
-        return _drain(self)
-
-
-def _drain(stream: IO[bytes]) -> int:
-    buf = bytearray(CHUNK)
-    total = 0
-    readinto = getattr(stream, "readinto", None)
-    while True:
-        if readinto is not None:
-            n = readinto(buf)
-        else:
-            data = stream.read(CHUNK)
-            n = len(data) if data else 0
-        if not n:
-            return total
-        total += n
 
 
 def _outer_errors() -> tuple[type[BaseException], ...]:
@@ -873,14 +828,14 @@ def _ingest_layer(
         with store.content.ingest(ls.digest, size) as writer:
             if writer.done:  # stored already: only verify what we read
                 assert ls.digest is not None
-                tee = _Tee(VerifyingReader(raw, ls.digest, size), None)  # type: ignore[arg-type]
+                tee = TeeReader(VerifyingReader(raw, ls.digest, size), None)  # type: ignore[arg-type]
             else:  # the writer checks size and digest at commit
-                tee = _Tee(raw, writer)
+                tee = TeeReader(raw, writer)
             plain = decompressed(tee, ls.compression, what)  # type: ignore[arg-type]
             if apply:
                 layer = store.layers.register(plain, parent, expected_diff_id=diff_id, lease=lease)
                 undo.layers.append(layer.chain_id)
-                extra = _drain(plain)  # the applier reads to EOF; anything left escaped the DiffID
+                extra = drain(plain)  # the applier reads to EOF; anything left escaped the DiffID
                 if extra:
                     raise DigestMismatch(f"{what}: {extra} bytes after the end of the layer tar")
             else:
