@@ -31,6 +31,8 @@ from typing import Iterable, Iterator
 
 import pytest
 
+from drivers.sys import mount as mountapi
+
 _MKFS_ARGS = {
     "btrfs": ["-q", "-f"],
     "ext4": ["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"],
@@ -87,14 +89,7 @@ def _run(*argv: str) -> str:
 
 
 def _is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            mp = line.split(" ")[4].replace("\\040", " ").replace("\\011", "\t") \
-                .replace("\\012", "\n").replace("\\134", "\\")
-            if mp == target:
-                return True
-    return False
+    return mountapi.is_mount_point(os.path.realpath(path))
 
 
 @dataclass
@@ -220,11 +215,8 @@ def leftovers(images: Iterable[Path], mountpoints: Iterable[Path] = ()) -> list[
         out = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
         found += [ln for ln in out.splitlines() if any(f"({i})" in ln or f"({i} (deleted))" in ln for i in imgs)]
     if mps:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            for line in f:
-                mp = line.split(" ")[4].replace("\\040", " ")
-                if any(mp == m or mp.startswith(m.rstrip("/") + "/") for m in mps):
-                    found.append(line.strip())
+        for m in mps:
+            found += [f"{mi.mount_point} ({mi.fstype} from {mi.source})" for mi in mountapi.mounts_under(m)]
     return found
 
 
