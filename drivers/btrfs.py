@@ -61,6 +61,7 @@ import errno
 import os
 import stat
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Mapping
@@ -828,12 +829,30 @@ def remove_loop_btrfs(root: str | os.PathLike[str], delete_image: bool = False) 
     root = Path(os.path.abspath(root))
     mnt = root / "drivers" / NAME
     if mountapi.is_mount_point(mnt):
+        devices = _loop_devices_of(root / "btrfs.img")
         try:
             mountapi.umount(mnt)
         except OSError as e:
             raise Conflict(f"umount {mnt}: {os.strerror(e.errno or 0)}") from e
+        # btrfs drops its last reference to the device a moment after umount returns, and only
+        # then does auto-clear detach it; a caller that re-attaches the image or checks for
+        # leaks must see the end state (seen: still attached 1 s later on a loaded machine).
+        deadline = time.monotonic() + 15.0
+        while any(d.exists() for d in devices) and time.monotonic() < deadline:
+            time.sleep(0.02)
     if delete_image:
         (root / "btrfs.img").unlink(missing_ok=True)
+
+
+def _loop_devices_of(image: Path) -> list[Path]:
+    """The ``backing_file`` sysfs entries of the loop devices attached to ``image``."""
+    want = os.path.realpath(image)
+    found = []
+    for entry in Path("/sys/block").glob("loop*/loop/backing_file"):
+        with contextlib.suppress(OSError):
+            if entry.read_text().strip().removesuffix(" (deleted)") == want:
+                found.append(entry)
+    return found
 
 
 def open_driver(home: str | os.PathLike[str], **options: str) -> BtrfsDriver:
