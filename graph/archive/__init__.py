@@ -109,6 +109,7 @@ from graph.digest import ChainID, DiffID, Digest, ImageID, chain_id
 from graph.errors import DigestMismatch, InvalidInput, LaminaError, NotFound, Unsupported
 from graph.oci.formats import Descriptor, ImageConfig, Index, Manifest, Platform
 from graph.oci.reference import Reference, parse_reference
+from graph.oci.strictjson import loads_strict
 from graph.undo import Undo
 from graph.unpack import decompressed
 from graph.verify import CHUNK, HashingReader, TeeReader, VerifyingReader, drain
@@ -614,7 +615,7 @@ def _plan_manifest(
 
 
 def _plan_oci(src: _Source, want: Platform, warnings: list[str]) -> list[_Plan]:
-    layout = formats.loads_strict(src.read_bytes("oci-layout", "oci-layout", MAX_JSON), "oci-layout", MAX_JSON)
+    layout = loads_strict(src.read_bytes("oci-layout", "oci-layout", MAX_JSON), "oci-layout", MAX_JSON)
     version = layout.get("imageLayoutVersion") if isinstance(layout, dict) else None
     if not isinstance(version, str):
         raise InvalidInput(f"{src.label}: oci-layout has no imageLayoutVersion")
@@ -678,7 +679,7 @@ def _plan_docker(src: _Source, by_config: dict[Digest, _Plan]) -> list[_Plan]:
     """Plans from ``manifest.json``. An entry whose config is already planned (from the OCI
     index of a Docker 25 tar) only adds its RepoTags to that plan."""
     label = f"{src.label}: manifest.json"
-    doc = formats.loads_strict(src.read_bytes("manifest.json", "manifest.json", MAX_JSON), "manifest.json", MAX_JSON)
+    doc = loads_strict(src.read_bytes("manifest.json", "manifest.json", MAX_JSON), "manifest.json", MAX_JSON)
     if not isinstance(doc, list):
         raise InvalidInput(f"{label}: must be a list of images")
     plans: list[_Plan] = []
