@@ -33,6 +33,8 @@ TABLE_OWNERS = {
     "containers": "graph.containers",
     "leases": "graph.leases",
     "lease_resources": "graph.leases",
+    "networks": "graph.networks",
+    "network_endpoints": "graph.networks",
 }
 SCHEMA_MODULE = "graph.db"
 
@@ -42,17 +44,21 @@ READS_ALLOWED = {
     ("graph.layers", "images"): "references(): one atomic count of the rows that need a layer",
     ("graph.layers", "containers"): "references() and recover(): RW layers and layers under containers",
     ("graph.layers", "lease_resources"): "references(): leased layers count as needed",
+    ("graph.networks", "containers"): "remove(): names of running members, in the delete's transaction",
 }
 
 # import cycles inside a package that are known and owned by a piece of work in flight
 CYCLES_ALLOWED = {
-    frozenset({"runtime", "runtime.containers", "runtime.monitor"}): "runtime split (runtime2 helper, issue 13)",
+    frozenset({"runtime", "runtime.bundle", "runtime.containers", "runtime.monitor", "runtime.network.setup"}):
+        "runtime split (runtime2 helper, issue 13); network setup joined it at the 18:02 merge",
     frozenset({"bench.compare", "bench.plots"}): "bench split (bench helper, issue 13)",
 }
 
-# modules of bench/runtime that may reach below graph's public face, and why
+# (path prefix, module or "" for any) of bench/runtime that may reach below graph's public face
 PRIVATE_IMPORTS_ALLOWED = {
-    "bench/micro/": "micro benchmarks time internals (the applier, the differ, mounts) on purpose",
+    ("bench/micro/", ""): "micro benchmarks time internals (the applier, the differ, mounts) on purpose",
+    ("runtime/network/", "graph.networks"): "network records are not on graph's public face yet "
+                                            "(network work, 18:02): export them from graph, then drop this",
 }
 BOTTOM_LAYER = "drivers.sys"   # libc, locks, durable writes, mounts: shared by every package
 
@@ -175,9 +181,11 @@ def private_graph_imports(sources: Mapping[str, str], public: Iterable[str]) -> 
     public = set(public)
     bad = []
     for path, text in sources.items():
-        if path.split("/")[0] not in ("runtime", "bench") or any(path.startswith(p) for p in PRIVATE_IMPORTS_ALLOWED):
+        if path.split("/")[0] not in ("runtime", "bench"):
             continue
         for mod, names, line in _imports(ast.parse(text)):
+            if any(path.startswith(p) and m in ("", mod) for p, m in PRIVATE_IMPORTS_ALLOWED):
+                continue
             if mod == "graph" or mod.startswith("graph."):
                 if mod != "graph":
                     bad.append(f"{path}:{line} imports {mod} (use graph's public names)")
