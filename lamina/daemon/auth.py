@@ -19,7 +19,7 @@ from lamina.daemon.wire import ApiError
 if TYPE_CHECKING:
     from graph.distribution.auth import Credentials
     from graph.distribution.registry import RegistryOptions
-    from lamina.daemon.server import Daemon
+    from lamina.daemon.context import Daemon
 
 
 def decode_auth_header(value: str | None) -> dict[str, Any]:

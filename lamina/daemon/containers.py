@@ -32,7 +32,7 @@ from lamina.daemon.wire import ApiError, Hijacked
 
 if TYPE_CHECKING:
     from graph import Container, Store
-    from lamina.daemon.server import Daemon
+    from lamina.daemon.context import Daemon
 
 ACTIVE = ("running", "paused")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -752,7 +752,7 @@ def stats_doc(c: "Container", s: Any, sys_ns: int, pre: Any, pre_sys: int) -> di
 
 
 def _mem_total() -> int:
-    from lamina.daemon.system import _mem_total as total
+    from lamina.daemon.hostinfo import mem_total as total
 
     return total()
 

@@ -9,9 +9,7 @@ daemon. Changes made by ``lamina`` CLI commands on the same root are not seen he
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -21,54 +19,7 @@ from lamina.daemon import wire
 from lamina.daemon.wire import ApiError
 
 if TYPE_CHECKING:
-    from lamina.daemon.server import Daemon
-
-KEEP = 1024
-
-
-class EventLog:
-    """Recent events and live subscribers; ``emit`` may be called from any thread."""
-
-    def __init__(self) -> None:
-        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=KEEP)
-        self._subs: set[asyncio.Queue[dict[str, Any]]] = set()
-        self._lock = threading.Lock()
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def listeners(self) -> int:
-        return len(self._subs)
-
-    def emit(self, type_: str, action: str, id_: str, attributes: dict[str, str] | None = None) -> None:
-        now = time.time_ns()
-        ev: dict[str, Any] = {
-            "Type": type_, "Action": action,
-            "Actor": {"ID": id_, "Attributes": dict(attributes or {})},
-            "scope": "local", "time": now // 1_000_000_000, "timeNano": now,
-        }
-        if type_ in ("container", "image"):  # the old fields, which docker-py still reads
-            ev["status"], ev["id"] = action, id_
-            if type_ == "container" and attributes and "image" in attributes:
-                ev["from"] = attributes["image"]
-        with self._lock:
-            self.recent.append(ev)
-            subs = list(self._subs)
-        loop = self.loop
-        if loop is None:
-            return
-        for q in subs:
-            loop.call_soon_threadsafe(q.put_nowait, ev)
-
-    def subscribe(self) -> tuple[list[dict[str, Any]], asyncio.Queue[dict[str, Any]]]:
-        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        with self._lock:
-            self._subs.add(q)
-            return list(self.recent), q
-
-    def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
-        with self._lock:
-            self._subs.discard(q)
-
+    from lamina.daemon.context import Daemon
 
 def _timestamp(request: web.Request, name: str) -> float | None:
     v = request.query.get(name)

@@ -24,7 +24,7 @@ from lamina.daemon.wire import ApiError, Hijacked
 
 if TYPE_CHECKING:
     from graph import Store
-    from lamina.daemon.server import Daemon
+    from lamina.daemon.context import Daemon
 
 KEEP = 512  # finished exec instances kept for inspection
 

@@ -19,7 +19,7 @@ from lamina.daemon.wire import ApiError
 if TYPE_CHECKING:
     from graph import Image, Store
     from graph.distribution.progress import Event
-    from lamina.daemon.server import Daemon
+    from lamina.daemon.context import Daemon
 
 # facts of an image that never change (its ID is its config's digest): created, labels, size
 _facts: dict[str, tuple[int, dict[str, str], int, str | None]] = {}

@@ -13,7 +13,7 @@ from lamina.daemon.wire import ApiError
 
 if TYPE_CHECKING:
     from graph import Store
-    from lamina.daemon.server import Daemon
+    from lamina.daemon.context import Daemon
 
 
 def _list(store: "Store", flt: dict[str, list[str]]) -> list[dict[str, Any]]:

@@ -28,17 +28,15 @@ import os
 import re
 import signal
 import socket
-import threading
-import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from graph.errors import AlreadyExists, Conflict, InvalidInput, LaminaError, NotFound, Unsupported
 from lamina.daemon import wire
 from lamina.daemon.config import DaemonConfig, parse_host
+from lamina.daemon.context import API_MAX, API_MIN, API_VERSION, MIN_API_VERSION, Daemon
 from lamina.daemon.wire import ApiError
 
 if TYPE_CHECKING:
@@ -46,115 +44,55 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lamina.daemon")
 
-API_MIN = (1, 41)
-API_MAX = (1, 45)
-API_VERSION = "1.45"
-MIN_API_VERSION = "1.41"
-WORKERS = 64
 VERSION_RE = re.compile(r"/v(\d+)\.(\d+)(/.*)")
 MAX_FIELD = 64 << 10  # X-Registry-Auth holds base64 JSON credentials: a few KiB at most
 MAX_HEADERS = 100
 
-Handler = Callable[..., Awaitable[web.StreamResponse]]
+def dispatcher(d: Daemon) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+            path = request.path
+            m = VERSION_RE.fullmatch(path)
+            version = API_MAX
+            if m is not None:
+                version = (int(m.group(1)), int(m.group(2)))
+                path = m.group(3)
+                if version > API_MAX:
+                    return wire.error_response(400, f"client version {version[0]}.{version[1]} is too new. "
+                                                    f"Maximum supported API version is {API_VERSION}")
+                if version < API_MIN:
+                    return wire.error_response(400, f"client version {version[0]}.{version[1]} is too old. "
+                                                    f"Minimum supported API version is {MIN_API_VERSION}, "
+                                                    "please upgrade your client to a newer version")
+            request["api_version"] = version
+            allowed = False
+            for method, rx, handler in d.routes:
+                mm = rx.fullmatch(path)
+                if mm is None:
+                    continue
+                if method != request.method and not (method == "GET" and request.method == "HEAD"):
+                    allowed = True
+                    continue
+                try:
+                    return await handler(d, request, **mm.groupdict())
+                except ApiError as e:
+                    return wire.error_response(e.status, e.message)
+                except LaminaError as e:
+                    return wire.error_response(status_of(e), _one_line(str(e)) or type(e).__name__)
+                except (ConnectionResetError, BrokenPipeError, asyncio.CancelledError):
+                    raise
+                except web.HTTPException:
+                    raise
+                except OSError as e:
+                    log.warning("%s %s: %s", request.method, request.path, e)
+                    return wire.error_response(500, _one_line(f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")))
+                except Exception as e:  # noqa: BLE001 - a request never takes the daemon down
+                    log.exception("%s %s failed", request.method, request.path)
+                    return wire.error_response(500, _one_line(f"{type(e).__name__}: {e}"))
+            if allowed:
+                return wire.error_response(405, "method not allowed")
+            return wire.error_response(404, "page not found")
 
-
-class Daemon:
-    """What handlers share: the configuration, the worker pool with per-thread stores, and the
-    little the daemon keeps in memory (events, exec instances, attach connections waiting for a
-    start, exit codes of containers it saw end)."""
-
-    def __init__(self, cfg: DaemonConfig) -> None:
-        from lamina.daemon.events import EventLog
-
-        self.cfg = cfg
-        self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="lamina-api")
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._local = threading.local()
-        self._stores: list[Store] = []
-        self._stores_lock = threading.Lock()
-        self.events = EventLog()
-        self.started = time.time()
-        self.ident = ""
-        self.state: dict[str, Any] = {}  # per API group, keyed by module name
-        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
-
-    # ---- stores and threads --------------------------------------------------------------------
-    def store(self) -> "Store":
-        """This worker thread's store."""
-        s = getattr(self._local, "store", None)
-        if s is None:
-            from graph import Store
-
-            s = Store(self.cfg.root, driver=self.cfg.driver)
-            self._local.store = s
-            with self._stores_lock:
-                self._stores.append(s)
-        return s
-
-    async def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        """Run ``fn(store, *args, **kw)`` in a worker thread."""
-        assert self.loop is not None
-        return await self.loop.run_in_executor(self.pool, lambda: fn(self.store(), *args, **kw))
-
-    async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` in a worker thread (no store)."""
-        assert self.loop is not None
-        return await self.loop.run_in_executor(self.pool, lambda: fn(*args))
-
-    def close_stores(self) -> None:
-        with self._stores_lock:
-            for s in self._stores:
-                with contextlib.suppress(Exception):
-                    s.close()
-            self._stores.clear()
-
-    # ---- routing --------------------------------------------------------------------------------
-    def add_routes(self, table: list[tuple[str, str, Handler]]) -> None:
-        for method, pattern, handler in table:
-            self.routes.append((method, re.compile(pattern), handler))
-
-    async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        path = request.path
-        m = VERSION_RE.fullmatch(path)
-        version = API_MAX
-        if m is not None:
-            version = (int(m.group(1)), int(m.group(2)))
-            path = m.group(3)
-            if version > API_MAX:
-                return wire.error_response(400, f"client version {version[0]}.{version[1]} is too new. "
-                                                f"Maximum supported API version is {API_VERSION}")
-            if version < API_MIN:
-                return wire.error_response(400, f"client version {version[0]}.{version[1]} is too old. "
-                                                f"Minimum supported API version is {MIN_API_VERSION}, "
-                                                "please upgrade your client to a newer version")
-        request["api_version"] = version
-        allowed = False
-        for method, rx, handler in self.routes:
-            mm = rx.fullmatch(path)
-            if mm is None:
-                continue
-            if method != request.method and not (method == "GET" and request.method == "HEAD"):
-                allowed = True
-                continue
-            try:
-                return await handler(self, request, **mm.groupdict())
-            except ApiError as e:
-                return wire.error_response(e.status, e.message)
-            except LaminaError as e:
-                return wire.error_response(status_of(e), _one_line(str(e)) or type(e).__name__)
-            except (ConnectionResetError, BrokenPipeError, asyncio.CancelledError):
-                raise
-            except web.HTTPException:
-                raise
-            except OSError as e:
-                log.warning("%s %s: %s", request.method, request.path, e)
-                return wire.error_response(500, _one_line(f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")))
-            except Exception as e:  # noqa: BLE001 - a request never takes the daemon down
-                log.exception("%s %s failed", request.method, request.path)
-                return wire.error_response(500, _one_line(f"{type(e).__name__}: {e}"))
-        if allowed:
-            return wire.error_response(405, "method not allowed")
-        return wire.error_response(404, "page not found")
+    return dispatch
 
 
 def status_of(e: LaminaError) -> int:
@@ -197,7 +135,7 @@ def build_app(d: Daemon) -> web.Application:
     app = web.Application(middlewares=[headers], client_max_size=wire.MAX_JSON, handler_args={
         "max_field_size": MAX_FIELD, "max_headers": MAX_HEADERS, "max_line_size": 16 << 10,
     })
-    app.router.add_route("*", "/{tail:.*}", d.dispatch)
+    app.router.add_route("*", "/{tail:.*}", dispatcher(d))
     return app
 
 

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from lamina.daemon import wire
+from lamina.daemon.hostinfo import mem_total
 
 if TYPE_CHECKING:
     from graph import Store
-    from lamina.daemon.server import Daemon
+    from lamina.daemon.context import Daemon
 
 GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
            "s390x": "s390x", "riscv64": "riscv64"}
@@ -35,7 +36,7 @@ def _arch() -> str:
 
 def version_doc() -> dict[str, Any]:
     from lamina import __version__
-    from lamina.daemon.server import API_VERSION, MIN_API_VERSION
+    from lamina.daemon.context import API_VERSION, MIN_API_VERSION
 
     details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
                "Arch": _arch(), "KernelVersion": platform.release(), "GitCommit": "", "GoVersion": "",
@@ -57,17 +58,6 @@ def version_doc() -> dict[str, Any]:
 
 async def version(d: "Daemon", request: web.Request) -> web.StreamResponse:
     return wire.json_response(version_doc())
-
-
-def _mem_total() -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def _os_name() -> str:
@@ -115,7 +105,7 @@ def info_doc(d: "Daemon", store: "Store") -> dict[str, Any]:
             "IndexConfigs": {h: {"Name": h, "Mirrors": [], "Secure": False, "Official": False} for h in ids},
             "Mirrors": list(d.cfg.mirrors),
         },
-        "NCPU": os.cpu_count() or 1, "MemTotal": _mem_total(), "GenericResources": None,
+        "NCPU": os.cpu_count() or 1, "MemTotal": mem_total(), "GenericResources": None,
         "DockerRootDir": str(store.root), "HttpProxy": "", "HttpsProxy": "", "NoProxy": "",
         "Name": platform.node(), "Labels": [], "ExperimentalBuild": False, "ServerVersion": __version__,
         "Runtimes": {name: {"path": name} for name in RUNTIMES},
