@@ -192,6 +192,55 @@ class GraphDriver(Protocol):
         ...
 
 
+@runtime_checkable
+class LayerListing(Protocol):
+    """A driver that can say which layers it holds: what lets ``system check`` find driver data
+    no metadata row knows (an orphan), and ``system prune`` remove it.
+
+    Every driver implements it; it is a separate protocol so the layer store checks for it with
+    ``isinstance`` (a ``getattr`` on a misspelt name would make the orphan check silently dead).
+    """
+
+    def layer_ids(self) -> list[CacheID]:
+        """Cache-ids of every layer whose data this driver holds, complete or not (a layer
+        directory missing some of its files is listed: it is data to account for).
+
+        Requires: nothing.  Effect: none.
+        Raises: nothing for a concurrent create or remove (a layer that appears or vanishes
+        meanwhile may or may not be listed).
+        Repeat: yes. Temporary names of creates and removes in flight (or interrupted) are
+        never listed: they are the driver's own crash debris, swept by the driver.
+        """
+        ...
+
+
+@runtime_checkable
+class Sweeper(Protocol):
+    """A driver whose creates and removes use temporary names, and that can tell the ones an
+    interrupted operation left (debris) from the ones a live operation is working on.
+
+    The driver sweeps its debris by itself when it is opened; ``system check`` reports what is
+    still there (``leftovers``) and ``system prune`` removes it (``sweep``).
+    """
+
+    def leftovers(self) -> list[str]:
+        """Paths, relative to the driver's home, of temporary data that no live create or
+        remove owns.
+
+        Requires: nothing.  Effect: none.  Raises: nothing for concurrent work.
+        Repeat: yes. A live operation's temporary names are never listed.
+        """
+        ...
+
+    def sweep(self) -> list[str]:
+        """Delete what ``leftovers`` lists (never a live operation's data); return the paths.
+
+        Requires: nothing.  Effect: as above.  Raises: nothing for concurrent work (what is
+        busy stays for the next sweep).  Repeat: yes, harmless.
+        """
+        ...
+
+
 class RefCounts:
     """Per-layer ``get`` counts kept in ``<home>/refs/<id>``, one small file per held layer,
     updated under an exclusive ``flock`` of ``<home>/refs.lock``.

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
-from drivers.base import CacheID, Change, GraphDriver, new_cache_id
+from drivers.base import CacheID, Change, GraphDriver, LayerListing, new_cache_id
 from drivers.fsync import syncfs
 from graph.db import DB
 from graph.digest import ChainID, DiffID, Digest, chain_id
@@ -390,12 +390,14 @@ class LayerStore:
 
     def orphans(self) -> Iterator[CacheID]:
         """Driver layers that no row (layer, container, pending) knows: damage ``check`` reports."""
-        known = {r["cache_id"] for r in self.db.query("SELECT cache_id FROM layers")}
-        known |= {r["cache_id"] for r in self.db.query("SELECT cache_id FROM containers")}
-        known |= {r["cache_id"] for r in self.db.query("SELECT cache_id FROM pending")}
-        ids = getattr(self.driver, "ids", None)
-        if ids is None:
-            return
-        for cid in ids():
+        if not isinstance(self.driver, LayerListing):
+            raise Bug(f"driver {self.driver.name} cannot list its layers (drivers.base.LayerListing)")
+        # Listing first, rows second: a creator writes its pending row before the data, so any
+        # data listed here has its row by the time the rows are read (no live work looks orphaned).
+        ids = self.driver.layer_ids()
+        known = {r["cache_id"] for r in self.db.query(
+            "SELECT cache_id FROM layers UNION SELECT cache_id FROM containers"
+            " UNION SELECT cache_id FROM pending")}
+        for cid in ids:
             if cid not in known:
                 yield cid
