@@ -247,6 +247,7 @@ class Collector:
                 if deadline is not None and time.monotonic() > deadline:
                     return False
                 self.store.content.delete(digest)
+                _step("gc:blob")
                 rep.blobs.append(digest)
                 rep.reclaimed += size
         return True
