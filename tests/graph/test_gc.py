@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -44,6 +44,34 @@ def load_images(store: Store, tmp: Path) -> None:
         layout = write_layout(tmp / f"layout-{name}-{time.monotonic_ns()}", b.blobs,
                               [manifest_desc(b, {ANNOTATION_REF_NAME: f"{name}:1"})])
         load_archive(store, layout)
+
+
+def big_image_layout(tmp: Path) -> Path:
+    """``big:1``: BASE + APP + a 2 MiB random layer (so a kill lands inside a transfer)."""
+    from tests.tarbuild import E, make_tar
+
+    big = make_tar([E("blob", os.urandom(2 << 20))])
+    b = build([BASE, APP, big], "gzip")
+    return write_layout(tmp / f"big-{time.monotonic_ns()}", b.blobs,
+                        [manifest_desc(b, {ANNOTATION_REF_NAME: "big:1"})])
+
+
+@pytest.fixture(scope="module")
+def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A registry on 127.0.0.1 holding ``big:1`` (pushed by lamina from a vfs store)."""
+    from graph.push import push
+    from graph.registry import RegistryOptions
+    from tests.registry import REGISTRY_BIN, run_registry
+
+    if not os.path.exists(REGISTRY_BIN):
+        pytest.skip("docker-registry is not installed")
+    d = tmp_path_factory.mktemp("gc-registry")
+    with run_registry(d / "reg") as reg:
+        with Store(d / "src", driver="vfs") as s:
+            load_archive(s, big_image_layout(d))
+            s.tag("big:1", f"{reg.host}/big:1")
+            push(s, f"{reg.host}/big:1", options=RegistryOptions(insecure=frozenset({reg.host})))
+        yield reg.host
 
 
 def state(store: Store) -> dict[str, Any]:
@@ -271,6 +299,41 @@ def test_lock_of_a_killed_holder_is_free_and_removed(tmp_path: Path) -> None:
     assert p.exitcode == -signal.SIGKILL and path.exists()
     assert sweep_chain_locks(locks) == [path.name]
     assert not locks.exists()  # emptied: removed, as a pull leaves it
+
+
+def _pull(host: str) -> Callable[[Store], object]:
+    def run(s: Store) -> object:
+        from graph.pull import pull
+        from graph.registry import RegistryOptions
+
+        return pull(s, f"{host}/big:1", options=RegistryOptions(insecure=frozenset({host})))
+
+    return run
+
+
+@pytest.mark.parametrize("driver,step", [
+    ("vfs", "register:pending"), ("vfs", "register:created"), ("vfs", "register:applied"),
+    ("vfs", "register:committed"), ("overlay", "register:created"), ("overlay", "register:synced"),
+])
+def test_pull_killed_holding_a_chain_lock(tmp_path: Path, registry_host: str, driver: str, step: str) -> None:
+    """A pull holds ``locks/layer-<chain>.lock`` from preparing a layer to committing it; killed
+    there, the file stays until the next open removes it, and nothing else of the pull is left
+    after ``system prune`` (partials included); a retried pull then succeeds."""
+    _supported(driver)
+    root = tmp_path / "root"
+    Store(root, driver=driver).close()
+    crash_at(root, driver, step, _pull(registry_host))
+    assert [n for n in os.listdir(root / "locks") if n.startswith("layer-")]  # held when it died
+    with Store(root, driver=driver) as s:  # the open: stale locks gone, garbage collected
+        assert not (root / "locks").exists()
+        assert s.layers.list() == [] and s.driver.layer_ids() == []
+        s.prune(partial_age=None)
+        assert list(s.content.walk()) == [] and s.content.ingests() == []
+        assert s.check() == []
+        _pull(registry_host)(s)
+        assert not (root / "locks").exists()
+        assert s.check() == []
+        s.driver.cleanup()
 
 
 # ---- partial downloads -------------------------------------------------------------------------------

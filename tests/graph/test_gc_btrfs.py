@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from graph import Store
-from tests.graph.test_gc import crash_at, load_images
-from tests.loopfs import LoopFS, leftovers, loop_btrfs, loopfs_skip_reason, make_loop_filesystem  # noqa: F401
+from tests.graph.test_gc import big_image_layout, crash_at, load_images, registry_host  # noqa: F401
+from tests.loopfs import LoopFS, loop_btrfs, loopfs_skip_reason  # noqa: F401
 
 if loopfs_skip_reason("btrfs"):
     pytest.skip(loopfs_skip_reason("btrfs"), allow_module_level=True)
@@ -105,14 +105,8 @@ def _commit(s: Store) -> None:
 def _load(tmp: Path) -> Callable[[Store], None]:
     def run(s: Store) -> None:
         from graph.archive import load_archive
-        from tests.graph.test_archive import APP, BASE, build, manifest_desc, write_layout
-        from tests.tarbuild import E, make_tar
 
-        big = make_tar([E("blob", os.urandom(2 << 20))])
-        b = build([BASE, APP, big], "gzip")
-        layout = write_layout(tmp / f"big-{time.monotonic_ns()}", b.blobs,
-                              [manifest_desc(b, {"org.opencontainers.image.ref.name": "big:1"})])
-        load_archive(s, layout)
+        load_archive(s, big_image_layout(tmp))
 
     return run
 
@@ -161,31 +155,6 @@ def _assert_empty_after_rmi_and_prune(root: Path) -> None:
         assert s.db.query("SELECT * FROM pending") == [] and s.db.query("SELECT * FROM leases") == []
         assert sorted(os.listdir(root / "ingest")) == ["sweep.lock"]
         assert s.check() == []
-
-
-@pytest.fixture(scope="module")
-def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from tests.registry import REGISTRY_BIN, run_registry
-
-    if not os.path.exists(REGISTRY_BIN):
-        pytest.skip("docker-registry is not installed")
-    d = tmp_path_factory.mktemp("gc-registry")
-    with run_registry(d / "reg") as reg:
-        fs = make_loop_filesystem(d / "fs", "btrfs", "512M")
-        try:
-            src = fs.mountpoint / "src"
-            with Store(src, driver="btrfs") as s:
-                _load(d)(s)
-                from graph.push import push
-                from graph.registry import RegistryOptions
-
-                s.tag("big:1", f"{reg.host}/big:1")
-                push(s, f"{reg.host}/big:1", options=RegistryOptions(insecure=frozenset({reg.host})))
-                s.driver.cleanup()
-        finally:
-            fs.close()
-        assert not leftovers([fs.image], [fs.mountpoint])
-        yield reg.host
 
 
 @pytest.mark.parametrize("op", ["commit", "load", "pull"])
