@@ -167,12 +167,14 @@ class Collector:
     # ---- 3. layers -------------------------------------------------------------------------
     def unreferenced_layers(self) -> list[ChainID]:
         """Layers nothing needs (``LayerStore.references`` == 0), newest first."""
+        # NOT IN over subqueries: SQLite builds each set once (the columns have no index, and
+        # correlated NOT EXISTS made this quadratic: 1.8 ms at 200 layers)
         rows = self.db.query(
-            "SELECT chain_id FROM layers l WHERE"
-            " NOT EXISTS (SELECT 1 FROM images WHERE top_layer = l.chain_id)"
-            " AND NOT EXISTS (SELECT 1 FROM layers c WHERE c.parent = l.chain_id)"
-            " AND NOT EXISTS (SELECT 1 FROM containers WHERE parent_layer = l.chain_id)"
-            " AND NOT EXISTS (SELECT 1 FROM lease_resources WHERE kind = 'layer' AND key = l.chain_id)"
+            "SELECT chain_id FROM layers WHERE"
+            " chain_id NOT IN (SELECT top_layer FROM images WHERE top_layer IS NOT NULL)"
+            " AND chain_id NOT IN (SELECT parent FROM layers WHERE parent IS NOT NULL)"
+            " AND chain_id NOT IN (SELECT parent_layer FROM containers WHERE parent_layer IS NOT NULL)"
+            " AND chain_id NOT IN (SELECT key FROM lease_resources WHERE kind = 'layer')"
             " ORDER BY created DESC"
         )
         return [ChainID(Digest(r["chain_id"])) for r in rows]
@@ -221,20 +223,26 @@ class Collector:
         return min(starts) - CTIME_SLACK if starts else None
 
     def _candidates(self) -> list[tuple[Digest, int]]:
-        live = self._live_blobs()
+        """Unreachable blobs (with their sizes) not young enough to be a live writer's. Names
+        are compared as sets first; only the unreachable ones are looked at (stat)."""
+        blobs = self.store.content
+        names = blobs.hex_names()
+        if not names:
+            return []
+        dead = names - {d[len("sha256:"):] for d in self._live_blobs()}
+        if not dead:
+            return []
         cutoff = self._young_cutoff()
         out = []
-        blobs = self.store.content
-        for digest, size in blobs.walk():
-            if digest in live:
+        for hex_ in sorted(dead):
+            digest = Digest.from_hex(hex_)
+            try:
+                st = os.stat(blobs.path(digest))
+            except (OSError, LaminaError):
+                continue  # deleted meanwhile
+            if cutoff is not None and st.st_ctime >= cutoff:
                 continue
-            if cutoff is not None:
-                try:
-                    if os.stat(blobs.path(digest)).st_ctime >= cutoff:
-                        continue
-                except (OSError, LaminaError):
-                    continue
-            out.append((digest, size))
+            out.append((digest, st.st_size))
         return out
 
     def collect_blobs(self, rep: GCReport, deadline: float | None) -> bool:
