@@ -29,8 +29,8 @@ from graph.errors import Conflict, Corrupt, InvalidInput, LaminaError, NotFound,
 from graph.images import Image, ImageStore
 from graph.gc import OPEN_BUDGET, PARTIAL_MAX_AGE, Collector, GCReport, expire_partials, stale_partials
 from graph.layers import Layer, LayerStore
-from graph.refs import Reference, parse_reference
-from graph.refstore import ReferenceStore
+from graph.oci.reference import Reference, parse_reference
+from graph.references import ReferenceStore
 
 DRIVER_FILE = "driver"
 
@@ -308,7 +308,7 @@ class Store:
         The diff tar is applied as a new read-only layer and kept in the content store as an
         uncompressed layer blob, so ``save`` and ``push`` hand out the same bytes later.
         """
-        from graph import formats  # local: only commit needs the builders
+        from graph.oci import formats  # local: only commit needs the builders
 
         c = self.containers.get(container)
         if c.image_id is None or not self.images.exists(c.image_id):
@@ -339,14 +339,14 @@ class Store:
         return img
 
     def pull(self, reference: str, **options: Any) -> Any:
-        """Pull an image from a registry (``graph.pull.pull``; its keyword options)."""
-        from graph.pull import pull
+        """Pull an image from a registry (``graph.distribution.pull.pull``; its keyword options)."""
+        from graph.distribution.pull import pull
 
         return pull(self, reference, **options)
 
     def push(self, reference: str, **options: Any) -> Any:
-        """Push an image to a registry (``graph.push.push``; its keyword options)."""
-        from graph.push import push
+        """Push an image to a registry (``graph.distribution.push.push``; its keyword options)."""
+        from graph.distribution.push import push
 
         return push(self, reference, **options)
 
@@ -370,7 +370,7 @@ class Store:
 
     def _manifest_for(self, img: Image) -> bytes:
         """An OCI manifest for an image from its recorded layer blobs (canonical JSON)."""
-        from graph import formats
+        from graph.oci import formats
 
         cfg = self.images.config(img.id)
         layers = []

@@ -59,8 +59,8 @@ def big_image_layout(tmp: Path) -> Path:
 @pytest.fixture(scope="module")
 def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A registry on 127.0.0.1 holding ``big:1`` (pushed by lamina from a vfs store)."""
-    from graph.push import push
-    from graph.registry import RegistryOptions
+    from graph.distribution.push import push
+    from graph.distribution.registry import RegistryOptions
     from tests.registry import REGISTRY_BIN, run_registry
 
     if not os.path.exists(REGISTRY_BIN):
@@ -262,7 +262,7 @@ def test_reused_blob_is_leased_before_it_is_looked_at(tmp_path: Path) -> None:
 # ---- pull locks ------------------------------------------------------------------------------------
 
 def test_stale_chain_locks_are_removed_on_open_live_ones_kept(tmp_path: Path) -> None:
-    from graph.pull import _ChainLock
+    from graph.distribution.pull import _ChainLock
     from graph.digest import ChainID, Digest
     import threading
 
@@ -303,8 +303,8 @@ def test_lock_of_a_killed_holder_is_free_and_removed(tmp_path: Path) -> None:
 
 def _pull(host: str) -> Callable[[Store], object]:
     def run(s: Store) -> object:
-        from graph.pull import pull
-        from graph.registry import RegistryOptions
+        from graph.distribution.pull import pull
+        from graph.distribution.registry import RegistryOptions
 
         return pull(s, f"{host}/big:1", options=RegistryOptions(insecure=frozenset({host})))
 

@@ -113,8 +113,8 @@ def _load(tmp: Path) -> Callable[[Store], None]:
 
 def _pull(host: str) -> Callable[[Store], None]:
     def run(s: Store) -> None:
-        from graph.pull import pull
-        from graph.registry import RegistryOptions
+        from graph.distribution.pull import pull
+        from graph.distribution.registry import RegistryOptions
 
         pull(s, f"{host}/big:1", options=RegistryOptions(insecure=frozenset({host})))
 
