@@ -79,7 +79,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from drivers.base import CacheID
 from graph.digest import ChainID, Digest
@@ -87,8 +87,26 @@ from graph.errors import Conflict, LaminaError
 from graph.layers import _pid_alive as pid_alive
 
 if TYPE_CHECKING:
-    from graph.content import IngestStatus
-    from graph.store import Store
+    from graph.content import ContentStore, IngestStatus
+    from graph.db import DB
+    from graph.images import ImageStore
+    from graph.layer_blobs import LayerBlobs
+    from graph.layers import LayerStore
+    from graph.leases import Leases
+
+
+class Store(Protocol):
+    """What the collector needs of ``graph.store.Store`` (a protocol: the store imports this
+    module, so this module must not import the store)."""
+
+    root: Path
+    db: "DB"
+    driver: Any
+    content: "ContentStore"
+    layers: "LayerStore"
+    images: "ImageStore"
+    layer_blobs: "LayerBlobs"
+    leases: "Leases"
 
 OPEN_BUDGET = 0.25
 """Seconds of removal work the collection on store open may do (the rest waits for the next run)."""
@@ -126,9 +144,8 @@ class GCReport:
 class Collector:
     """Mark and sweep over one store (see the module docstring)."""
 
-    def __init__(self, store: "Store") -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.db = store.db
 
     # ---- the whole run ---------------------------------------------------------------------
     def collect(self, budget: float | None = None) -> GCReport:
@@ -156,28 +173,13 @@ class Collector:
 
     # ---- 1. leases -------------------------------------------------------------------------
     def drop_dead_leases(self) -> list[str]:
-        """Delete leases whose process is gone (their resources cascade)."""
-        dead = [r["id"] for r in self.db.query("SELECT id, pid FROM leases") if not pid_alive(r["pid"])]
-        if dead:
-            with self.db.transaction() as c:
-                c.executemany("DELETE FROM lease_resources WHERE lease = ?", [(d,) for d in dead])
-                c.executemany("DELETE FROM leases WHERE id = ?", [(d,) for d in dead])
-        return dead
+        """Delete leases whose process is gone (their resources go with them)."""
+        return self.store.leases.drop_dead(pid_alive)
 
     # ---- 3. layers -------------------------------------------------------------------------
     def unreferenced_layers(self) -> list[ChainID]:
-        """Layers nothing needs (``LayerStore.references`` == 0), newest first."""
-        # NOT IN over subqueries: SQLite builds each set once (the columns have no index, and
-        # correlated NOT EXISTS made this quadratic: 1.8 ms at 200 layers)
-        rows = self.db.query(
-            "SELECT chain_id FROM layers WHERE"
-            " chain_id NOT IN (SELECT top_layer FROM images WHERE top_layer IS NOT NULL)"
-            " AND chain_id NOT IN (SELECT parent FROM layers WHERE parent IS NOT NULL)"
-            " AND chain_id NOT IN (SELECT parent_layer FROM containers WHERE parent_layer IS NOT NULL)"
-            " AND chain_id NOT IN (SELECT key FROM lease_resources WHERE kind = 'layer')"
-            " ORDER BY created DESC"
-        )
-        return [ChainID(Digest(r["chain_id"])) for r in rows]
+        """Layers nothing needs (``LayerStore.unreferenced``), newest first."""
+        return self.store.layers.unreferenced()
 
     def collect_layers(self, rep: GCReport, deadline: float | None) -> bool:
         """Release every unreferenced layer (and the parents that become so). False if the
@@ -199,27 +201,17 @@ class Collector:
     def drop_layer_blob_rows(self) -> None:
         """Forget which blob held a layer once the layer is gone, unless a live lease holds the
         blob (a pull records the blob a moment before it records the layer)."""
-        where = ("diff_id NOT IN (SELECT diff_id FROM layers)"
-                 " AND blob NOT IN (SELECT key FROM lease_resources WHERE kind = 'blob')")
-        if self.db.one(f"SELECT 1 FROM layer_blobs WHERE {where} LIMIT 1") is None:
-            return  # the usual case: no write lock taken
-        with self.db.transaction() as c:
-            c.execute(f"DELETE FROM layer_blobs WHERE {where}")
+        self.store.layer_blobs.prune(keep=self.store.leases.held("blob"))
 
     # ---- 5. blobs --------------------------------------------------------------------------
     def _live_blobs(self) -> set[str]:
-        q = self.db.query
-        live = {r["id"] for r in q("SELECT id FROM images")}
-        live |= {r["digest"] for r in q("SELECT digest FROM manifests")}
-        live |= {r["parent_index"] for r in q("SELECT parent_index FROM manifests WHERE parent_index IS NOT NULL")}
-        live |= {r["blob"] for r in q("SELECT blob FROM layer_blobs WHERE diff_id IN (SELECT diff_id FROM layers)")}
-        live |= {r["key"] for r in q("SELECT key FROM lease_resources WHERE kind = 'blob'")}
-        return live
+        st = self.store
+        return st.images.ids() | st.images.manifest_digests() | st.layer_blobs.live() | st.leases.held("blob")
 
     def _young_cutoff(self) -> float | None:
         """Blobs with a ctime at or after this may belong to a live lease's writer (None: no
         live lease, nothing is protected by age)."""
-        starts = [r["created"] for r in self.db.query("SELECT pid, created FROM leases") if pid_alive(r["pid"])]
+        starts = self.store.leases.live_starts(pid_alive)
         return min(starts) - CTIME_SLACK if starts else None
 
     def _candidates(self) -> list[tuple[Digest, int]]:
@@ -250,7 +242,7 @@ class Collector:
         when it finds garbage is the mark repeated and the sweep done under the lock."""
         if not self._candidates():
             return True
-        with self.db.transaction():  # BEGIN IMMEDIATE: no lease can begin until the sweep ends
+        with self.store.db.transaction():  # BEGIN IMMEDIATE: no lease can begin until the sweep ends
             for digest, size in self._candidates():
                 if deadline is not None and time.monotonic() > deadline:
                     return False
@@ -275,14 +267,14 @@ class Collector:
 
 
 # ---- partial downloads ----------------------------------------------------------------------
-def stale_partials(store: "Store", max_age: float | None) -> list["IngestStatus"]:
+def stale_partials(store: Store, max_age: float | None) -> list["IngestStatus"]:
     """Resumable partial downloads not written to for ``max_age`` seconds (None: all of them),
     live or not (``expire_partials`` skips live ones)."""
     now = time.time()
     return [i for i in store.content.ingests() if max_age is None or now - i.updated >= max_age]
 
 
-def expire_partials(store: "Store", max_age: float | None = PARTIAL_MAX_AGE) -> list[tuple[str, int]]:
+def expire_partials(store: Store, max_age: float | None = PARTIAL_MAX_AGE) -> list[tuple[str, int]]:
     """Drop partial downloads older than ``max_age`` (None: every one) that no live writer holds
     (its flock decides: ``ContentStore.abort`` refuses a held ref). Returns (ref, bytes) dropped."""
     out = []

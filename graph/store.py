@@ -10,27 +10,27 @@ registries live in their own modules and work through this object.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
-import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, ContextManager
 
 import drivers
-from drivers.base import GraphDriver, Sweeper
+from drivers.base import Driver, Sweeper
 from graph.containers import Container, ContainerStore
 from graph.content import ContentStore
 from graph.db import DB
-from graph.digest import ChainID, DiffID, Digest, ImageID, chain_ids
+from graph.digest import ChainID, DiffID, Digest, chain_ids
 from graph.errors import Conflict, Corrupt, InvalidInput, LaminaError, NotFound, Unsupported
 from graph.images import Image, ImageStore
 from graph.gc import OPEN_BUDGET, PARTIAL_MAX_AGE, Collector, GCReport, expire_partials, stale_partials
+from graph.layer_blobs import LayerBlobs
 from graph.layers import Layer, LayerStore
+from graph.leases import Leases
 from graph.oci.reference import Reference, parse_reference
 from graph.references import ReferenceStore
+from graph.verify import TeeReader
 
 DRIVER_FILE = "driver"
 
@@ -84,11 +84,13 @@ class Store:
         self.db = DB(self.root / "lamina.db")
         try:
             self.content = ContentStore(self.root)
-            self.driver: GraphDriver = drivers.open_driver(
+            self.driver: Driver = drivers.open_driver(
                 self.driver_name, self.root / "drivers" / self.driver_name, **driver_options
             )
             self.layers = LayerStore(self.db, self.driver)
-            self.images = ImageStore(self.db, self.content, self.layers)
+            self.leases = Leases(self.db)
+            self.layer_blobs = LayerBlobs(self.db, self.content)
+            self.images = ImageStore(self.db, self.content, self.layers, self.layer_blobs)
             self.refs = ReferenceStore(self.db)
             self.containers = ContainerStore(self.db, self.layers)
             self.recover()
@@ -141,38 +143,20 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextlib.contextmanager
-    def lease(self) -> Iterator[str]:
+    def lease(self) -> ContextManager[str]:
         """Protect what an operation creates (blobs, layers, images) from a concurrent prune until
-        it is reachable from a reference. A lease of a crashed process is dropped at next open."""
-        lid = secrets.token_hex(8)
-        with self.db.transaction() as c:
-            c.execute("INSERT INTO leases (id, pid, created) VALUES (?, ?, ?)", (lid, os.getpid(), time.time()))
-        try:
-            yield lid
-        finally:
-            with self.db.transaction() as c:
-                c.execute("DELETE FROM leases WHERE id = ?", (lid,))
+        it is reachable from a reference (``graph.leases``). A lease of a crashed process is
+        dropped at next open."""
+        return self.leases.lease()
 
     def lease_blob(self, lease: str, digest: Digest) -> None:
-        with self.db.transaction() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO lease_resources (lease, kind, key) VALUES (?, 'blob', ?)",
-                (lease, digest),
-            )
+        self.leases.hold(lease, "blob", digest)
 
     def lease_layer(self, lease: str, chain: ChainID) -> bool:
         """Hold an existing layer for the lease's life (an operation that reuses a layer must not
         see a concurrent prune remove it before an image points at it). Returns whether the
         layer exists: checked in the same transaction, so True means it is held."""
-        with self.db.transaction() as c:
-            if c.execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain,)).fetchone() is None:
-                return False
-            c.execute(
-                "INSERT OR IGNORE INTO lease_resources (lease, kind, key) VALUES (?, 'layer', ?)",
-                (lease, chain),
-            )
-        return True
+        return self.layers.hold(lease, chain)
 
     # ---- images --------------------------------------------------------------------------
     def resolve_image(self, name: str) -> Image:
@@ -188,9 +172,9 @@ class Store:
             with contextlib.suppress(NotFound):
                 return self.images.get(self.refs.get(ref).image_id)
             if ref.digest is not None:
-                r = self.db.one("SELECT image_id FROM manifests WHERE digest = ?", (ref.digest,))
-                if r is not None:
-                    return self.images.get(ImageID(Digest(r["image_id"])))
+                described = self.images.image_of_manifest(ref.digest)
+                if described is not None:
+                    return self.images.get(described)
         hexish = name[7:] if name.startswith("sha256:") else name
         if hexish and all(ch in "0123456789abcdef" for ch in hexish):
             return self.images.by_prefix(name)
@@ -241,13 +225,13 @@ class Store:
             raise Conflict(
                 f"image {img.id.hex[:12]} is used by container {users[0].name} (use -f)"
             )
-        with self.db.transaction() as c:  # the user-visible step, whole or not at all
+        with self.db.transaction():  # the user-visible step, whole or not at all
             for r in refs:
                 self.refs.remove(r.reference)
                 events.append(f"Untagged: {r.reference.familiar()}")
             _step("rmi:untagged")
             if not users:  # else dangling until its containers are gone
-                c.execute("DELETE FROM images WHERE id = ?", (img.id,))
+                self.images.unrecord(img.id)
                 events.append(f"Deleted: {img.id}")
         _step("rmi:committed")
         if users:
@@ -316,7 +300,7 @@ class Store:
         base_cfg = self.images.config(c.image_id)
         with self.lease() as lease:
             with self.containers.diff(c) as tar, self.content.ingest() as writer:
-                tee = _TeeReader(tar, writer)
+                tee = TeeReader(tar, writer)
                 layer = self.layers.register(tee, c.parent_layer, lease=lease)
                 tee.drain()
                 blob = writer.commit()
@@ -330,7 +314,7 @@ class Store:
             )
             self.lease_blob(lease, Digest.of(new_raw))  # before storing: see graph.gc
             img = self.images.create(new_raw, lease=lease)
-            manifest_raw = self._manifest_for(img)
+            manifest_raw = self.images.build_manifest(img)
             self.lease_blob(lease, Digest.of(manifest_raw))
             mdigest = self.content.put_bytes(manifest_raw)
             self.images.add_manifest(mdigest, formats.MEDIA_OCI_MANIFEST, img.id)
@@ -338,52 +322,15 @@ class Store:
                 self.refs.add(parse_reference(ref), img.id)
         return img
 
-    def pull(self, reference: str, **options: Any) -> Any:
-        """Pull an image from a registry (``graph.distribution.pull.pull``; its keyword options)."""
-        from graph.distribution.pull import pull
-
-        return pull(self, reference, **options)
-
-    def push(self, reference: str, **options: Any) -> Any:
-        """Push an image to a registry (``graph.distribution.push.push``; its keyword options)."""
-        from graph.distribution.push import push
-
-        return push(self, reference, **options)
-
     def record_layer_blob(self, diff_id: DiffID, blob: Digest, media_type: str, size: int) -> None:
-        del size  # the content store knows it
-        with self.db.transaction() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO layer_blobs (diff_id, blob, media_type) VALUES (?, ?, ?)",
-                (diff_id, blob, media_type),
-            )
+        """``graph.layer_blobs``: ``blob`` holds the layer ``diff_id`` (``size``: the content
+        store knows it)."""
+        del size
+        self.layer_blobs.record(diff_id, blob, media_type)
 
     def layer_blob(self, diff_id: DiffID) -> tuple[Digest, str] | None:
         """A stored blob holding this layer's tar (the first recorded), with its media type."""
-        r = self.db.one(
-            "SELECT blob, media_type FROM layer_blobs WHERE diff_id = ? ORDER BY rowid", (diff_id,)
-        )
-        for row in [r] if r is not None else []:
-            if self.content.exists(Digest(row["blob"])):
-                return Digest(row["blob"]), row["media_type"]
-        return None
-
-    def _manifest_for(self, img: Image) -> bytes:
-        """An OCI manifest for an image from its recorded layer blobs (canonical JSON)."""
-        from graph.oci import formats
-
-        cfg = self.images.config(img.id)
-        layers = []
-        for diff_id in cfg.diff_ids:
-            found = self.layer_blob(diff_id)
-            if found is None:
-                raise NotFound(f"image {img.id}: no stored blob for layer {diff_id}")
-            digest, media_type = found
-            layers.append(formats.Descriptor(media_type=media_type, digest=digest, size=self.content.size(digest)))
-        config = formats.Descriptor(
-            media_type=formats.MEDIA_OCI_CONFIG, digest=img.id, size=len(cfg.raw)
-        )
-        return formats.build_manifest(config, layers, oci=True)
+        return self.layer_blobs.first(diff_id)
 
     def export(self, container: str, out: BinaryIO) -> int:
         """Write the container's whole merged filesystem as a tar (``docker export``)."""
@@ -417,8 +364,7 @@ class Store:
         if c.image_id is not None and self.images.exists(c.image_id):
             if not self.refs.list(c.image_id) and not self.containers.using_image(c.image_id):
                 # a dangling image kept only for this container (rmi -f): finish its removal
-                with self.db.transaction() as conn:
-                    conn.execute("DELETE FROM images WHERE id = ?", (c.image_id,))
+                self.images.unrecord(c.image_id)
         self.gc()
         return c
 
@@ -434,12 +380,11 @@ class Store:
         seconds (None: all) that no live writer holds. Containers are left alone (stopped
         containers are the runtime's)."""
         rep = PruneReport()
-        leased = {r["key"] for r in self.db.query("SELECT key FROM lease_resources WHERE kind = 'image'")}
+        leased = self.leases.held("image")
         for img in self.images.list():
             if img.id in leased or self.refs.list(img.id) or self.containers.using_image(img.id):
                 continue
-            with self.db.transaction() as c:
-                c.execute("DELETE FROM images WHERE id = ?", (img.id,))
+            self.images.unrecord(img.id)
             rep.images.append(img.id)
         collector = Collector(self)
         g = collector.collect()
@@ -527,8 +472,8 @@ class Store:
         if isinstance(self.driver, Sweeper):
             for name in self.driver.leftovers():
                 problems.append(Problem("driver", name, f"left by an interrupted operation: {self.driver.home / name}"))
-        for r in self.db.query("SELECT cache_id FROM pending"):
-            problems.append(Problem("pending", r["cache_id"], "operation in flight or interrupted"))
+        for cid in self.layers.pending():
+            problems.append(Problem("pending", cid, "operation in flight or interrupted"))
         for ing in self.content.ingests():
             problems.append(Problem("ingest", str(ing.ref), "partial ingest (resumable)"))
         return problems
@@ -542,25 +487,3 @@ class Store:
 
     def layer_of(self, chain: ChainID) -> Layer:
         return self.layers.get(chain)
-
-
-class _TeeReader(io.RawIOBase):
-    """Pass bytes through to the reader and copy them into a content writer."""
-
-    def __init__(self, raw: BinaryIO, writer: Any) -> None:
-        self.raw = raw
-        self.writer = writer
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        n = self.raw.readinto(b)  # type: ignore[attr-defined]
-        if n:
-            self.writer.write(memoryview(b)[:n])
-        return n or 0
-
-    def drain(self) -> None:
-        buf = bytearray(1 << 20)
-        while self.readinto(buf):
-            pass

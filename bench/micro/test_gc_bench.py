@@ -52,7 +52,7 @@ def _image(s: Store, tars: list[bytes], ref: str) -> None:
     cfg = json.dumps({"architecture": "amd64", "os": "linux",
                       "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
     img = s.images.create(cfg)
-    s.images.add_manifest(s.content.put_bytes(s._manifest_for(img)), "application/vnd.oci.image.manifest.v1+json", img.id)
+    s.images.add_manifest(s.content.put_bytes(s.images.build_manifest(img)), "application/vnd.oci.image.manifest.v1+json", img.id)
     s.refs.add(parse_reference(ref), img.id)
 
 
@@ -86,9 +86,11 @@ def test_open_garbage(benchmark: Any, fs: Path) -> None:
         shutil.rmtree(root, ignore_errors=True)
         with Store(root, driver="vfs") as s:
             _image(s, [base, mid, top], "big:1")
-            with s.db.transaction() as c:  # rmi killed right after its transaction
-                c.execute("DELETE FROM refs")
-                c.execute("DELETE FROM images")
+            with s.db.transaction():  # rmi killed right after its transaction
+                for r in s.refs.list():
+                    s.refs.remove(r.reference)
+                for img in s.images.list():
+                    s.images.unrecord(img.id)
         return (), {}
 
     def open_and_check() -> None:
