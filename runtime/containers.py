@@ -25,6 +25,7 @@ mounted or known to the runtime.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
