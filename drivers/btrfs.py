@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -80,7 +79,7 @@ NAME = "btrfs"
 _TMP = ".tmp-"
 _REMOVING = ".removing-"
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # libc via the interpreter (find_library runs ldconfig)
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
 

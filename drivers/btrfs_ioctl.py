@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -126,7 +125,7 @@ SUPER_MAGIC = 0x9123683E        # statfs f_type of btrfs
 U64 = (1 << 64) - 1
 NAME_MAX = 255                  # BTRFS_VOL_NAME_MAX: a subvolume name
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # libc via the interpreter (find_library runs ldconfig)
 
 
 # --- small helpers ------------------------------------------------------------------------------

@@ -37,14 +37,12 @@ copy.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
 import secrets
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 from typing import BinaryIO
 
@@ -52,7 +50,7 @@ from drivers.tar import diff as tardiff
 from drivers.base import CacheID, Change, RefCounts, check_cache_id
 from drivers.errors import AlreadyExists, Conflict, LaminaError, NotFound, Unsupported
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # libc via the interpreter (find_library runs ldconfig)
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 
@@ -194,6 +192,8 @@ class VfsDriver:
         # cp -a keeps modes, owners, times, hardlinks (within the copy), xattrs, devices, fifos;
         # --reflink=auto shares data blocks where the filesystem can. With -T and a new dst, dst
         # becomes the copy of src itself, root dir metadata (mode, owner, mtime, xattrs) included.
+        import subprocess  # only copies start a program: not on every open
+
         p = subprocess.run(["cp", "-a", "--reflink=auto", "--no-target-directory", src, dst],
                            capture_output=True, text=True, errors="replace", check=False)
         if p.returncode != 0:

@@ -77,7 +77,6 @@ Mounting and the request loop are in ``drivers.fuse.session``.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import itertools
 import logging
@@ -114,7 +113,7 @@ _RENAME_EXCHANGE = 2
 _RENAME_WHITEOUT = 4
 _AT_FDCWD = -100
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # libc via the interpreter (find_library runs ldconfig)
 
 
 def _renameat2(old: bytes, new: bytes, flags: int) -> None:

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+TYPE_CHECKING = False  # typing.TYPE_CHECKING's value, without importing typing at start-up
+if TYPE_CHECKING:
+    import ctypes
+
+_libc: "ctypes.CDLL | None" = None
+
+
+def _c() -> "ctypes.CDLL":
+    """libc, loaded on first use. Not through ``ctypes.util.find_library``: on Linux that runs
+    ``ldconfig -p`` in a subprocess (and imports shutil, subprocess, tempfile), on every start of
+    every command that imports the store. The interpreter itself links libc, so ``CDLL(None)``
+    (dlopen of the main program) resolves its symbols."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
 
 
 def syncfs(path: str | os.PathLike[str]) -> None:
@@ -18,7 +33,9 @@ def syncfs(path: str | os.PathLike[str]) -> None:
     """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if _libc.syncfs(fd) != 0:
+        if _c().syncfs(fd) != 0:
+            import ctypes
+
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), str(path))
     finally:
