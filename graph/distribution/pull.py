@@ -473,8 +473,11 @@ class _Job:
                     if not isinstance(blob_error, Cancelled):
                         raise blob_error from None
             raise apply_error
-        blob = result_of(it.blob) if it.blob is not None else it.desc.digest
-        self.store.lease_blob(self.lease, blob)
+        if it.blob is not None:
+            blob = result_of(it.blob)  # _download leased it (one transaction less per layer)
+        else:
+            blob = it.desc.digest
+            self.store.lease_blob(self.lease, blob)
         self.store.record_layer_blob(diff_id, blob, it.desc.media_type, it.desc.size)
         if it.action == "apply":
             assert it.cid is not None
