@@ -38,7 +38,6 @@ import base64
 import errno
 import fcntl
 import os
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,8 +212,8 @@ class DiffDirDriver:
             p = self._layer(parent)
             chain = [p.link, *p.chain]
         self._check_depth(id, chain, rw)
-        link = base64.b32encode(secrets.token_bytes(16)).decode()[:LINK_LEN]
-        tmp = self.layers / f"{id}.{secrets.token_hex(4)}.creating"  # racing creators: own names
+        link = base64.b32encode(os.urandom(16)).decode()[:LINK_LEN]
+        tmp = self.layers / f"{id}.{os.urandom(4).hex()}.creating"  # racing creators: own names
         with SweepLock(self.home, exclusive=False):
             try:
                 tmp.mkdir()

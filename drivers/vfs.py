@@ -40,7 +40,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import secrets
 import shutil
 import stat
 from pathlib import Path
@@ -151,7 +150,7 @@ class VfsDriver:
         return p
 
     def _temp(self, id: str, suffix: str) -> str:
-        return str(self.dir / f".{id}-{secrets.token_hex(4)}-{suffix}")
+        return str(self.dir / f".{id}-{os.urandom(4).hex()}-{suffix}")
 
     # -- lifecycle -------------------------------------------------------------------------------
 

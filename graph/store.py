@@ -13,7 +13,6 @@ import contextlib
 import io
 import json
 import os
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +130,7 @@ class Store:
     def lease(self) -> Iterator[str]:
         """Protect what an operation creates (blobs, layers, images) from a concurrent prune until
         it is reachable from a reference. A lease of a crashed process is dropped at next open."""
-        lid = secrets.token_hex(8)
+        lid = os.urandom(8).hex()
         with self.db.transaction() as c:
             c.execute("INSERT INTO leases (id, pid, created) VALUES (?, ?, ?)", (lid, os.getpid(), time.time()))
         try:
