@@ -216,7 +216,7 @@ class _Item:
     cid: CacheID | None = None
     parent_cache: CacheID | None = None
     lost: bool = False  # our prepared copy lost to an equal layer recorded meanwhile
-    synced: bool = False  # the applier synced the filesystem after applying it
+    synced: bool = False  # the pull's barrier (_barrier) synced the filesystem after applying it
     lock: "_ChainLock | None" = None
     times: dict[str, float] = field(default_factory=dict)
 
@@ -251,6 +251,10 @@ class _Job:
         self.downloaded_bytes = 0
         self._count_lock = threading.Lock()
         self.locks_dir = store.root / "locks"
+        # (diff_id, blob, media type, size) of committed layers: recorded in one transaction
+        # (_record_blobs), not one each. A crash before it loses only the hint that the blob
+        # holds the layer: a later pull then re-hashes the blob ("check") instead of skipping it.
+        self.blob_rows: list[tuple[DiffID, Digest, str, int]] = []
 
     # -- config ----------------------------------------------------------------------------
 
@@ -334,14 +338,18 @@ class _Job:
                     self._lock_and_prepare(it)
                 for it in work:
                     it.work = ap.submit(self._apply, it)
+                self._barrier(work)
             else:
                 for it in work:
                     it.work = ap.submit(self._prepare_and_apply, it)
             for it in self.items:
                 if it.action != "exists" or it.work is not None:
                     self._commit(it)
+            self._record_blobs()
         except BaseException:
             self.cancel.set()
+            with contextlib.suppress(Exception):
+                self._record_blobs()  # what was committed keeps its blob hint (keep_partial)
             for it in work:
                 if it.spool is not None:
                     it.spool.fail(Cancelled(f"{it.what}: cancelled"))
@@ -364,6 +372,35 @@ class _Job:
                 if it.lost or recorded is None:
                     with contextlib.suppress(LaminaError, OSError):
                         self.store.layers.abort_prepared(it.cid)
+
+    def _record_blobs(self) -> None:
+        rows, self.blob_rows = self.blob_rows, []
+        if rows:
+            with self.store.db.transaction():  # the rows nest in one transaction: one WAL sync
+                for row in rows:
+                    self.store.record_layer_blob(*row)
+
+    def _barrier(self, work: list[_Item]) -> None:
+        """One durability barrier per pull (parallel drivers): wait until every layer is applied,
+        then one syncfs of the driver's filesystem; only then are layer rows committed (``_commit``
+        with ``sync=False``), so no row is ever visible before its data is durable.
+
+        Why it is safe: syncfs(2) flushes every dirty page and inode of the filesystem, so one
+        call after the last apply covers all of them, exactly as one call per layer did; a layer
+        row commits after it (SQLite FULL sync), and a crash before that commit leaves pending
+        rows, which the next open rolls back as before. A layer that failed to apply is never
+        committed, so the barrier waits for all and then lets ``_commit`` raise in stack order.
+        What it costs: rows are committed after the last apply rather than as each finishes;
+        what it saves: one syncfs per layer (each one also flushes what other layers are writing).
+        """
+        pending = [it.work for it in work if it.work is not None]
+        while pending:  # in short slices, so Ctrl-C reaches the main thread (see result_of)
+            wait(pending, timeout=0.1)
+            pending = [f for f in pending if not f.done()]
+        if any(it.action == "apply" and it.work is not None and it.work.exception() is None for it in work):
+            syncfs(self.store.driver.home)
+            for it in work:
+                it.synced = True
 
     def _download(self, it: _Item) -> Digest:
         d = it.desc
@@ -443,11 +480,6 @@ class _Job:
             if it.action == "apply":
                 assert it.cid is not None
                 result = self.store.layers.apply_prepared(it.cid, it.parent_cache, plain, expected_diff_id=it.diff_id)
-                if self.parallel:
-                    # start the layer's writeback now, while other layers still apply (the
-                    # commit, in stack order, then finds little left to sync)
-                    syncfs(self.store.driver.home)
-                    it.synced = True
             else:  # registered already: only prove the blob holds this DiffID
                 h = HashingReader(plain)
                 h.drain()
@@ -478,7 +510,7 @@ class _Job:
         else:
             blob = it.desc.digest
             self.store.lease_blob(self.lease, blob)
-        self.store.record_layer_blob(diff_id, blob, it.desc.media_type, it.desc.size)
+        self.blob_rows.append((diff_id, blob, it.desc.media_type, it.desc.size))
         if it.action == "apply":
             assert it.cid is not None
             below = self.items[it.index - 1] if it.index else None
