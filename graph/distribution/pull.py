@@ -334,9 +334,8 @@ class _Job:
                 else:
                     it.blob = dl.submit(self._download, it)
             if self.parallel:
-                for it in work:  # locks and driver layers in stack order, then everything at once
+                for it in work:  # locks and driver layers in stack order, each applied once made
                     self._lock_and_prepare(it)
-                for it in work:
                     it.work = ap.submit(self._apply, it)
                 self._barrier(work)
             else:
