@@ -37,6 +37,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterator
 
+from drivers.sys.libc import libc as _libc
+
 # --- request numbers (asm-generic ioctl encoding, as on x86, arm, riscv) ------------------------
 
 _IOC_WRITE = 1
@@ -125,7 +127,6 @@ SUPER_MAGIC = 0x9123683E        # statfs f_type of btrfs
 U64 = (1 << 64) - 1
 NAME_MAX = 255                  # BTRFS_VOL_NAME_MAX: a subvolume name
 
-_libc = ctypes.CDLL(None, use_errno=True)  # libc via the interpreter (find_library runs ldconfig)
 
 
 # --- small helpers ------------------------------------------------------------------------------

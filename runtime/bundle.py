@@ -29,7 +29,7 @@ import resource
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from drivers.errors import InvalidInput
+from graph import InvalidInput
 from runtime.users import ExecUser
 
 OCI_VERSION = "1.0.2"

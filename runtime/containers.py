@@ -25,7 +25,6 @@ mounted or known to the runtime.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -35,7 +34,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from drivers.errors import Conflict, InvalidInput, LaminaError, NotFound
+from drivers.sys.flock import Flock
+from graph import Conflict, InvalidInput, LaminaError, NotFound
 from runtime import bundle, cgroups, logs, rootfs, users
 from runtime.network import setup as network  # bridge networks: attach at start, release at exit
 from runtime.monitor import Attachment, Exit, Paths, read_exit, spawn, start_time
@@ -124,12 +124,8 @@ def _write_state(p: Paths, st: State) -> None:
 def _locked(p: Paths) -> Iterator[None]:
     """The container directory's exclusive ``flock`` (created if missing)."""
     os.makedirs(p.dir, mode=0o711, exist_ok=True)
-    fd = os.open(p.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with Flock(p.dir):
         yield
-    finally:
-        os.close(fd)
 
 
 def _runtime_for(store: "Store", c: "Container", requested: str | None) -> OCIRuntime:

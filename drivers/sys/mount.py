@@ -34,7 +34,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
-_libc = ctypes.CDLL(None, use_errno=True)  # libc via the interpreter (find_library runs ldconfig)
+from drivers.sys.libc import libc
+
+_libc = libc
 _libc.syscall.restype = ctypes.c_long
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.mount.restype = ctypes.c_int

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from drivers.errors import Conflict, InvalidInput, LaminaError, NotFound
+from graph import Conflict, InvalidInput, LaminaError, NotFound
 from runtime.network import links, netns, setup
 
 if TYPE_CHECKING:

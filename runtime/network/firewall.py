@@ -22,7 +22,7 @@ import shutil
 import subprocess
 from typing import TYPE_CHECKING
 
-from drivers.errors import LaminaError, Unsupported
+from graph import LaminaError, Unsupported
 
 if TYPE_CHECKING:
     from graph.networks import Network

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from drivers.errors import LaminaError, Unsupported
+from graph import LaminaError, Unsupported
 
 IP = "ip"
 TIMEOUT = 30.0

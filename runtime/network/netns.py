@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from drivers.errors import LaminaError
+from graph import LaminaError
 
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096

@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from drivers.errors import Conflict, InvalidInput
+from graph import Conflict, InvalidInput
 
 DEFAULT_HOST_IP = "127.0.0.1"
 UDP_IDLE = 60.0

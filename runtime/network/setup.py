@@ -25,7 +25,7 @@ import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from drivers.errors import InvalidInput, LaminaError, NotFound
+from graph import InvalidInput, LaminaError, NotFound
 from runtime.network import etc, links, netns, ports
 
 if TYPE_CHECKING:

@@ -38,20 +38,18 @@ def test_one_syncfs_after_every_apply_and_before_every_layer_row(
     tmp_path: Path, hosted: Hosted, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
     _overlay_or_skip(tmp_path)
-    import graph.distribution.pull as gp
     import graph.layers as gl
 
     events: list[str] = []
-    real_syncfs = gp.syncfs
-
-    def syncfs(path: str | os.PathLike[str]) -> None:
-        real_syncfs(path)
-        events.append("syncfs")
-
-    monkeypatch.setattr(gp, "syncfs", syncfs)
-    monkeypatch.setattr(gl, "syncfs", syncfs)  # commit_prepared's own sync, were it asked to
     monkeypatch.setattr(gl, "crash_hook", events.append)
     with Store(tmp_path / "root", driver="overlay") as s:
+        real_sync = s.driver.sync
+
+        def sync() -> None:
+            real_sync()
+            events.append("syncfs")
+
+        monkeypatch.setattr(s.driver, "sync", sync)  # the pull's barrier and commit_prepared's own
         try:
             r = pull(s, f"{hosted.host}/derived:1", options=opts(hosted.host))
             assert r.downloaded == 3 and s.check() == []
