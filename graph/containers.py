@@ -6,6 +6,7 @@ owns the record and the RW layer's life (create, mount, changes, diff, remove).
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import time
