@@ -24,7 +24,9 @@ What happens
    as a copy of its parent) apply in order while later downloads run ahead. Layers are prepared,
    applied and committed through the layer store's two-phase register (``prepare`` /
    ``apply_prepared`` / ``commit_prepared``); commits happen in stack order, each only after its
-   blob verified and its DiffID matched the config.
+   blob verified and its DiffID matched the config. With ``parallel_apply`` there is one
+   durability barrier per pull (``_Job._barrier``: every layer applied, one ``driver.sync()``,
+   then the layer rows); other drivers sync before each commit.
 5. **Record.** Image row, manifest (and index) bytes, the manifest row, then the reference.
 
 Two processes pulling the same image at once: a blob's ingest carries the ref
