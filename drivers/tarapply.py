@@ -60,6 +60,7 @@ import functools
 import os
 import stat
 import tarfile
+import time
 import urllib.parse
 from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Protocol
 
@@ -115,7 +116,26 @@ def apply_tar(root: str, stream: BinaryIO, whiteouts: Whiteouts = Whiteouts.REMO
     Repeat: not idempotent; apply a layer once onto a fresh directory.
     """
     applier = TarApplier if _libarchive() is not None else TarApplierPy
-    return applier(root, whiteouts).apply(stream)
+    if not _SLOWDOWN:
+        return applier(root, whiteouts).apply(stream)
+    t0 = time.perf_counter()
+    size = applier(root, whiteouts).apply(stream)
+    time.sleep(_SLOWDOWN * (time.perf_counter() - t0))
+    return size
+
+
+def _slowdown() -> float:
+    """TEST-ONLY knob of the bench's sensitivity measurement (bench/instrument.py): with
+    ``LAMINA_BENCH_SLOWDOWN_APPLY=0.25`` every ``apply_tar`` takes 25% longer (it sleeps for a
+    quarter of the time it took). Read once at import; unset (always, outside that measurement)
+    it costs one comparison per layer. A bad value is ignored (0)."""
+    try:
+        return max(0.0, float(os.environ.get("LAMINA_BENCH_SLOWDOWN_APPLY") or 0))
+    except ValueError:
+        return 0.0
+
+
+_SLOWDOWN = _slowdown()
 
 
 def apply_tar_py(root: str, stream: BinaryIO, whiteouts: Whiteouts = Whiteouts.REMOVE) -> int:
