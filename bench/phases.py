@@ -227,7 +227,9 @@ def _preimport() -> None:
     import importlib
 
     for name in ("httpx", "zstandard", "isal.igzip", "isal.isal_zlib", "gzip", "lzma", "bz2", "xxhash",
-                 "graph", "graph.pull", "graph.registry", "graph.archive", "graph.unpack", "runtime"):
+                 "graph", "graph.pull", "graph.registry", "graph.archive", "graph.unpack", "runtime",
+                 "drivers", "drivers.tarapply", "drivers.tardiff", "drivers.diffdirs", "drivers.overlay",
+                 "drivers.vfs", "drivers.btrfs"):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
 

@@ -89,8 +89,21 @@ def base_python() -> str:
     return str(getattr(sys, "_base_executable", None) or sys.executable)
 
 
+PACKAGES = ("graph", "drivers", "runtime", "lamina", "bench")
+
+
+def compile_sources(python: str, root: Path) -> None:
+    """Bytecode for every package under ``root``. Both sides must import alike: this machine
+    sets PYTHONDONTWRITEBYTECODE, and a side compiling a lazily imported module from source
+    inside a timed phase measured 1.4x slower than the same code with bytecode (A/A run)."""
+    subprocess.run([python, "-m", "compileall", "-q", "-j", "0",
+                    *[str(root / x) for x in PACKAGES if (root / x).is_dir()]], capture_output=True, timeout=600)
+
+
 def worktree_side(repo: Path, name: str = "new") -> Side:
-    """This checkout, run by the interpreter running the bench (its ``.venv``)."""
+    """This checkout, run by the interpreter running the bench (its ``.venv``); its sources
+    compiled to bytecode first."""
+    compile_sources(sys.executable, repo)
     head = git(repo, "rev-parse", "HEAD", check=False)
     dirty = bool(git(repo, "status", "--porcelain", "--untracked-files=no", check=False))
     label = f"worktree (HEAD {head[:10]}{' + uncommitted changes' if dirty else ''})"
@@ -158,6 +171,8 @@ def build(repo: Path, rev: str, *, cache: Path = CACHE, bench_pkg: Path | None =
                 tmp.unlink()
             tmp.symlink_to(bench_pkg)
             os.replace(tmp, link)
+        subprocess.run([str(d / "venv" / "bin" / "python"), "-m", "compileall", "-q", "-j", "0", str(bench_pkg)],
+                       capture_output=True, timeout=600)  # the workers' bench, as the new side's
         os.utime(d)  # most recently used
     prune(repo, cache, keep=KEEP, protect={sha})
     return Side(name, label or f"{sha[:10]} ({rev})", sha, str(d / "venv" / "bin" / "python"),
@@ -175,9 +190,7 @@ def _build(repo: Path, sha: str, d: Path, python: str, install: Callable[[Path, 
         raise BuildError(f"python -m venv failed: {(p.stderr or p.stdout).strip()[-200:]}")
     logfile = d / "build.log"
     install(d / "venv" / "bin" / "python", src, logfile)
-    subprocess.run([str(d / "venv" / "bin" / "python"), "-m", "compileall", "-q", "-j", "0",
-                    *[str(src / x) for x in ("graph", "drivers", "runtime", "lamina") if (src / x).is_dir()]],
-                   capture_output=True, timeout=600)
+    compile_sources(str(d / "venv" / "bin" / "python"), src)
     (d / "overlay").mkdir()
 
 
