@@ -85,12 +85,29 @@ class ABRunner(Runner):
         return res
 
     def _fold(self, t: Task, res: dict[str, Any] | str) -> str:
+        if not isinstance(res, str):
+            res = self._check_code(t, res)
         main = self.suite
         self.suite = self.side_suites[t.side]
         try:
             return super()._fold(t, res)
         finally:
             self.suite = main
+
+    def _check_code(self, t: Task, res: dict[str, Any]) -> dict[str, Any] | str:
+        """A worker must have measured its own side's lamina and run this runner's bench; a
+        mix-up would compare a revision with itself and pass anything, so it fails the task."""
+        s = self.by_name[t.side]
+        code = res.get("code", {})
+        root = Path(s.pythonpath[0] if s.pythonpath else s.cwd).resolve()
+        for mod in ("graph", "drivers"):
+            f = code.get(mod)
+            if f and not Path(f).resolve().is_relative_to(root):
+                return f"side {s.name} imported {mod} from {f}, not from {root}"
+        f = code.get("bench")
+        if f and Path(f).resolve().parent != Path(__file__).resolve().parent:
+            return f"side {s.name} ran the bench in {f}, not this runner's"
+        return res
 
     def run_ab(self) -> "ABRun":
         main = self.run()

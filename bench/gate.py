@@ -103,7 +103,7 @@ def gate(*, base_rev: str = "HEAD^", work_dir: Path, results_dir: Path, pairs: i
 
 def fallback(*, work_dir: Path, results_dir: Path, verbose: bool = False) -> int:
     """The quick profile, reported against the committed baseline as history, never failing on it."""
-    from bench.cli import finish
+    from bench.report import finish
     from bench.runner import BusyError, RunConfig, Runner
 
     p = PROFILES["quick"]

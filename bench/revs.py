@@ -134,12 +134,12 @@ def _remove(repo: Path, d: Path) -> None:
 def build(repo: Path, rev: str, *, cache: Path = CACHE, bench_pkg: Path | None = None,
           python: str | None = None, name: str = "base", label: str = "",
           log: Callable[[str], None] = lambda s: None,
-          install: Callable[[Path, Path, Path], None] | None = None) -> Side:
+          install: Callable[[Path, Path, Path], None] | None = None, venv_args: tuple[str, ...] = ()) -> Side:
     """The ``Side`` running revision ``rev`` of ``repo``: built now or taken from the cache.
 
     ``bench_pkg`` is the package the workers run (default: this bench); ``install(venv_python,
     src, logfile)`` installs the revision into its venv (default: ``pip install -e 'src[bench]'``;
-    the tests give a lighter one). BuildError says in one line why a revision cannot be built."""
+    the tests give a lighter one, and ``venv_args=("--without-pip",)``). BuildError says in one line why a revision cannot be built."""
     sha = resolve(repo, rev)
     bench_pkg = (bench_pkg or Path(__file__).resolve().parent).resolve()
     cache.mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ def build(repo: Path, rev: str, *, cache: Path = CACHE, bench_pkg: Path | None =
             t0 = time.monotonic()
             log(f"bench: building {rev} ({sha[:10]}) in {d}")
             try:
-                _build(repo, sha, d, python or base_python(), install or _pip_install)
+                _build(repo, sha, d, python or base_python(), install or _pip_install, venv_args)
             except BaseException:
                 _remove(repo, d)
                 raise
@@ -179,13 +179,14 @@ def build(repo: Path, rev: str, *, cache: Path = CACHE, bench_pkg: Path | None =
                 str(d / "overlay"), (str(d / "src"),))
 
 
-def _build(repo: Path, sha: str, d: Path, python: str, install: Callable[[Path, Path, Path], None]) -> None:
+def _build(repo: Path, sha: str, d: Path, python: str, install: Callable[[Path, Path, Path], None],
+           venv_args: tuple[str, ...] = ()) -> None:
     d.mkdir(parents=True)
     src = d / "src"
     git(repo, "worktree", "add", "--detach", "--force", str(src), sha, timeout=300)
     if not (src / "pyproject.toml").exists() and not (src / "setup.py").exists():
         raise BuildError(f"{sha[:10]} has no pyproject.toml or setup.py: nothing to install")
-    p = subprocess.run([python, "-m", "venv", str(d / "venv")], capture_output=True, text=True, timeout=300)
+    p = subprocess.run([python, "-m", "venv", *venv_args, str(d / "venv")], capture_output=True, text=True, timeout=300)
     if p.returncode != 0:
         raise BuildError(f"python -m venv failed: {(p.stderr or p.stdout).strip()[-200:]}")
     logfile = d / "build.log"

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     result = run_task(task)
     result["worker_seconds"] = time.perf_counter() - t0
     result["pid"] = os.getpid()
+    # whose code was measured: an A/B run checks each side ran its own revision's lamina
+    result["code"] = {m: getattr(sys.modules[m], "__file__", None) for m in ("graph", "drivers", "bench")
+                      if m in sys.modules}
     tmp = task["out"] + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(result, f)
