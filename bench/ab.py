@@ -334,7 +334,8 @@ def write(run: ABRun, out: Path, t: paired.Thresholds = paired.DEFAULTS) -> tupl
     frows = [plots.ForestRow(r.label, r.result.ratio, r.result.ci[0], r.result.ci[1], r.result.verdict)
              for r in rows if r.result is not None and r.result.verdict != "too-few"]
     plot = plots.forest(frows, out / "ab.png", threshold=t.threshold,
-                        title=f"{run.sides[1].label} / {run.sides[0].label}: paired ratio per cell, 95% bootstrap CI",
+                        title=f"paired ratio per cell with its 95% bootstrap CI (regressions red)\n"
+                              f"new: {run.sides[1].label}\nbase: {run.sides[0].label}",
                         xlabel="geometric mean of the per-pair ratios new / base (> 1: slower)")
     path = out / "ab.md"
     path.write_text(markdown(run, rows, t, plot.name if plot else None))

@@ -7,6 +7,7 @@
 - ``concurrency.png``: wall time for N containers at once and time per container;
 - ``waterfall.png``: the critical path from registry to running container, per driver;
 - ``roofline.png``: each phase as a fraction of its limit (limit / phase), per driver;
+- ``history-<profile>.png``: each headline cell across committed revisions (``python -m bench history``);
 - ``forest``: a forest plot of ratios with intervals, coloured by verdict (``compare.png`` against a
   baseline, ``ab.png`` of an A/B run); it takes plain ``ForestRow``s and imports no comparison.
 """
@@ -409,6 +410,45 @@ def forest(rows: list[ForestRow], path: Path, *, threshold: float, title: str, x
     ax.legend(handles=handles, fontsize=7, loc="lower right")
     ax.set_title(title, fontsize=9)
     ax.grid(True, axis="x", which="both", alpha=0.2)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def history(revisions: list[tuple[str, Suite]], workload: str, path: Path, *, title: str) -> Path | None:
+    """asv-style history: one panel per phase on ``workload``, x = the revisions in order, a line
+    per driver at the median with its 95% bootstrap interval as whiskers."""
+    phases = [p for p in PHASE_NAMES if any(s.cell("phase", p, d, workload) is not None and
+                                             s.cell("phase", p, d, workload).samples  # type: ignore[union-attr]
+                                             for _, s in revisions for d in _drivers(s))]
+    if not phases:
+        return None
+    drivers = sorted({d for _, s in revisions for d in _drivers(s)})
+    ncol = min(4, len(phases))
+    nrow = math.ceil(len(phases) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.4 * nrow + 0.6), squeeze=False)
+    x = np.arange(len(revisions))
+    for ax, phase in zip(axes.flat, phases):
+        for d in drivers:
+            med, lo, hi = [], [], []
+            for _, s in revisions:
+                c = s.cell("phase", phase, d, workload)
+                if c is None or not c.samples:
+                    med.append(np.nan), lo.append(np.nan), hi.append(np.nan)
+                    continue
+                m = stats.median(c.samples)
+                a, b = stats.bootstrap_ci(c.samples)
+                med.append(m), lo.append(m - a), hi.append(b - m)
+            ax.errorbar(x, med, yerr=[lo, hi], marker="o", ms=4, lw=1.2, capsize=2, color=color(d), label=d)
+        ax.set_title(BY_NAME[phase].title, fontsize=9)
+        ax.set_yscale("log")
+        _time_axis(ax)
+        ax.set_xticks(x, [r for r, _ in revisions], rotation=60, fontsize=6)
+        ax.set_xlim(-0.5, len(revisions) - 0.5)
+        ax.grid(True, which="both", alpha=0.2)
+    for ax in list(axes.flat)[len(phases):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
