@@ -73,13 +73,14 @@ def gate_profile(pairs: int = GATE_PAIRS) -> Profile:
 
 
 def gate(*, base_rev: str = "HEAD^", work_dir: Path, results_dir: Path, pairs: int = GATE_PAIRS,
-         t: paired.Thresholds = paired.DEFAULTS, repo: Path = REPO, verbose: bool = False) -> int:
+         t: paired.Thresholds = paired.DEFAULTS, repo: Path = REPO, cache: Path | None = None,
+         verbose: bool = False) -> int:
     """CI's gate (module docstring). Exit status: 0 pass (or not gated, said so), 1 regression."""
     t0 = time.monotonic()
     out_dir = results_dir / "gate"
     try:
         base = revs.build(repo, base_rev, name="base", label=f"{revs.resolve(repo, base_rev)[:10]} ({base_rev})",
-                          log=_say)
+                          cache=cache or revs.CACHE, log=_say)
     except revs.BuildError as e:
         _say(f"bench gate: NOT GATED: no base to compare with: {e}; running the quick profile without a gate")
         return fallback(work_dir=work_dir, results_dir=results_dir, verbose=verbose)

@@ -72,9 +72,12 @@ def test_ab_compare_of_head_against_itself(tmp_path: Path) -> None:
     assert base.python.startswith(str(cache)) and new.python == sys.executable
     assert run.task_log and all(t["ok"] for t in run.task_log), run.task_log
     assert {t["side"] for t in run.task_log} == {"base", "new"}
-    # pairs: each repetition has one task per side, back to back
-    for rep in range(3):
-        assert sorted(t["side"] for t in run.task_log if t["rep"] == rep) == ["base", "new"]
+    # pairs: each repetition of each task has one run per side, back to back
+    log = run.task_log
+    assert len(log) == 3 * 2 * 2  # 3 repetitions x (lifecycle, concurrent) x 2 sides
+    for i in range(0, len(log), 2):
+        a, b = log[i], log[i + 1]
+        assert (a["rep"], a["kind"]) == (b["rep"], b["kind"]) and {a["side"], b["side"]} == {"base", "new"}
     rows = run.rows()
     mat = next(r for r in rows if r.label == "materialise / vfs / small-files-40")
     assert mat.result is not None and mat.result.n == 3
