@@ -46,7 +46,8 @@ profiles:
                 for n, p in PROFILES.items()) + """
 
 exit status: 0, or 1 when the comparison with the baseline finds a significant regression
-beyond the threshold and failing on it is on (--fail-on-regression; the quick profile's default).
+beyond the threshold and failing on it is asked for (--fail-on-regression; off in every profile:
+the baseline is history, CI's gate is the A/B run `python -m bench gate`).
 """
 
 
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-baseline", action="store_true",
                      help="also write this run as the profile's baseline (results/baseline*.json)")
     run.add_argument("--fail-on-regression", action=argparse.BooleanOptionalAction, default=None,
-                     help="exit 1 on a significant regression beyond --threshold (default: on for quick)")
+                     help="exit 1 on a significant regression beyond --threshold against the baseline "
+                          "(default: off; CI gates with `python -m bench gate`)")
     run.add_argument("--threshold", type=float, default=0.5, metavar="F",
                      help="a regression counts when the ratio-adjusted median got slower by more than F "
                           "(0.5 = 1.5x) and the permutation test says p <= --alpha (default: %(default)s)")
