@@ -6,7 +6,7 @@ One repetition of a (driver, workload) cell runs the lifecycle below in a fresh 
 (``bench.worker``), on a fresh store on the bench's own filesystem:
 
 ====================  ===========================================================================
-pull                  ``graph.pull.pull`` from the bench's local registry into an empty store:
+pull                  ``graph.pull`` from the bench's local registry into an empty store:
                       download, verify, decompress and apply every layer (overlapped), record
                       the image and its reference. Its own store, removed afterwards.
 load                  ``graph.archive.load_archive`` of the workload's OCI layout (gzip layers)
@@ -173,12 +173,17 @@ def write_one_byte(path: str) -> None:
 
 
 def pull_function() -> tuple[Callable[..., Any] | None, str | None]:
-    """``(pull, None)`` when ``graph.pull`` exists, else ``(None, reason)``."""
+    """``(pull, None)`` when lamina has a pull, else ``(None, reason)``. Older revisions (an A/B
+    base) kept it in ``graph.pull``, newer ones in ``graph.distribution.pull``."""
     try:
-        from graph.pull import pull
-        from graph.registry import RegistryOptions
+        from graph.distribution.pull import pull
+        from graph.distribution.registry import RegistryOptions
     except ImportError as e:
-        return None, f"graph.pull is not available: {e}"
+        try:
+            from graph.pull import pull  # type: ignore[no-redef]
+            from graph.registry import RegistryOptions  # type: ignore[no-redef]
+        except ImportError:
+            return None, f"graph.distribution.pull is not available: {e}"
 
     def do_pull(store: Any, ref: str, host: str) -> Any:
         return pull(store, ref, options=RegistryOptions(insecure=frozenset({host})))
@@ -227,9 +232,9 @@ def _preimport() -> None:
     import importlib
 
     for name in ("httpx", "zstandard", "isal.igzip", "isal.isal_zlib", "gzip", "lzma", "bz2", "xxhash",
-                 "graph", "graph.pull", "graph.registry", "graph.archive", "graph.unpack", "runtime",
-                 "drivers", "drivers.tarapply", "drivers.tardiff", "drivers.diffdirs", "drivers.overlay",
-                 "drivers.vfs", "drivers.btrfs"):
+                 "graph", "graph.distribution.pull", "graph.distribution.registry", "graph.pull", "graph.registry",
+                 "graph.archive", "graph.unpack", "runtime", "drivers", "drivers.tarapply", "drivers.tardiff",
+                 "drivers.diffdirs", "drivers.overlay", "drivers.vfs", "drivers.btrfs"):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
 

@@ -69,11 +69,11 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, Mapping
 
 from drivers import btrfs_ioctl as ioc
-from drivers import mountapi
+from drivers.sys import mount as mountapi
 from drivers.base import CacheID, Change, ChangeKind, RefCounts, check_cache_id
 from drivers.errors import (AlreadyExists, Bug, Conflict, InvalidInput, LaminaError, NotFound,
                             Unsupported)
-from drivers.fsync import syncfs
+from drivers.sys.durable import syncfs
 
 NAME = "btrfs"
 _TMP = ".tmp-"
@@ -435,7 +435,7 @@ class BtrfsDriver:
         (hostile tar), Unsupported. On error the layer stays writable, for the caller to remove.
         Repeat: a second apply raises Conflict.
         """
-        from drivers.tarapply import Whiteouts, apply_tar
+        from drivers.tar.apply import Whiteouts, apply_tar
 
         path = self._need(id)
         with ioc.opendir(path) as fd:
@@ -470,13 +470,13 @@ class BtrfsDriver:
             native = self._changes_native(path, ppath)
             if native is not None:
                 return native
-        from drivers.tardiff import tree_changes
+        from drivers.tar.diff import tree_changes
 
         return tree_changes(str(path), str(ppath) if ppath is not None else None)
 
     def generic_changes(self, id: CacheID, parent: CacheID | None) -> list[Change]:
         """``changes`` by plain tree comparison, ignoring generations (for tests and the bench)."""
-        from drivers.tardiff import tree_changes
+        from drivers.tar.diff import tree_changes
 
         path = self._need(id)
         ppath = self._need(parent, "parent layer") if parent is not None else None
@@ -505,7 +505,7 @@ class BtrfsDriver:
         independent of the image's size; the generic differ reads every same-size file whose
         mtime has whole seconds (every file unpacked from a tar) byte by byte.
         """
-        from drivers import tardiff
+        from drivers.tar import diff as tardiff
 
         with ioc.opendir(path) as fd, ioc.opendir(ppath) as pfd:
             ioc.sync(fd)
@@ -551,7 +551,7 @@ class BtrfsDriver:
 
         Requires: both exist.  Effect: none.  Raises: NotFound.  Repeat: yes; caller closes.
         """
-        from drivers.tardiff import diff_stream
+        from drivers.tar.diff import diff_stream
 
         changes = self.changes(id, parent)
         return diff_stream(str(self._path(id)), changes)
@@ -561,7 +561,7 @@ class BtrfsDriver:
 
         Requires: both exist.  Effect: none.  Raises: NotFound.  Repeat: yes.
         """
-        from drivers.tardiff import diff_size
+        from drivers.tar.diff import diff_size
 
         changes = self.changes(id, parent)
         return diff_size(str(self._path(id)), changes)

@@ -85,11 +85,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from drivers import mountapi
+from drivers.sys import mount as mountapi
 from drivers.base import CacheID
 from drivers.diffdirs import LINK_LEN, DiffDirDriver, Layer, SweepLock, is_id
 from drivers.errors import Bug, Corrupt, NotFound, Unsupported
-from drivers.fsync import syncfs
+from drivers.sys.durable import syncfs
 
 MAX_LOWER = 500
 """overlayfs' stack limit (``OVL_MAX_STACK`` in fs/overlayfs/params.h)."""
