@@ -4,7 +4,7 @@
   the base, this clean checkout as the new side: exactly the gate's arrangement), under a
   CPU-hog neighbour: one busy loop per core at nice 19, started and stopped here by PID.
 - **Sensitivity**: the same, with the test-only knob ``LAMINA_BENCH_SLOWDOWN_APPLY=S`` (every
-  ``drivers.tarapply.apply_tar`` sleeps S times its own duration) on the new side only, for
+  ``drivers.tar.apply.apply_tar`` sleeps S times its own duration) on the new side only, for
   each S of ``--slowdowns``. A cell counts as *affected* when apply is most of it
   (``materialise``), as *partly affected* when apply is a part (``pull``, ``load``,
   ``commit``), else *unaffected* (create, mount, start, walk, read, copy-up, remove,

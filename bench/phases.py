@@ -233,8 +233,9 @@ def _preimport() -> None:
 
     for name in ("httpx", "zstandard", "isal.igzip", "isal.isal_zlib", "gzip", "lzma", "bz2", "xxhash",
                  "graph", "graph.distribution.pull", "graph.distribution.registry", "graph.pull", "graph.registry",
-                 "graph.archive", "graph.unpack", "runtime", "drivers", "drivers.tarapply", "drivers.tardiff",
-                 "drivers.diffdirs", "drivers.overlay", "drivers.vfs", "drivers.btrfs"):
+                 "graph.archive", "graph.unpack", "runtime", "drivers", "drivers.tar.apply", "drivers.tar.diff",
+                 "drivers.tarapply", "drivers.tardiff", "drivers.diffdirs", "drivers.overlay", "drivers.vfs",
+                 "drivers.btrfs"):  # old and new module names: an A/B base may be older
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
 
