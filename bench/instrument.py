@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     run.save(args.out / "instrument.json", t)
     summary = summarise(run, arms, args.runs, args.pairs, t)
     summary.update(wall_s=round(wall, 1), load_before=load_before, load_after=os.getloadavg(), hog=bool(hog),
+                   concurrency=list(profile.concurrency),
                    workloads=list(profile.workloads), drivers=list(profile.drivers or ()))
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (args.out / "instrument.md").write_text(markdown(summary))
@@ -138,6 +139,7 @@ def resummarise(path: Path, out: Path, runs: int, pairs: int) -> int:
     s = summarise(run, run.sides[1:], runs, pairs, paired.DEFAULTS)
     s.update({k: old[k] for k in ("wall_s", "load_before", "load_after", "hog", "workloads", "drivers") if k in old})
     s.setdefault("wall_s", run.duration_s)
+    s.setdefault("concurrency", run.config.get("concurrency", []))
     s.setdefault("hog", True)
     s.setdefault("workloads", run.config.get("workloads", []))
     s.setdefault("drivers", sorted({c.driver for c in run.suites[run.sides[0].name].cells if c.driver}))
@@ -189,8 +191,10 @@ def markdown(s: dict[str, Any]) -> str:
     loads = [x for x in s["loads"] if x]
     lo = min(x[0] for x in loads) if loads else float("nan")
     hi = max(x[1] for x in loads) if loads else float("nan")
+    conc = s.get("concurrency") or []
+    conc_text = f"concurrency {' and '.join(map(str, conc))}" if conc else "no concurrent-containers series"
     lines = [f"Measured by `python -m bench.instrument` ({runs} runs x {s['pairs']} pairs per arm, workloads "
-             f"{', '.join(s['workloads'])} on {', '.join(s['drivers'])}, every phase, concurrency 1 and 4; "
+             f"{', '.join(s['workloads'])} on {', '.join(s['drivers'])}, every phase, {conc_text}; "
              f"{'one nice-19 busy loop per core running throughout' if s['hog'] else 'no CPU hog'}; "
              f"1-minute load average {lo:.1f}-{hi:.1f} during the runs; {s['wall_s'] / 60:.0f} minutes in all). "
              f"Rule: regression = geometric-mean paired ratio >= {1 + s['threshold']:.2f} and sign-flip "
@@ -199,7 +203,8 @@ def markdown(s: dict[str, Any]) -> str:
              "|---|---:|---:|---:|"]
     for name, a in s["arms"].items():
         label = "A/A (same commit)" if not a["env"] else f"apply +{float(a['env']['LAMINA_BENCH_SLOWDOWN_APPLY']):.0%}"
-        lines.append(f"| {label} | {a['runs_failing']}/{runs} | {a['runs_flagging_all_affected']}/{runs} | "
+        every = "-" if not a["env"] else f"{a['runs_flagging_all_affected']}/{runs}"
+        lines.append(f"| {label} | {a['runs_failing']}/{runs} | {every} | "
                      f"{a['runs_flagging_unaffected']}/{runs} |")
     lines += ["", "Per cell: runs flagged as a regression (median paired ratio over the runs):", ""]
     names = list(s["arms"])
