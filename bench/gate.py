@@ -98,7 +98,9 @@ def gate(*, base_rev: str = "HEAD^", work_dir: Path, results_dir: Path, pairs: i
         _say(f"bench gate: FAIL: {len(bad)} regression(s) of {len(judged)} cells against {base.label} "
              f"in {took:.0f} s{over}; see {out_dir / 'ab.md'}")
         return 1
-    _say(f"bench gate: PASS: {len(judged)} cells compared with {base.label}, no regression, in {took:.0f} s{over}")
+    tiny = sum(1 for r in judged if r.result.verdict in ("tiny", "too-few"))  # type: ignore[attr-defined]
+    _say(f"bench gate: PASS: {len(judged) - tiny} cells judged against {base.label} ({tiny} more too small or "
+         f"too few pairs to judge), no regression, in {took:.0f} s{over}")
     return 0
 
 
