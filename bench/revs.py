@@ -11,7 +11,7 @@ the side's own checkout:
 - a *revision* side is ``git worktree add --detach`` of the commit under
   ``CACHE/rev-<sha>/src`` with a venv made by the same Python (``pip install -e 'src[bench]'``,
   pip's own wheel cache reused; no apt), its sources compiled to bytecode (this machine sets
-  ``PYTHONDONTWRITEBYTECODE``). Its workers run with the cwd ``CACHE/rev-<sha>/overlay``, a
+  ``PYTHONDONTWRITEBYTECODE``). Its workers run with the cwd ``CACHE/rev-<sha>/overlay-<id>`` (one per runner's bench package), a
   directory holding only a ``bench`` symlink to the new side's package, first on ``sys.path``,
   and ``PYTHONPATH`` = the revision's worktree.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -120,7 +121,7 @@ def _ready(d: Path) -> dict[str, object] | None:
     except (OSError, ValueError):
         return None
     py = d / "venv" / "bin" / "python"
-    return info if py.exists() and (d / "src").is_dir() and (d / "overlay" / "bench").exists() else None
+    return info if py.exists() and (d / "src").is_dir() else None
 
 
 def _remove(repo: Path, d: Path) -> None:
@@ -164,9 +165,13 @@ def build(repo: Path, rev: str, *, cache: Path = CACHE, bench_pkg: Path | None =
             log(f"bench: built {sha[:10]} in {info['seconds']} s")
         else:
             log(f"bench: {rev} ({sha[:10]}) from the cache {d}")
-        link = d / "overlay" / "bench"
-        if not link.is_symlink() or Path(os.readlink(link)) != bench_pkg:  # the runner's own bench
-            tmp = d / "overlay" / ".bench.tmp"
+        # one overlay per runner's bench package: two runners (a gate and an instrument run from
+        # another checkout) sharing a cached revision must not re-point each other's workers
+        overlay = d / f"overlay-{hashlib.sha1(str(bench_pkg).encode()).hexdigest()[:12]}"
+        overlay.mkdir(exist_ok=True)
+        link = overlay / "bench"
+        if not link.is_symlink() or Path(os.readlink(link)) != bench_pkg:
+            tmp = overlay / f".bench.{os.getpid()}.tmp"
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             tmp.symlink_to(bench_pkg)
@@ -176,7 +181,7 @@ def build(repo: Path, rev: str, *, cache: Path = CACHE, bench_pkg: Path | None =
         os.utime(d)  # most recently used
     prune(repo, cache, keep=KEEP, protect={sha})
     return Side(name, label or f"{sha[:10]} ({rev})", sha, str(d / "venv" / "bin" / "python"),
-                str(d / "overlay"), (str(d / "src"),))
+                str(overlay), (str(d / "src"),))
 
 
 def _build(repo: Path, sha: str, d: Path, python: str, install: Callable[[Path, Path, Path], None],
@@ -192,7 +197,6 @@ def _build(repo: Path, sha: str, d: Path, python: str, install: Callable[[Path, 
     logfile = d / "build.log"
     install(d / "venv" / "bin" / "python", src, logfile)
     compile_sources(str(d / "venv" / "bin" / "python"), src)
-    (d / "overlay").mkdir()
 
 
 def _pip_install(venv_python: Path, src: Path, logfile: Path) -> None:

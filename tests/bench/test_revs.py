@@ -75,7 +75,12 @@ def test_build_makes_a_worktree_and_venv_whose_workers_import_the_right_code(
     cache, inst = tmp_path / "cache", Install()
     side = _build(repo, "HEAD^", cache, bench_pkg, inst)
     sha = _git(repo, "rev-parse", "HEAD^")
-    assert side.commit == sha and Path(side.cwd) == cache / f"rev-{sha}" / "overlay"
+    assert side.commit == sha and Path(side.cwd).parent == cache / f"rev-{sha}"
+    other = tmp_path / "other" / "bench"  # a second runner sharing the cached revision
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("RUNNER = 'other'\n")
+    side2 = _build(repo, "HEAD^", cache, other, inst)
+    assert side2.cwd != side.cwd and _run(side2, "import bench; print(bench.RUNNER)") == "other"
     assert inst.calls == [cache / f"rev-{sha}" / "src"]
     assert sha in _git(repo, "worktree", "list")
     # the measured package from the revision, the bench from the runner: the A/B split
