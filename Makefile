@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 # which pytest's own (recursive) clean-up of old temp dirs cannot remove.
 TEST_TMP ?= /tmp/lamina-tests
 
-.PHONY: setup setup-bench test test-fast bench bench-quick clean
+.PHONY: setup setup-bench test test-fast test-crash-long bench bench-quick bench-gate bench-instrument clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,11 +21,24 @@ test-fast: setup
 	rm -rf $(TEST_TMP)
 	$(PY) -m pytest --basetemp=$(TEST_TMP) -m "not slow" $(PYTEST_ARGS)
 
+# The long profile of the random-kill trials on btrfs (make test runs 3 per operation).
+test-crash-long: setup
+	rm -rf $(TEST_TMP)
+	LAMINA_GC_BTRFS_TRIALS=$${LAMINA_GC_BTRFS_TRIALS:-40} $(PY) -m pytest --basetemp=$(TEST_TMP) tests/graph/test_gc_btrfs.py $(PYTEST_ARGS)
+
 bench: setup-bench
 	$(PY) -m bench run --profile default
 
 bench-quick: setup-bench
 	$(PY) -m bench run --profile quick
+
+# CI's gate: A/B of this checkout against HEAD^ on the quick workloads (budget 15 min on 2 cores)
+bench-gate: setup-bench
+	$(PY) -m bench gate
+
+# the instrument's own figures in bench/README.md (about 35 min; needs a clean checkout)
+bench-instrument: setup-bench
+	$(PY) -m bench.instrument --concurrency ""
 
 clean:
 	rm -rf .venv .pytest_cache .benchmarks build *.egg-info
