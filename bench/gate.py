@@ -23,6 +23,11 @@ from bench.profiles import PROFILES, Profile
 REPO = Path(__file__).resolve().parent.parent
 GATE_PAIRS = 8  # 2^-8 = 0.0039: the smallest p a sign-flip test of 8 pairs can give (alpha 0.01)
 GATE_BUDGET_S = 15 * 60
+# CI's verdict: only a regression that is significant AND large fails the submission. Measured on
+# these shared 2-core machines (bench/README.md), the per-pair log-ratio spread is 0.3-0.5 and one
+# same-commit A/B in four flagged a cell at >= 1.10x, so the gate fails at 1.5x; the A/B report
+# still lists every significant change of 10% or more as "slower" for a person to read.
+GATE_THRESHOLDS = paired.Thresholds(threshold=0.50)
 
 
 def _say(s: str) -> None:
@@ -73,7 +78,7 @@ def gate_profile(pairs: int = GATE_PAIRS) -> Profile:
 
 
 def gate(*, base_rev: str = "HEAD^", work_dir: Path, results_dir: Path, pairs: int = GATE_PAIRS,
-         t: paired.Thresholds = paired.DEFAULTS, repo: Path = REPO, cache: Path | None = None,
+         t: paired.Thresholds = GATE_THRESHOLDS, repo: Path = REPO, cache: Path | None = None,
          verbose: bool = False) -> int:
     """CI's gate (module docstring). Exit status: 0 pass (or not gated, said so), 1 regression."""
     t0 = time.monotonic()

@@ -58,14 +58,24 @@ def test_ab_compare_of_head_against_itself(tmp_path: Path) -> None:
     pip's cache), both sides run pair by pair by this runner, each importing its own lamina."""
     if subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
         pytest.skip("not a git checkout")
-    from bench import ab
-
     work, out, cache = tmp_path / "work", tmp_path / "ab", tmp_path / "revs"
     argv = [sys.executable, "-m", "bench", "compare", "--base", "HEAD", "--pairs", "3", "--drivers", "vfs",
             "--workloads", "small-files-40", "--phases", "materialise,create,mount,remove",
             "--work-dir", str(work), "--out", str(out)]
-    p = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=900,
-                       env=dict(os.environ, LAMINA_BENCH_REVS=str(cache)))
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=900,
+                           env=dict(os.environ, LAMINA_BENCH_REVS=str(cache)))
+        _check_ab(p, out, cache, tmp_path)
+    finally:
+        from bench import revs
+
+        revs.prune(REPO, cache, keep=0)  # its worktree is registered in this repository
+    assert not list(cache.glob("rev-*/"))
+
+
+def _check_ab(p: "subprocess.CompletedProcess[str]", out: Path, cache: Path, tmp_path: Path) -> None:
+    from bench import ab
+
     assert p.returncode in (0, 1), p.stderr[-3000:]  # 1 would be a (chance) regression: not asserted on
     run = ab.load(out / "ab.json")
     base, new = run.sides
