@@ -256,6 +256,7 @@ class _Job:
         desc = self.manifest.config
         if desc.size > formats.MAX_CONFIG_SIZE:
             raise InvalidInput(f"{self.ref.name}: config {desc.digest} is {desc.size} bytes, over the limit")
+        self.store.lease_blob(self.lease, desc.digest)  # before looking: see graph.gc
         if not self.store.content.exists(desc.digest):
             ref = f"pull-{desc.digest}"
             self.undo.ingests.add(ref)
@@ -263,7 +264,6 @@ class _Job:
                 if not w.done:
                     self.repo.fetch_blob(desc.digest, desc.size, w, cancel=self.cancel)
                 w.commit()
-        self.store.lease_blob(self.lease, desc.digest)
         raw = self.store.content.read_bytes(desc.digest, formats.MAX_CONFIG_SIZE)
         if len(raw) != desc.size:
             raise DigestMismatch(f"config {desc.digest}: {len(raw)} bytes, its descriptor says {desc.size}")
@@ -290,14 +290,14 @@ class _Job:
                 compression=formats.layer_compression(desc.media_type),
                 what=f"{self.ref.familiar()} layer {i + 1}/{n} ({desc.digest.hex[:12]})",
             )
+            store.lease_blob(self.lease, desc.digest)  # before looking: see graph.gc
             item.stored = store.content.exists(desc.digest)
             if item.stored and store.content.size(desc.digest) != desc.size:
                 raise DigestMismatch(
                     f"{item.what}: blob {desc.digest} has {store.content.size(desc.digest)} bytes, "
                     f"the descriptor says {desc.size}"
                 )
-            if store.layers.exists(chain):
-                store.lease_layer(self.lease, chain)
+            if store.lease_layer(self.lease, chain):
                 item.action = "exists" if item.stored and self._recorded(diff_id, desc.digest) else "check"
             self.items.append(item)
             parent = chain
@@ -445,8 +445,7 @@ class _Job:
         if it.action != "apply":
             return
         it.lock = _ChainLock.acquire(self.locks_dir, it.chain, self.cancel)
-        if self.store.layers.exists(it.chain):  # another pull registered it while we waited
-            self.store.lease_layer(self.lease, it.chain)
+        if self.store.lease_layer(self.lease, it.chain):  # another pull registered it meanwhile
             it.action = "check"
             it.lock.release()
             it.lock = None
@@ -508,13 +507,11 @@ class _Job:
             if below is not None and below.lost:
                 # built on a copy that lost to an equal layer: redo on the recorded one
                 it.lost = True
-                if not self.store.layers.exists(it.chain):
+                if not self.store.lease_layer(self.lease, it.chain):
                     with self.store.content.open(blob) as f:
                         plain = decompressed(f, it.compression, it.what)  # type: ignore[arg-type]
                         layer = self.store.layers.register(plain, it.parent, expected_diff_id=it.diff_id, lease=self.lease)
                     self.undo.layers.append(layer.chain_id)
-                else:
-                    self.store.lease_layer(self.lease, it.chain)
             else:
                 layer, ours = self.store.layers.commit_prepared(it.cid, it.parent, diff_id, size, lease=self.lease,
                                                                 sync=not it.synced)
@@ -537,10 +534,10 @@ class _Job:
         img = store.images.create(cfg.raw, lease=self.lease)
         parent_index = None
         if self.index is not None:
+            store.lease_blob(self.lease, Digest.of(self.index.raw))  # before storing: see graph.gc
             parent_index = store.content.put_bytes(self.index.raw)
-            store.lease_blob(self.lease, parent_index)
+        store.lease_blob(self.lease, Digest.of(self.manifest.raw))
         mdigest = store.content.put_bytes(self.manifest.raw)
-        store.lease_blob(self.lease, mdigest)
         if not store.images.has_manifest(mdigest):
             undo.manifests.append(mdigest)
             new = True

@@ -54,11 +54,12 @@ COMMAND_TABLE: list[tuple[str, tuple[str, ...], str, str]] = [
     ("logs", (), "logs", "show a container's output"),
     ("exec", (), "exec", "run a command in a running container"),
     ("stats", (), "stats", "show containers' resource use"),
+    ("daemon", (), "daemon", "serve the Docker Engine API on a unix socket"),
     ("network", (), "network", "manage networks"),
     ("port", (), "port", "list a container's published ports"),
 ]
 
-_GLOBAL_WITH_VALUE = ("--root", "--driver", "--runtime")
+_GLOBAL_WITH_VALUE = ("--root", "--driver", "--runtime", "--host")
 
 EXIT_OS_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -81,9 +82,12 @@ def build_parser(argv: Sequence[str] | None = None, *, full: bool = False) -> ar
                         "else the root's own, else overlay where the kernel has it, else vfs)")
     p.add_argument("--runtime", choices=config.RUNTIMES, default=None,
                    help="OCI runtime for containers (recorded now, used when containers run)")
+    p.add_argument("--host", default=config.daemon_host(), metavar="URL",
+                   help="talk to a lamina daemon (unix:///PATH, tcp://127.0.0.1:PORT) instead of opening "
+                        "the store (default: $LAMINA_HOST)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     p.add_argument("--version", action="version", version=f"lamina {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = p.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)  # run's "command" is its argv
     chosen = None if full else _chosen_module(argv)
     done: set[str] = set()
     for name, aliases, module_name, help_line in COMMAND_TABLE:
@@ -128,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # usage errors: argparse prints usage and exits 2
     if not hasattr(args, "run"):  # argparse chose a command _chosen_module did not: parse in full
         args = build_parser(argv, full=True).parse_args(argv)
+    if args.host and args.subcommand != "daemon":
+        from lamina.cli import remote  # the standard library only: no store, no runtime
+
+        return remote.dispatch(args)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -156,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from lamina.cli.common import open_store
 
+    if not getattr(args, "opens_store", True):  # the daemon opens its own stores
+        return int(args.run(args, None) or 0)
     with open_store(args) as store:
         rc = args.run(args, store)
     sys.stdout.flush()

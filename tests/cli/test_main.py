@@ -195,8 +195,8 @@ def test_lazy_parser_builds_the_chosen_command_in_full() -> None:
     for argv in (["images", "-q"], ["--root", "/x", "images", "-q"], ["--root=/x", "--debug", "images", "-q"],
                  ["--ro", "/x", "images", "-q"], ["--driver", "vfs", "--runtime", "runc", "images", "-q"]):
         args = build_parser(argv).parse_args(argv)
-        assert args.command == "images" and args.quiet and callable(args.run), argv
+        assert args.subcommand == "images" and args.quiet and callable(args.run), argv
     for name, aliases, _module, _help in COMMAND_TABLE:
         for word in (name, *aliases):
-            sub = next(a for a in build_parser([word])._actions if a.dest == "command")
+            sub = next(a for a in build_parser([word])._actions if a.dest == "subcommand")
             assert sub.choices[word].add_help, word  # the chosen command got its real parser
