@@ -54,9 +54,9 @@ COMMAND_TABLE: list[tuple[str, tuple[str, ...], str, str]] = [
     ("logs", (), "logs", "show a container's output"),
     ("exec", (), "exec", "run a command in a running container"),
     ("stats", (), "stats", "show containers' resource use"),
-    ("daemon", (), "daemon", "serve the Docker Engine API on a unix socket"),
     ("network", (), "network", "manage networks"),
     ("port", (), "port", "list a container's published ports"),
+    ("daemon", (), "daemon", "serve the Docker Engine API on a unix socket"),
 ]
 
 _GLOBAL_WITH_VALUE = ("--root", "--driver", "--runtime", "--host")
