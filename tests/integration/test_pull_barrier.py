@@ -98,7 +98,8 @@ def test_killed_after_the_barrier_leaves_only_complete_layers(
         try:
             assert s.db.query("SELECT * FROM pending") == []
             assert list(s.layers.orphans()) == []
-            assert len(s.layers.list()) == rows
+            # at most the committed rows: a dead pull's unreferenced layers may be collected (gc)
+            assert len(s.layers.list()) <= rows
             assert s.check() == []
             r = pull(s, f"{hosted.host}/derived:1", options=opts(hosted.host))
             assert r.image_id == hosted.derived.image_id and len(s.layers.list()) == 3
