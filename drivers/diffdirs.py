@@ -109,9 +109,10 @@ class DiffDirDriver:
     subclass calls ``_init_layout`` first."""
 
     name = "diffdirs"
-    parallel_apply = True
-    """``apply_diff`` of layer N does not need layer N-1 applied, only created: overlay whiteouts
-    need nothing from the layers below."""
+    parallel_apply = False
+    """``apply_diff`` of layer N reads the applied layers below it (implicit parents, hardlinks
+    to lower files and lower symlinks met as parents depend on them: ``drivers.lowerview``), so
+    a stack is applied in order."""
 
     home: Path
     layers: Path
@@ -306,8 +307,9 @@ class DiffDirDriver:
     # -- data ----------------------------------------------------------------------------------
 
     def apply_diff(self, id: CacheID, parent: CacheID | None, tar: BinaryIO) -> int:
-        """Extract an OCI layer tar into ``<id>/diff`` with overlay whiteouts; returns bytes of
-        file content written. Safe to run for several layers of a stack at once."""
+        """Extract an OCI layer tar into ``<id>/diff`` with overlay whiteouts, as the kernel
+        would copy up over the parent chain (which must be applied); returns bytes of file
+        content written."""
         from drivers.tarapply import Whiteouts, apply_tar
 
         layer = self._layer(id)
@@ -315,7 +317,7 @@ class DiffDirDriver:
             raise Conflict(f"{self.name} layer {id} was created on {layer.parent}, not {parent}")
         if self.refs.count(id) > 0:
             raise Conflict(f"{self.name} layer {id} is mounted; apply_diff needs it unmounted")
-        return apply_tar(str(layer.diff), tar, Whiteouts.OVERLAY)
+        return apply_tar(str(layer.diff), tar, Whiteouts.OVERLAY, self._diff_dirs(layer.chain))
 
     def _native(self, layer: Layer, parent: CacheID | None) -> bool:
         return self.native_diff and layer.parent == parent

@@ -57,6 +57,19 @@ class E:
     xattrs: tuple[tuple[bytes, bytes], ...] = ()
     rdev: tuple[int, int] = (0, 0)
 
+    def __repr__(self) -> str:
+        """Only the fields that differ from the defaults (failing stacks stay readable);
+        long data is shown by its size and hash."""
+        out = [repr(self.kind), repr(self.path)]
+        for f in ("mode", "uid", "gid", "data", "target", "mtime", "xattrs", "rdev"):
+            v = getattr(self, f)
+            if v != E.__dataclass_fields__[f].default:
+                if f == "data" and len(v) > 64:
+                    out.append(f"data=<{len(v)} bytes sha256:{hashlib.sha256(v).hexdigest()[:12]}>")
+                else:
+                    out.append(f"{f}={oct(v) if f == 'mode' else repr(v)}")
+        return f"E({', '.join(out)})"
+
 
 @dataclass(eq=False)
 class Inode:
