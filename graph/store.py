@@ -191,7 +191,7 @@ class Store:
 
         An image given by ID with several references is refused unless ``force``. An image used by
         a container is refused unless ``force``; forced, it is untagged and kept as a dangling
-        image until its last container goes (``system prune`` then removes it).
+        image (as Docker: ``image prune`` or ``rmi <id>`` removes it once no container uses it).
         Returns Docker-style events ("Untagged: …", "Deleted: …").
         """
         img = self.resolve_image(name)
@@ -218,7 +218,7 @@ class Store:
             self.refs.remove(r.reference)
             events.append(f"Untagged: {r.reference.familiar()}")
         if users:
-            return events  # dangling until its containers are gone
+            return events  # dangling: kept until pruned or removed by id
         removed = self.images.delete(img.id)
         events.append(f"Deleted: {img.id}")
         events += [f"Deleted: {c}" for c in removed]
@@ -380,13 +380,11 @@ class Store:
             self.containers.unmount(c)
 
     def remove_container(self, container: str, *, force: bool = False) -> Container:
+        """Remove a container and its layer. Its image stays, even with no name left (an
+        untagged load, an ``rmi -f``): a user's image goes only by ``rmi`` or a prune, as with
+        Docker."""
         c = self.containers.get(container)
         self.containers.remove(c, force=force)
-        if c.image_id is not None and self.images.exists(c.image_id):
-            if not self.refs.list(c.image_id) and not self.containers.using_image(c.image_id):
-                # a dangling image kept only for this container (rmi -f): finish its removal
-                self.images.delete(c.image_id)
-                self.gc_blobs()
         return c
 
     # ---- maintenance ---------------------------------------------------------------------
@@ -421,12 +419,7 @@ class Store:
         layers and blobs. Containers are left alone (stopped containers are the runtime's)."""
         rep = PruneReport()
         before = sum(s for _, s in self.content.walk()) + sum(layer.size for layer in self.layers.list())
-        leased = {r["key"] for r in self.db.query("SELECT key FROM lease_resources WHERE kind = 'image'")}
-        for img in self.images.list():
-            if img.id in leased or self.refs.list(img.id) or self.containers.using_image(img.id):
-                continue
-            rep.layers += self.images.delete(img.id)
-            rep.images.append(img.id)
+        self._prune_dangling(rep)
         for layer in self.layers.list():  # layers orphaned by a crash between register and image
             if self.layers.references(layer.chain_id) == 0:
                 rep.layers += self.layers.release(layer.chain_id)
@@ -434,6 +427,28 @@ class Store:
         after = sum(s for _, s in self.content.walk()) + sum(layer.size for layer in self.layers.list())
         rep.reclaimed = max(0, before - after)
         return rep
+
+    def dangling(self) -> list[ImageID]:
+        """Images with no reference (Docker's ``dangling=true``), used by a container or not."""
+        return [img.id for img in self.images.list() if not self.refs.list(img.id)]
+
+    def prune_images(self) -> PruneReport:
+        """``image prune``: dangling images no container uses, then the blobs only they needed."""
+        rep = PruneReport()
+        before = sum(s for _, s in self.content.walk()) + sum(layer.size for layer in self.layers.list())
+        self._prune_dangling(rep)
+        rep.blobs = self.gc_blobs()
+        after = sum(s for _, s in self.content.walk()) + sum(layer.size for layer in self.layers.list())
+        rep.reclaimed = max(0, before - after)
+        return rep
+
+    def _prune_dangling(self, rep: PruneReport) -> None:
+        leased = {r["key"] for r in self.db.query("SELECT key FROM lease_resources WHERE kind = 'image'")}
+        for img in self.images.list():
+            if img.id in leased or self.refs.list(img.id) or self.containers.using_image(img.id):
+                continue
+            rep.layers += self.images.delete(img.id)
+            rep.images.append(img.id)
 
     def df(self) -> dict[str, Any]:
         imgs = self.images.list()

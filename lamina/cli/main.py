@@ -24,6 +24,7 @@ from lamina.cli import (
     create,
     diff,
     export,
+    image,
     images,
     inspect,
     load,
@@ -43,7 +44,7 @@ from lamina.cli import exec as exec_command  # runtime commands (the module's na
 from lamina.cli import kill, logs, pause, run, start, stats, stop
 
 COMMANDS: list[ModuleType] = [
-    pull, push, login, load, save, images, tag, rmi, inspect, create, mount, umount, diff, commit, export, rm, ps, system,
+    pull, push, login, load, save, images, image, tag, rmi, inspect, create, mount, umount, diff, commit, export, rm, ps, system,
     run, start, stop, kill, pause, logs, exec_command, stats,
 ]
 
