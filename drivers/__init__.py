@@ -125,7 +125,7 @@ def default_driver(home: Path | str, *, per_driver: bool = False) -> str:
 
 
 def _backing_fs(home: Path) -> str:
-    from drivers import mountapi
+    from drivers.sys import mount as mountapi
 
     p = home
     while not p.exists() and p.parent != p:

@@ -64,16 +64,17 @@ import fcntl
 import os
 import stat
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Mapping
 
 from drivers import btrfs_ioctl as ioc
-from drivers import mountapi
+from drivers.sys import mount as mountapi
 from drivers.base import CacheID, Change, ChangeKind, RefCounts, check_cache_id
 from drivers.errors import (AlreadyExists, Bug, Conflict, InvalidInput, LaminaError, NotFound,
                             Unsupported)
-from drivers.fsync import syncfs
+from drivers.sys.durable import syncfs
 
 NAME = "btrfs"
 _TMP = ".tmp-"
@@ -435,7 +436,7 @@ class BtrfsDriver:
         (hostile tar), Unsupported. On error the layer stays writable, for the caller to remove.
         Repeat: a second apply raises Conflict.
         """
-        from drivers.tarapply import Whiteouts, apply_tar
+        from drivers.tar.apply import Whiteouts, apply_tar
 
         path = self._need(id)
         with ioc.opendir(path) as fd:
@@ -470,13 +471,13 @@ class BtrfsDriver:
             native = self._changes_native(path, ppath)
             if native is not None:
                 return native
-        from drivers.tardiff import tree_changes
+        from drivers.tar.diff import tree_changes
 
         return tree_changes(str(path), str(ppath) if ppath is not None else None)
 
     def generic_changes(self, id: CacheID, parent: CacheID | None) -> list[Change]:
         """``changes`` by plain tree comparison, ignoring generations (for tests and the bench)."""
-        from drivers.tardiff import tree_changes
+        from drivers.tar.diff import tree_changes
 
         path = self._need(id)
         ppath = self._need(parent, "parent layer") if parent is not None else None
@@ -505,7 +506,7 @@ class BtrfsDriver:
         independent of the image's size; the generic differ reads every same-size file whose
         mtime has whole seconds (every file unpacked from a tar) byte by byte.
         """
-        from drivers import tardiff
+        from drivers.tar import diff as tardiff
 
         with ioc.opendir(path) as fd, ioc.opendir(ppath) as pfd:
             ioc.sync(fd)
@@ -551,7 +552,7 @@ class BtrfsDriver:
 
         Requires: both exist.  Effect: none.  Raises: NotFound.  Repeat: yes; caller closes.
         """
-        from drivers.tardiff import diff_stream
+        from drivers.tar.diff import diff_stream
 
         changes = self.changes(id, parent)
         return diff_stream(str(self._path(id)), changes)
@@ -561,7 +562,7 @@ class BtrfsDriver:
 
         Requires: both exist.  Effect: none.  Raises: NotFound.  Repeat: yes.
         """
-        from drivers.tardiff import diff_size
+        from drivers.tar.diff import diff_size
 
         changes = self.changes(id, parent)
         return diff_size(str(self._path(id)), changes)
@@ -858,12 +859,30 @@ def remove_loop_btrfs(root: str | os.PathLike[str], delete_image: bool = False) 
     root = Path(os.path.abspath(root))
     mnt = root / "drivers" / NAME
     if mountapi.is_mount_point(mnt):
+        devices = _loop_devices_of(root / "btrfs.img")
         try:
             mountapi.umount(mnt)
         except OSError as e:
             raise Conflict(f"umount {mnt}: {os.strerror(e.errno or 0)}") from e
+        # btrfs drops its last reference to the device a moment after umount returns, and only
+        # then does auto-clear detach it; a caller that re-attaches the image or checks for
+        # leaks must see the end state (seen: still attached 1 s later on a loaded machine).
+        deadline = time.monotonic() + 15.0
+        while any(d.exists() for d in devices) and time.monotonic() < deadline:
+            time.sleep(0.02)
     if delete_image:
         (root / "btrfs.img").unlink(missing_ok=True)
+
+
+def _loop_devices_of(image: Path) -> list[Path]:
+    """The ``backing_file`` sysfs entries of the loop devices attached to ``image``."""
+    want = os.path.realpath(image)
+    found = []
+    for entry in Path("/sys/block").glob("loop*/loop/backing_file"):
+        with contextlib.suppress(OSError):
+            if entry.read_text().strip().removesuffix(" (deleted)") == want:
+                found.append(entry)
+    return found
 
 
 def open_driver(home: str | os.PathLike[str], **options: str) -> BtrfsDriver:

@@ -46,7 +46,7 @@ from typing import BinaryIO, Callable
 
 from drivers.base import CacheID, Change, RefCounts, check_cache_id
 from drivers.errors import AlreadyExists, Conflict, NotFound
-from drivers.fsync import fsync_dir
+from drivers.sys.durable import fsync_dir
 
 LINK_LEN = 26  # 16 random bytes in base32, as overlay2's ``l/`` names
 
@@ -111,7 +111,7 @@ class DiffDirDriver:
     name = "diffdirs"
     parallel_apply = False
     """``apply_diff`` of layer N reads the applied layers below it (implicit parents, hardlinks
-    to lower files and lower symlinks met as parents depend on them: ``drivers.lowerview``), so
+    to lower files and lower symlinks met as parents depend on them: ``drivers.tar.lower``), so
     a stack is applied in order."""
 
     home: Path
@@ -310,7 +310,7 @@ class DiffDirDriver:
         """Extract an OCI layer tar into ``<id>/diff`` with overlay whiteouts, as the kernel
         would copy up over the parent chain (which must be applied); returns bytes of file
         content written."""
-        from drivers.tarapply import Whiteouts, apply_tar
+        from drivers.tar.apply import Whiteouts, apply_tar
 
         layer = self._layer(id)
         if layer.parent != parent:
@@ -328,10 +328,10 @@ class DiffDirDriver:
         if parent is not None:
             self._layer(parent)  # NotFound
         if self._native(layer, parent):
-            from drivers.tardiff import upper_changes
+            from drivers.tar.diff import upper_changes
 
             return upper_changes(str(layer.diff), self._diff_dirs(layer.chain))
-        from drivers.tardiff import tree_changes
+        from drivers.tar.diff import tree_changes
 
         with MountedPair(self, id, parent) as (root, proot):
             return tree_changes(root, proot)
@@ -340,7 +340,7 @@ class DiffDirDriver:
         """The layer's changes as an OCI layer tar, produced as it is read (overlay whiteouts
         become ``.wh.`` entries, opaque dirs ``.wh..wh..opq``). The naive path keeps both trees
         mounted until the stream is closed."""
-        from drivers.tardiff import diff_stream, tree_changes, upper_changes
+        from drivers.tar.diff import diff_stream, tree_changes, upper_changes
 
         layer = self._layer(id)
         if parent is not None:
@@ -360,7 +360,7 @@ class DiffDirDriver:
     def diff_size(self, id: CacheID, parent: CacheID | None) -> int:
         """Bytes of regular-file content added or modified against ``parent`` (a hard-linked
         inode counts once)."""
-        from drivers.tardiff import diff_size, tree_changes
+        from drivers.tar.diff import diff_size, tree_changes
 
         layer = self._layer(id)
         if parent is not None:

@@ -68,7 +68,7 @@ caller asks for a diff against another layer than the real parent, or the driver
 Layers of a stack are applied in order (no ``parallel_apply``): ``apply_diff`` writes only
 ``<id>/diff`` but reads the applied diff dirs below, as a copy-up would (implicit parents take
 the lower dir's metadata, a hardlink to a lower file copies it up, a lower symlink met as a
-parent is followed inside the rootfs: ``drivers.lowerview``).
+parent is followed inside the rootfs: ``drivers.tar.lower``).
 
 ``get``/``put`` counts live on disk (``RefCounts``) because holders are separate processes. On
 open, a mount under ``home`` with no count (a crash between mount and count) is unmounted and a
@@ -86,11 +86,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from drivers import mountapi
+from drivers.sys import mount as mountapi
 from drivers.base import CacheID
 from drivers.diffdirs import LINK_LEN, DiffDirDriver, Layer, SweepLock, is_id
 from drivers.errors import Bug, Corrupt, NotFound, Unsupported
-from drivers.fsync import syncfs
+from drivers.sys.durable import syncfs
 
 MAX_LOWER = 500
 """overlayfs' stack limit (``OVL_MAX_STACK`` in fs/overlayfs/params.h)."""

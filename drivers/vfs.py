@@ -25,12 +25,12 @@ exclusive without waiting and skips its turn if anyone holds it, so it never del
 process's work in progress.
 
 ``diff``/``changes``/``diff_size`` compare the layer's tree with its parent's
-(``drivers.tardiff.tree_changes``). Trees unpacked from tars carry whole-second mtimes, for
+(``drivers.tar.diff.tree_changes``). Trees unpacked from tars carry whole-second mtimes, for
 which the differ must compare file contents; the ``copied/<id>`` marker spares that for every
 file whose ctime shows it was not touched after the copy (a 100 MB layer: 0.4 s of reading
 becomes none). ``apply_diff`` unpacks with whiteouts that delete
 (``Whiteouts.REMOVE``). Durability is the caller's: the layer store syncs the filesystem
-(``drivers.fsync.syncfs``) once before it records a layer, which is cheaper than syncing here per
+(``drivers.sys.durable.syncfs``) once before it records a layer, which is cheaper than syncing here per
 copy.
 """
 
@@ -48,7 +48,7 @@ import subprocess
 from pathlib import Path
 from typing import BinaryIO
 
-from drivers import tardiff
+from drivers.tar import diff as tardiff
 from drivers.base import CacheID, Change, RefCounts, check_cache_id
 from drivers.errors import AlreadyExists, Conflict, LaminaError, NotFound, Unsupported
 
@@ -276,7 +276,7 @@ class VfsDriver:
 
     def apply_diff(self, id: CacheID, parent: CacheID | None, tar: BinaryIO) -> int:
         """Unpack the tar into the layer's copy of its parent; whiteouts delete."""
-        from drivers.tarapply import Whiteouts, apply_tar
+        from drivers.tar.apply import Whiteouts, apply_tar
 
         path = self._existing(id)
         if parent is not None:
@@ -315,7 +315,7 @@ class VfsDriver:
                       if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
 
     def status(self) -> dict[str, str]:
-        from drivers import mountapi
+        from drivers.sys import mount as mountapi
 
         try:
             fs = mountapi.fstype_of(self.home)

@@ -18,7 +18,7 @@ from graph.content import ContentStore
 from graph.db import DB
 from graph.digest import ChainID, Digest, ImageID, chain_ids
 from graph.errors import AlreadyExists, InvalidInput, NotFound
-from graph.formats import ImageConfig, parse_config
+from graph.oci.formats import ImageConfig, parse_config
 from graph.layers import LayerStore
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
 from drivers.base import CacheID, Change, GraphDriver, new_cache_id
-from drivers.fsync import syncfs
+from drivers.sys.durable import syncfs
 from graph.db import DB
 from graph.digest import ChainID, DiffID, Digest, chain_id
 from graph.errors import Bug, DigestMismatch, NotFound

@@ -28,8 +28,8 @@ from graph.digest import ChainID, DiffID, Digest, ImageID, chain_ids
 from graph.errors import Conflict, Corrupt, InvalidInput, LaminaError, NotFound, Unsupported
 from graph.images import Image, ImageStore
 from graph.layers import Layer, LayerStore, _pid_alive
-from graph.refs import Reference, parse_reference
-from graph.refstore import ReferenceStore
+from graph.oci.reference import Reference, parse_reference
+from graph.references import ReferenceStore
 
 DRIVER_FILE = "driver"
 
@@ -278,7 +278,7 @@ class Store:
         The diff tar is applied as a new read-only layer and kept in the content store as an
         uncompressed layer blob, so ``save`` and ``push`` hand out the same bytes later.
         """
-        from graph import formats  # local: only commit needs the builders
+        from graph.oci import formats  # local: only commit needs the builders
 
         c = self.containers.get(container)
         if c.image_id is None or not self.images.exists(c.image_id):
@@ -307,14 +307,14 @@ class Store:
         return img
 
     def pull(self, reference: str, **options: Any) -> Any:
-        """Pull an image from a registry (``graph.pull.pull``; its keyword options)."""
-        from graph.pull import pull
+        """Pull an image from a registry (``graph.distribution.pull.pull``; its keyword options)."""
+        from graph.distribution.pull import pull
 
         return pull(self, reference, **options)
 
     def push(self, reference: str, **options: Any) -> Any:
-        """Push an image to a registry (``graph.push.push``; its keyword options)."""
-        from graph.push import push
+        """Push an image to a registry (``graph.distribution.push.push``; its keyword options)."""
+        from graph.distribution.push import push
 
         return push(self, reference, **options)
 
@@ -338,7 +338,7 @@ class Store:
 
     def _manifest_for(self, img: Image) -> bytes:
         """An OCI manifest for an image from its recorded layer blobs (canonical JSON)."""
-        from graph import formats
+        from graph.oci import formats
 
         cfg = self.images.config(img.id)
         layers = []

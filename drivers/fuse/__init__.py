@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from drivers import mountapi
+from drivers.sys import mount as mountapi
 from drivers.base import CacheID
 from drivers.diffdirs import DiffDirDriver, Layer, SweepLock, is_id
 from drivers.errors import Corrupt, NotFound, Unsupported

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from drivers import mountapi
+from drivers.sys import mount as mountapi
 from drivers.base import CacheID, Change, ChangeKind, GraphDriver
 from drivers.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from tests.tarbuild import E, make_tar

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from drivers import mountapi
+from drivers.sys import mount as mountapi
 from drivers.base import CacheID, Change, ChangeKind
 from drivers.errors import Conflict, Corrupt, Unsupported
 from tests.drivers.conformance import DriverConformance, tree_snapshot

@@ -19,7 +19,7 @@ APP = make_tar([E("srv", kind="dir"), E("srv/app.txt", b"app\n")])
 
 def make_image(store: Store, tars: list[bytes], ref: str | None, cmd: list[str] | None = None) -> Image:
     """Register the layers, store their blobs, create config + manifest, tag."""
-    from graph import formats
+    from graph.oci import formats
 
     parent = None
     diff_ids = []

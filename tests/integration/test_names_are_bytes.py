@@ -19,10 +19,10 @@ import pytest
 import drivers
 from graph import Store
 from graph.archive import load_archive
-from graph.pull import pull
-from graph.registry import RegistryClient
+from graph.distribution.pull import pull
+from graph.distribution.registry import RegistryClient
 from graph.digest import Digest
-from graph import formats
+from graph.oci import formats
 from tests.graph.test_archive import build, legacy_docker_tar, manifest_desc, sha, write_layout
 from tests.integration.test_pull_push import opts
 from tests.registry import REGISTRY_BIN, run_registry

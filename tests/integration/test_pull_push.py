@@ -24,14 +24,14 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from graph import DigestMismatch, InvalidInput, NotFound, Store, Unsupported
-from graph import formats
+from graph.oci import formats
 from graph.archive import load_archive
-from graph.auth import Credentials, Unauthorized, load_credentials, store_credentials
+from graph.distribution.auth import Credentials, Unauthorized, load_credentials, store_credentials
 from graph.digest import Digest
-from graph.formats import Platform
-from graph.pull import pull
-from graph.push import push
-from graph.registry import RegistryClient, RegistryError, RegistryOptions, Unreachable
+from graph.oci.formats import Platform
+from graph.distribution.pull import pull
+from graph.distribution.push import push
+from graph.distribution.registry import RegistryClient, RegistryError, RegistryOptions, Unreachable
 from tests.cli.conftest import Lamina, clean_env, lamina_command
 from tests.faultproxy import Fault, FaultProxy, run_fault_proxy
 from tests.graph.test_archive import (

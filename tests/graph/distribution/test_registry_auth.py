@@ -1,4 +1,4 @@
-"""Registry credentials and challenges (``graph.auth``): Docker's config.json read and written
+"""Registry credentials and challenges (``graph.distribution.auth``): Docker's config.json read and written
 (0600, other keys kept), ``WWW-Authenticate`` parsing, and the Bearer flow against the real token
 server fixture (tokens cached per scope, refused credentials named)."""
 
@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from graph.auth import (
+from graph.distribution.auth import (
     DOCKER_HUB_KEY,
     Authenticator,
     Credentials,
@@ -25,7 +25,7 @@ from graph.auth import (
     store_credentials,
 )
 from graph.errors import InvalidInput
-from graph.registry import RegistryClient, RegistryOptions
+from graph.distribution.registry import RegistryClient, RegistryOptions
 from tests.tokenserver import TokenServer, run_token_server
 
 

@@ -19,11 +19,11 @@ from typing import Iterator
 
 import pytest
 
-from drivers import mountapi
+from drivers.sys import mount as mountapi
 from drivers.base import Change, ChangeKind
 from drivers.errors import Conflict, NotFound
-from drivers.tarapply import Whiteouts, apply_tar
-from drivers.tardiff import (diff_size, diff_stream, next_clock_tick, tree_changes,
+from drivers.tar.apply import Whiteouts, apply_tar
+from drivers.tar.diff import (diff_size, diff_stream, next_clock_tick, tree_changes,
                              upper_changes, write_layer_tar)
 from tests.drivers.conformance import assert_same_tree, tree_snapshot
 

@@ -5,9 +5,9 @@ The model
 A *registry* (``docker.io``, ``127.0.0.1:5000``) holds *repositories* (``library/busybox``);
 a repository holds *blobs* (layers, configs) by digest and *manifests* by digest and by tag.
 This module speaks the HTTP API over one pooled ``httpx.Client`` (HTTP/1.1, keep-alive); it
-knows nothing of the store. ``graph.pull`` and ``graph.push`` drive it.
+knows nothing of the store. ``graph.distribution.pull`` and ``graph.distribution.push`` drive it.
 
-- ``RegistryClient(options)``: the pool, the authenticator (``graph.auth``) and the options;
+- ``RegistryClient(options)``: the pool, the authenticator (``graph.distribution.auth``) and the options;
   ``endpoints(domain)`` says where a registry's API lives (mirrors first for pulls, as Docker's
   ``registry-mirrors``; ``registry-1.docker.io`` for ``docker.io``; plain HTTP only for hosts in
   ``options.insecure``); ``repository(domain, path, endpoint)`` binds one.
@@ -26,7 +26,7 @@ not there is not coming): it raises ``Unreachable`` at once, so a pull can fall 
 mirror to the origin quickly.
 
 Errors: ``NotFound`` (repository, manifest, tag or blob unknown), ``Unauthorized``
-(``graph.auth``), ``DigestMismatch`` (bytes are not what was asked for), ``InvalidInput``
+(``graph.distribution.auth``), ``DigestMismatch`` (bytes are not what was asked for), ``InvalidInput``
 (the registry refused what we sent, or sent something malformed: an oversized manifest),
 ``RegistryError`` (the registry or the network failed: 5xx after retries, protocol errors),
 ``Unreachable`` (nobody listens there). Messages are one line and name the registry and object.
@@ -40,10 +40,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from graph.auth import Authenticator, Credentials, Unauthorized, load_credentials, normalize_host, scope
+from graph.distribution.auth import Authenticator, Credentials, Unauthorized, load_credentials, normalize_host, scope
 from graph.digest import Digest
 from graph.errors import DigestMismatch, InvalidInput, LaminaError, NotFound, Unsupported
-from graph.formats import MANIFEST_ACCEPT, MAX_MANIFEST_SIZE
+from graph.oci.formats import MANIFEST_ACCEPT, MAX_MANIFEST_SIZE
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -1,6 +1,6 @@
 """The parts of a pull's pipeline that need no registry: decompression in the stream
 (``graph.unpack``), the spool an applier reads while the download writes it, progress events
-(``graph.progress``) and the CLI's rendering of them."""
+(``graph.distribution.progress``) and the CLI's rendering of them."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 import zstandard
 
 from graph.errors import InvalidInput, Unsupported
-from graph.progress import DOWNLOADING, DONE, Event, Reporter
-from graph.pull import _Spool, _SpoolReader
-from graph.registry import Cancelled
+from graph.distribution.progress import DOWNLOADING, DONE, Event, Reporter
+from graph.distribution.pull import _Spool, _SpoolReader
+from graph.distribution.registry import Cancelled
 from graph.unpack import decompressed
 from lamina.cli.pull import PULL_WORDS, ProgressView
 

@@ -64,7 +64,7 @@ import urllib.parse
 from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Protocol
 
 from drivers.errors import Bug, InvalidInput, NotFound, Unsupported
-from drivers.lowerview import Found, LowerView, copy_data, copy_xattrs
+from drivers.tar.lower import Found, LowerView, copy_data, copy_xattrs
 
 __all__ = ["Whiteouts", "apply_tar", "apply_tar_py", "TarApplier", "TarApplierPy"]
 
@@ -116,7 +116,7 @@ def apply_tar(root: str, stream: BinaryIO, whiteouts: Whiteouts = Whiteouts.REMO
     half-written and the caller removes it.
     OVERLAY: ``lowers`` are the diff dirs of the layers below, uppermost first (complete: applied
     already); the layer is applied as the kernel would copy up into an upper dir over them
-    (``drivers.lowerview``): a parent the tar leaves implicit takes the lower dir's mode, owner,
+    (``drivers.tar.lower``): a parent the tar leaves implicit takes the lower dir's mode, owner,
     xattrs and times; a hardlink to a lower file copies that file up and links to the copy; a
     parent component that is a lower symlink is followed inside the rootfs, as with REMOVE.
     Repeat: not idempotent; apply a layer once onto a fresh directory.

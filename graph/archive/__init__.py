@@ -104,16 +104,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
-from graph import formats
+from graph.oci import formats
 from graph.digest import ChainID, DiffID, Digest, ImageID, chain_id
 from graph.errors import DigestMismatch, InvalidInput, LaminaError, NotFound, Unsupported
-from graph.formats import Descriptor, ImageConfig, Index, Manifest, Platform
-from graph.refs import Reference, parse_reference
+from graph.oci.formats import Descriptor, ImageConfig, Index, Manifest, Platform
+from graph.oci.reference import Reference, parse_reference
 from graph.unpack import decompressed
 from graph.verify import CHUNK, HashingReader, VerifyingReader
 
 if TYPE_CHECKING:
-    from graph.refstore import RefRecord
+    from graph.references import RefRecord
     from graph.store import Store
 
 __all__ = ["ANNOTATION_IMAGE_NAME", "ANNOTATION_REF_NAME", "LoadedImage", "load_archive", "save_archive"]

@@ -3,7 +3,7 @@
 Why: a union driver (overlay, fuse) applies a layer tar into an empty diff dir, but what the tar
 means depends on the layers below: a parent the tar does not list must keep the mode, owner,
 xattrs and times the lower layers give it; a hardlink may name a lower file; a parent component
-may be a lower layer's symlink. The applier (``drivers.tarapply``, OVERLAY mode) asks this view,
+may be a lower layer's symlink. The applier (``drivers.tar.apply``, OVERLAY mode) asks this view,
 as the kernel's overlayfs would look a name up: top-down through the diff dirs, a whiteout (0/0
 char device) hides the name below it, a non-directory hides everything below it, and a directory
 merges with the directories below it down to the first opaque one.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from graph.db import DB
 from graph.digest import Digest, ImageID
 from graph.errors import NotFound
-from graph.refs import Reference, parse_reference
+from graph.oci.reference import Reference, parse_reference
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from graph.digest import Digest
 from graph.errors import InvalidInput, LaminaError
-from graph.refs import (
+from graph.oci.reference import (
     Reference,
     image_id_hex_prefix,
     is_full_image_id,

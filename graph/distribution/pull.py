@@ -3,7 +3,7 @@
 What happens
 ------------
 1. **Resolve.** The reference's tag or digest is asked of each endpoint in turn (configured
-   mirrors first, then the registry; ``graph.registry``); the first that answers serves the
+   mirrors first, then the registry; ``graph.distribution.registry``); the first that answers serves the
    pull, and the ones after it stay as fallbacks for blobs a mirror lacks. The bytes are checked
    against the digest asked for (or the one the registry claims). An index (multi-platform) is
    resolved with ``formats.select_platform`` and the chosen manifest fetched by digest.
@@ -53,19 +53,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from drivers.base import CacheID
-from drivers.fsync import syncfs
-from graph import formats, progress
+from drivers.sys.durable import syncfs
+from graph.oci import formats
+from graph.distribution import progress
 from graph.digest import ChainID, DiffID, Digest, ImageID, chain_id
 from graph.errors import Bug, DigestMismatch, InvalidInput, LaminaError, NotFound
-from graph.formats import Descriptor, ImageConfig, Index, Manifest, Platform
-from graph.refs import Reference, parse_reference
-from graph.auth import Unauthorized
-from graph.registry import Cancel, Cancelled, RegistryClient, RegistryError, RegistryOptions, Repository
+from graph.oci.formats import Descriptor, ImageConfig, Index, Manifest, Platform
+from graph.oci.reference import Reference, parse_reference
+from graph.distribution.auth import Unauthorized
+from graph.distribution.registry import Cancel, Cancelled, RegistryClient, RegistryError, RegistryOptions, Repository
 from graph.unpack import decompressed
 from graph.verify import HashingReader
 
 if TYPE_CHECKING:
-    from graph.refstore import RefRecord
+    from graph.references import RefRecord
     from graph.store import Store
 
 DEFAULT_CONCURRENCY = 3

@@ -401,14 +401,14 @@ class Authenticator:
                     params.append(("account", creds.username))
                 r = self._http.get(realm, params=params, headers=headers)
         except httpx.HTTPError as e:
-            from graph.registry import RegistryError
+            from graph.distribution.registry import RegistryError
 
             raise RegistryError(f"{host}: token server {realm} unreachable: {_one_line(e)}") from None
         if r.status_code in (401, 403):
             who = f"credentials of {creds.username!r}" if creds else "anonymous access"
             raise Unauthorized(f"{host}: token server refused {who} (wrong user or password?)")
         if r.status_code != 200:
-            from graph.registry import RegistryError
+            from graph.distribution.registry import RegistryError
 
             raise RegistryError(f"{host}: token server {realm} answered HTTP {r.status_code}")
         body = r.content

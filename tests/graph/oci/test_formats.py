@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from graph import formats as F
+from graph.oci import formats as F
 from graph.digest import Digest
 from graph.errors import DigestMismatch, InvalidInput, LaminaError, NotFound, Unsupported
 

@@ -1,4 +1,4 @@
-"""Tests of ``drivers/tarapply.py``: complete (every entry type and format), Docker-like (replace,
+"""Tests of ``drivers/tar/apply.py``: complete (every entry type and format), Docker-like (replace,
 merge, whiteouts in both layouts) and safe against hostile tars (tests named after attacks).
 
 Every test runs on both parsers (libarchive and the ``tarfile`` twin). The ``env`` fixture puts a
@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers.errors import Bug, DigestMismatch, InvalidInput, NotFound
-from drivers.tarapply import TarApplier, TarApplierPy, Whiteouts, _libarchive, _rmtree
+from drivers.tar.apply import TarApplier, TarApplierPy, Whiteouts, _libarchive, _rmtree
 from tests.drivers.hostile_tars import (MTIME, LayerTar, end_of_archive, fix_checksums, pad,
                                         pax_header, tree_state, ustar_header)
 

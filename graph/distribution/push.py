@@ -28,13 +28,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from graph import formats, progress
+from graph.oci import formats
+from graph.distribution import progress
 from graph.digest import Digest, ImageID
 from graph.errors import Corrupt, InvalidInput, LaminaError, NotFound
-from graph.formats import Descriptor, Manifest
-from graph.pull import result_of
-from graph.refs import Reference, parse_reference
-from graph.registry import Cancel, RegistryClient, RegistryOptions, Repository
+from graph.oci.formats import Descriptor, Manifest
+from graph.distribution.pull import result_of
+from graph.oci.reference import Reference, parse_reference
+from graph.distribution.registry import Cancel, RegistryClient, RegistryOptions, Repository
 
 if TYPE_CHECKING:
     from graph.store import Store
