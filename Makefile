@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 # which pytest's own (recursive) clean-up of old temp dirs cannot remove.
 TEST_TMP ?= /tmp/lamina-tests
 
-.PHONY: setup setup-bench test test-fast bench bench-quick clean
+.PHONY: setup setup-bench test test-fast test-fuzz-long bench bench-quick clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,15 @@ test: setup
 test-fast: setup
 	rm -rf $(TEST_TMP)
 	$(PY) -m pytest --basetemp=$(TEST_TMP) -m "not slow" $(PYTEST_ARGS)
+
+# The differential driver fuzzer's long profile (tests/drivers/test_differential.py): thousands of
+# random layer stacks on every driver, each also unpacked by umoci; `make test` runs a bounded one.
+# FUZZ_EXAMPLES=N sets the number of stacks.
+FUZZ_EXAMPLES ?= 3000
+test-fuzz-long: setup
+	rm -rf $(TEST_TMP)
+	LAMINA_FUZZ=long LAMINA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest --basetemp=$(TEST_TMP) \
+		-p no:timeout --hypothesis-show-statistics tests/drivers/test_differential.py $(PYTEST_ARGS)
 
 bench: setup-bench
 	$(PY) -m bench run --profile default

@@ -177,7 +177,8 @@ class TarApplier:
         self._fds: collections.OrderedDict[bytes, int] = collections.OrderedDict()  # real -> fd
         self._alias: dict[bytes, bytes] = {}  # lexical dir path -> real path
         self._pin = -1  # fd of the current entry's parent: never evicted mid-entry
-        self._upper: set[bytes] = set()  # REMOVE: real paths written by this layer + ancestors
+        self._upper: set[bytes] = set()  # real paths written by this layer + their ancestors
+        self._copied: set[bytes] = set()  # OVERLAY: real paths copied up from below, not written
         self._seen: set[bytes] = set()  # dirs whose original times are saved, or made here
         self._saved_times: dict[bytes, tuple[int, int, int]] = {}  # real -> (atime, mtime, ino)
         self._dir_times: dict[bytes, tuple[int, int, int]] = {}  # dirs the tar names
@@ -254,8 +255,7 @@ class TarApplier:
             self._node(h, pdir, base)
         else:
             raise self._refuse(f"unsupported entry type {kind:#o}")
-        if self._whiteouts is Whiteouts.REMOVE:
-            self._mark_upper(_join(pdir.real, base))
+        self._mark_upper(_join(pdir.real, base))
 
     # ---------------------------------------------------------------------------- entries
     def _file(self, h: _Header, pdir: _Dir, base: bytes, reader: _Reader) -> None:
@@ -342,15 +342,15 @@ class TarApplier:
             raise self._refuse(f"hardlink target {os.fsdecode(target)!r} not found")
         if _join(tdir.real, tbase) == _join(pdir.real, base):
             raise self._refuse("hardlink to itself")
-        if self._whiteouts is Whiteouts.OVERLAY:
-            try:
-                tst = os.stat(tbase, dir_fd=tdir.fd, follow_symlinks=False)
-                if _is_whiteout_device(tst):
-                    raise self._refuse(f"hardlink target {os.fsdecode(target)!r} not found")
-            except FileNotFoundError:
-                self._copy_up(tdir, tbase)  # a lower file: link to its copy, as a copy-up would
         tfd = os.dup(tdir.fd)  # survives cache eviction while the destination is cleared
         try:
+            if self._whiteouts is Whiteouts.OVERLAY:
+                try:
+                    tst = os.stat(tbase, dir_fd=tfd, follow_symlinks=False)
+                    if _is_whiteout_device(tst):
+                        raise self._refuse(f"hardlink target {os.fsdecode(target)!r} not found")
+                except FileNotFoundError:  # a lower file: link to its copy, as a copy-up would
+                    self._copy_up(_Dir(tfd, tdir.real), tbase)
             self._create(pdir, base, lambda: os.link(tbase, base, src_dir_fd=tfd,
                                                      dst_dir_fd=pdir.fd, follow_symlinks=False))
         except FileNotFoundError:
@@ -380,12 +380,17 @@ class TarApplier:
         except FileNotFoundError:
             st = None
         if overlay:
+            real = _join(pdir.real, name)
+            if st is not None and real not in self._upper:  # copied up, not written: as lower
+                self._clear(pdir, name)
+                self._copied.discard(real)
+                st = None
             if st is None:
                 if self._lower_find(pdir.real, name) is None:
                     return  # nothing below to hide
                 os.mknod(name, stat.S_IFCHR, 0, dir_fd=pdir.fd)
                 os.chown(name, h.uid, h.gid, dir_fd=pdir.fd, follow_symlinks=False)
-            elif stat.S_ISDIR(st.st_mode):  # this layer made it: keep its entries, hide lower
+            elif stat.S_ISDIR(st.st_mode):  # this layer wrote into it: keep that, hide lower
                 d = self._walk(pdir, [name], create=False)
                 assert d is not None
                 self._make_opaque(d.fd, d.real)
@@ -618,6 +623,7 @@ class TarApplier:
         os.fchmod(fd, stat.S_IMODE(st.st_mode))
         copy_xattrs(found.path, fd)
         self._seen.add(real)
+        self._copied.add(real)
         self._saved_times[real] = (st.st_atime_ns, st.st_mtime_ns, os.fstat(fd).st_ino)
         return fd
 
@@ -628,6 +634,49 @@ class TarApplier:
         found = self._lower_find(pdir.real, base)
         if found is None or stat.S_ISDIR(found.st.st_mode):
             return False
+        self._copy_node(pdir, base, found)
+        self._copied.add(_join(pdir.real, base))
+        if found.st.st_nlink > 1:
+            self._copy_links(_join(pdir.real, base), found)
+        return True
+
+    def _copy_links(self, copy: bytes, found: Found) -> None:
+        """The lower inode just copied up to ``copy`` has other names in its layer: those the
+        merged view still shows are linked to the copy too, so the hardlink group stays whole
+        (the walk of that one layer happens only for a hardlinked copy-up)."""
+        ino, dev = found.st.st_ino, found.st.st_dev
+        names: list[bytes] = []
+        for top, dirs, files in os.walk(found.layer):
+            for n in files + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
+                full = os.path.join(top, n)
+                st = os.lstat(full)
+                if st.st_ino == ino and st.st_dev == dev:
+                    names.append(os.path.relpath(full, found.layer))
+        for name in names:
+            if name == copy:
+                continue
+            parent, _, base = name.rpartition(b"/")
+            pdir = self._lookup(parent, create=False)
+            if pdir is None or pdir.real != parent:
+                continue  # not where the merged view has it
+            try:
+                os.stat(base, dir_fd=pdir.fd, follow_symlinks=False)
+                continue  # this layer put something there
+            except FileNotFoundError:
+                pass
+            f = self._lower_find(parent, base)
+            if f is None or f.st.st_ino != ino or f.st.st_dev != dev:
+                continue  # hidden by a layer in between
+            cparent, _, cbase = copy.rpartition(b"/")
+            cdir = os.dup(self._real_dir(cparent).fd)
+            try:
+                os.link(cbase, base, src_dir_fd=cdir, dst_dir_fd=pdir.fd, follow_symlinks=False)
+            finally:
+                os.close(cdir)
+            self._copied.add(name)
+
+    def _copy_node(self, pdir: _Dir, base: bytes, found: Found) -> None:
+        """Make a copy of the lower non-directory ``found`` at ``base`` in ``pdir``."""
         st, src = found.st, found.path
         kind = stat.S_IFMT(st.st_mode)
         if kind == stat.S_IFREG:
@@ -640,7 +689,7 @@ class TarApplier:
                 os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
             finally:
                 os.close(fd)
-            return True
+            return
         if kind == stat.S_IFLNK:
             os.symlink(os.readlink(src), base, dir_fd=pdir.fd)
         else:
@@ -651,12 +700,25 @@ class TarApplier:
         copy_xattrs(src, _proc_path(pdir.fd, base))
         os.utime(base, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=pdir.fd,
                  follow_symlinks=False)
-        return True
 
     def _make_opaque(self, fd: int, real: bytes) -> None:
-        """OVERLAY: directory ``real`` hides what the layers below have there."""
+        """OVERLAY: directory ``real`` hides what the layers below have there, including what
+        was copied up from them into it (only this layer's own entries stay)."""
         self._setxattr(fd, OPAQUE_XATTR, b"y")
         self._opaque.add(real)
+        under = real + b"/" if real else b""
+        for path in sorted((p for p in self._copied if p.startswith(under)), key=len):
+            if path not in self._copied:
+                continue  # went with a copied dir above it
+            self._copied.discard(path)
+            if path in self._upper:
+                continue
+            parent, _, name = path.rpartition(b"/")
+            pdir = self._lookup(parent, create=False)
+            if pdir is not None:
+                self._clear(pdir, name)
+            below = path + b"/"
+            self._copied -= {p for p in self._copied if p.startswith(below)}
 
     def _lower_find(self, parent: bytes, name: bytes) -> Found | None:
         """What the layers below show at ``name`` in ``parent``, unless an upper dir on the way

@@ -26,10 +26,12 @@ PRIVATE_XATTR = b"trusted.overlay."
 
 
 class Found(NamedTuple):
-    """A name as the lower layers show it: its stat and its path inside the layer that holds it."""
+    """A name as the lower layers show it: its stat, its path inside the layer that holds it,
+    and that layer's diff dir."""
 
     st: os.stat_result
     path: bytes
+    layer: bytes
 
 
 def _join(parent: bytes, name: bytes) -> bytes:
@@ -59,6 +61,7 @@ class LowerView:
             if _opaque(roots[-1]):
                 break
         self._merge: dict[bytes, list[bytes]] = {b"": roots}  # real dir -> its layer dirs
+        self._roots = roots
 
     def __bool__(self) -> bool:
         return bool(self._merge[b""])
@@ -79,8 +82,14 @@ class LowerView:
                 real = _join(parent, name)
                 if real not in self._merge:
                     self._merge[real] = self._dir_layers(layers[i:], name)
-            return Found(st, path)
+            return Found(st, path, self._layer_of(d, parent))
         return None
+
+    def _layer_of(self, d: bytes, parent: bytes) -> bytes:
+        """The diff dir that ``d`` (directory ``parent`` inside one layer) belongs to."""
+        if not parent:
+            return d
+        return d[:-(len(parent) + 1)]
 
     def _dir_layers(self, layers: list[bytes], name: bytes) -> list[bytes]:
         """The layer dirs that merge into directory ``name`` (a dir in ``layers[0]``)."""
