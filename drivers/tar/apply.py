@@ -9,7 +9,15 @@ made (0755, root-owned), metadata is numeric uid/gid, mode incl. setuid/setgid/s
 after chown, which clears them), PAX xattrs and ns mtimes; directory times are set at the end,
 deepest first, and directories that existed before keep their times unless the tar names them.
 Whiteouts follow the driver's layout (``Whiteouts``): full-tree drivers delete (REMOVE), diff-dir
-drivers record overlayfs whiteouts (OVERLAY). It returns the sum of the regular files' sizes and
+drivers record overlayfs whiteouts (OVERLAY). With OVERLAY the applier writes an empty diff dir but
+sees the merged view of the applied diff dirs below (``drivers.tar.lower``), so that the merged
+result is the one REMOVE gives on a full copy: a parent the tar leaves implicit is copied up with
+the lower dir's mode, owner, xattrs and times; a hardlink to a lower file copies it up (its other
+visible names too, so the group stays one inode) and links to the copy; a lower symlink met as a
+parent is followed inside the rootfs, as REMOVE follows one in the tree; whiteouts of names nothing
+below has make nothing. A directory entry over an existing directory takes the entry's xattrs
+only (both modes). Names are bytes: libarchive's NFC-normalised UTF-8 names are replaced by the
+raw header bytes (``_LibarchiveReader._raw_names``). It returns the sum of the regular files' sizes and
 reads ``stream`` to its very end, because the caller hashes that stream for the DiffID.
 
 Threat model
@@ -283,9 +291,10 @@ class TarApplier:
             st = os.stat(base, dir_fd=pdir.fd, follow_symlinks=False)
             made = not stat.S_ISDIR(st.st_mode)
             if made:
-                # a dir replacing an overlay whiteout must hide the lower dir's content, as a
-                # REMOVE whiteout followed by this dir would
-                opaque = self._whiteouts is Whiteouts.OVERLAY and _is_whiteout_device(st)
+                # a dir replacing an overlay whiteout, or a non-dir this layer wrote over a
+                # lower dir, must hide that dir's content, as REMOVE (which deleted it) does
+                opaque = self._whiteouts is Whiteouts.OVERLAY and (
+                    _is_whiteout_device(st) or self._lower_shows_dir(pdir.real, base))
                 self._clear(pdir, base)
                 os.mkdir(base, 0o700, dir_fd=pdir.fd)
                 self._seen.add(real)
@@ -733,6 +742,10 @@ class TarApplier:
                 break
             p = p.rpartition(b"/")[0]
         return self._lower.find(parent, name)
+
+    def _lower_shows_dir(self, parent: bytes, name: bytes) -> bool:
+        found = self._lower_find(parent, name)
+        return found is not None and stat.S_ISDIR(found.st.st_mode)
 
     def _drop_xattrs(self, fd: int, keep: set[bytes]) -> None:
         for key in os.listxattr(fd):
