@@ -28,7 +28,7 @@ FUZZ_EXAMPLES ?= 3000
 test-fuzz-long: setup
 	rm -rf $(TEST_TMP)
 	LAMINA_FUZZ=long LAMINA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest --basetemp=$(TEST_TMP) \
-		-p no:timeout --hypothesis-show-statistics tests/drivers/test_differential.py $(PYTEST_ARGS)
+		--hypothesis-show-statistics tests/drivers/test_differential.py $(PYTEST_ARGS)
 
 bench: setup-bench
 	$(PY) -m bench run --profile default
