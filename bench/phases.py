@@ -175,8 +175,8 @@ def write_one_byte(path: str) -> None:
 def pull_function() -> tuple[Callable[..., Any] | None, str | None]:
     """``(pull, None)`` when ``graph.pull`` exists, else ``(None, reason)``."""
     try:
-        from graph.distribution.pull import pull
-        from graph.distribution.registry import RegistryOptions
+        from graph import pull
+        from graph import RegistryOptions
     except ImportError as e:
         return None, f"graph.pull is not available: {e}"
 
@@ -355,7 +355,7 @@ class Lifecycle:
         if "load" not in self.wanted:
             return
         from graph import Store
-        from graph.archive import load_archive
+        from graph import load_archive
 
         root = self._root("load")
         destroy_store(root, self.driver)

@@ -57,32 +57,28 @@ loop-backed btrfs for machines without one.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
-import fcntl
 import os
 import stat
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Mapping
+from typing import BinaryIO, Mapping
 
 from drivers import btrfs_ioctl as ioc
 from drivers.sys import mount as mountapi
-from drivers.base import CacheID, Change, ChangeKind, RefCounts, check_cache_id
+from drivers.base import CacheID, Change, ChangeKind, LocalDriver, RefCounts, check_cache_id
 from drivers.errors import (AlreadyExists, Bug, Conflict, InvalidInput, LaminaError, NotFound,
                             Unsupported)
 from drivers.sys.durable import syncfs
+from drivers.sys.flock import Flock
+from drivers.sys.libc import RENAME_NOREPLACE, renameat2
 
 NAME = "btrfs"
 _TMP = ".tmp-"
 _REMOVING = ".removing-"
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_RENAME_NOREPLACE = 1
-_AT_FDCWD = -100
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 
@@ -106,11 +102,7 @@ def parse_size(size: str | int) -> int:
 
 
 def _rename_noreplace(dir_fd: int, old: str, new: str) -> None:
-    ret = _libc.renameat2(dir_fd, os.fsencode(old), dir_fd, os.fsencode(new),
-                          ctypes.c_uint(_RENAME_NOREPLACE))
-    if ret != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), new)
+    renameat2(old, new, RENAME_NOREPLACE, dir_fd=dir_fd)
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -162,17 +154,7 @@ def _translate(e: OSError, what: str) -> LaminaError:
     return LaminaError(f"{what}: {cause}")
 
 
-@contextlib.contextmanager
-def _flock(path: Path, how: int) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, how)
-        yield
-    finally:
-        os.close(fd)
-
-
-class BtrfsDriver:
+class BtrfsDriver(LocalDriver):
     """A graphdriver keeping each layer as a btrfs subvolume (see the module docstring).
 
     ``size``: default size limit of container layers (``create_rw``), e.g. "10G"; None: none.
@@ -254,7 +236,7 @@ class BtrfsDriver:
                     f"btrfs layer {id}: a size limit needs quotas, which are not enabled on the "
                     f"btrfs at {self.home}; run `btrfs quota enable {self.home}` first")
         tmp = _TMP + id
-        with _flock(self._create_lock, fcntl.LOCK_SH), ioc.opendir(self.subvolumes) as dfd:
+        with Flock(self._create_lock, shared=True), ioc.opendir(self.subvolumes) as dfd:
             if self.exists(id):
                 raise AlreadyExists(f"btrfs layer {id}: already exists")
             made = False
@@ -375,14 +357,14 @@ class BtrfsDriver:
                 # ENOENT: no qgroup (gone already, or simple quotas removed it); others: ignore,
                 # a stale qgroup costs only accounting.
         if pending:
-            with _flock(self._pending_qgroups.with_suffix(".lock"), fcntl.LOCK_EX):
+            with Flock(self._pending_qgroups.with_suffix(".lock")):
                 with open(self._pending_qgroups, "a", encoding="ascii") as f:
                     f.write("".join(f"{sid}\n" for sid in pending))
 
     def _retry_pending_qgroups(self) -> None:
         if not self._pending_qgroups.exists():
             return
-        with _flock(self._pending_qgroups.with_suffix(".lock"), fcntl.LOCK_EX):
+        with Flock(self._pending_qgroups.with_suffix(".lock")):
             try:
                 ids = [int(x) for x in self._pending_qgroups.read_text().split()]
             except (OSError, ValueError):
@@ -524,8 +506,8 @@ class BtrfsDriver:
         stack: list[tuple[str, str | None, str]] = [(root, str(ppath), "/")]
         while stack:
             new_dir, old_dir, rel = stack.pop()
-            new = tardiff._scan(new_dir)
-            old = tardiff._scan(old_dir) if old_dir is not None else {}
+            new = tardiff.scan_dir(new_dir)
+            old = tardiff.scan_dir(old_dir) if old_dir is not None else {}
             for name, (npath, nst) in new.items():
                 cpath = rel + name
                 o = old.pop(name, None)
@@ -537,7 +519,7 @@ class BtrfsDriver:
                 opath, ost = o
                 same = (nst.st_ino == ost.st_ino and nst.st_dev == dev and ost.st_dev == pdev
                         and nst.st_ino not in changed)
-                if not same and tardiff._differs(npath, nst, opath, ost):
+                if not same and tardiff.entries_differ(npath, nst, opath, ost):
                     out.append(Change(cpath, ChangeKind.MODIFIED))
                 if stat.S_ISDIR(nst.st_mode):
                     if same and nst.st_ino not in dirty:
@@ -545,17 +527,17 @@ class BtrfsDriver:
                     stack.append((npath, opath if stat.S_ISDIR(ost.st_mode) else None, cpath + "/"))
             for name in old:
                 out.append(Change(rel + name, ChangeKind.DELETED))
-        return tardiff._with_changed_parents(out)
+        return tardiff.with_changed_parents(out)
 
     def diff(self, id: CacheID, parent: CacheID | None) -> BinaryIO:
-        """The layer's changes against ``parent`` as an OCI layer tar stream.
+        """The layer's changes against ``parent`` as an OCI layer tar stream, holding a ``get``
+        of the layer until it is closed (as every driver's diff: ``naive_diff.diff_holding``).
 
         Requires: both exist.  Effect: none.  Raises: NotFound.  Repeat: yes; caller closes.
         """
-        from drivers.tar.diff import diff_stream
+        from drivers.naive_diff import diff_holding
 
-        changes = self.changes(id, parent)
-        return diff_stream(str(self._path(id)), changes)
+        return diff_holding(self, id, str(self._path(id)), self.changes(id, parent))
 
     def diff_size(self, id: CacheID, parent: CacheID | None) -> int:
         """Bytes of regular-file content added or changed against ``parent`` (each inode once).
@@ -642,25 +624,13 @@ class BtrfsDriver:
                 if n.startswith(_REMOVING):
                     with contextlib.suppress(Conflict):
                         self._delete_subvolume(dfd, n)
-            try:
-                with _flock_nb(self._create_lock):
-                    for n in os.listdir(self.subvolumes):
-                        if n.startswith(_TMP):
-                            with contextlib.suppress(Conflict):
-                                self._delete_subvolume(dfd, n)
-            except BlockingIOError:
-                pass    # a create is in progress; its temp name is not a leftover
+            with Flock(self._create_lock, wait=False) as lock:
+                # not acquired: a create is in progress; its temp name is not a leftover
+                for n in os.listdir(self.subvolumes) if lock.acquired else []:
+                    if n.startswith(_TMP):
+                        with contextlib.suppress(Conflict):
+                            self._delete_subvolume(dfd, n)
         self._retry_pending_qgroups()
-
-
-@contextlib.contextmanager
-def _flock_nb(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _ancestor_dirs(fd: int, refs: Mapping[int, list[tuple[int, str]]]) -> set[int]:

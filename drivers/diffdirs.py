@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import base64
 import errno
-import fcntl
 import os
 import secrets
 import shutil
@@ -44,38 +43,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from drivers.base import CacheID, Change, RefCounts, check_cache_id
+from drivers.base import CacheID, Change, LocalDriver, RefCounts, check_cache_id
 from drivers.errors import AlreadyExists, Conflict, NotFound
 from drivers.sys.durable import fsync_dir
+from drivers.sys.flock import Flock
 
 LINK_LEN = 26  # 16 random bytes in base32, as overlay2's ``l/`` names
 
 
-class SweepLock:
+def SweepLock(home: Path, exclusive: bool) -> Flock:
     """``home/sweep.lock``: creators hold it shared while a temporary name exists; the open
-    sweep takes it exclusive (non-blocking) so it never deletes another process's work."""
-
-    def __init__(self, home: Path, exclusive: bool) -> None:
-        self.path = home / "sweep.lock"
-        self.exclusive = exclusive
-        self.fd = -1
-        self.acquired = False
-
-    def __enter__(self) -> "SweepLock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            if self.exclusive:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            else:
-                fcntl.flock(self.fd, fcntl.LOCK_SH)
-            self.acquired = True
-        except BlockingIOError:
-            self.acquired = False
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
-        self.fd = -1
+    sweep takes it exclusive (non-blocking) so it never deletes another process's work
+    (``acquired`` says whether it got it)."""
+    return Flock(home / "sweep.lock", shared=not exclusive, wait=not exclusive)
 
 
 @dataclass(frozen=True)
@@ -103,16 +83,15 @@ class Layer:
         return self.dir / "merged"
 
 
-class DiffDirDriver:
+class DiffDirDriver(LocalDriver):
     """The shared part of the diff-dir drivers (see the module docstring). Subclasses set
     ``name`` and implement ``_mount``, ``_unmount`` and ``_mounted``; ``__init__`` of the
     subclass calls ``_init_layout`` first."""
 
     name = "diffdirs"
-    parallel_apply = False
-    """``apply_diff`` of layer N reads the applied layers below it (implicit parents, hardlinks
-    to lower files and lower symlinks met as parents depend on them: ``drivers.tar.lower``), so
-    a stack is applied in order."""
+    # Not ``drivers.base.ParallelApply``: ``apply_diff`` of layer N reads the applied layers
+    # below it (implicit parents, hardlinks to lower files and lower symlinks met as parents
+    # depend on them: ``drivers.tar.lower``), so a stack is applied in order.
 
     home: Path
     layers: Path
@@ -246,7 +225,7 @@ class DiffDirDriver:
         """Delete the layer (see ``GraphDriver.remove``); a stale mount with no count is
         unmounted first. Raises Conflict while ``get`` holds it."""
         d = self._dir(id)
-        with self.refs._locked():
+        with self.refs.locked():
             if self.refs.count(id) > 0:
                 raise Conflict(f"{self.name} layer {id} is mounted ({self.refs.count(id)} holders)")
             if not d.exists():
@@ -285,24 +264,24 @@ class DiffDirDriver:
         mount is gone (a reboot, someone's umount, a dead helper) mounts again, so the bare
         mount point is never handed out (writes would land in an empty dir)."""
         layer = self._layer(id)
-        with self.refs._locked():
+        with self.refs.locked():
             n = self.refs.count(id)
             if n == 0 or not self._mounted(layer):
                 self._mount(layer)
-            self.refs._write(id, n + 1)
+            self.refs.set(id, n + 1)
         return str(layer.merged)
 
     def put(self, id: CacheID) -> None:
         """Release one ``get``; unmount at zero (lazily if something still holds the tree open).
         A put at count 0 is a no-op."""
         layer = self._layer(id)
-        with self.refs._locked():
+        with self.refs.locked():
             n = self.refs.count(id)
             if n == 0:
                 return
             if n == 1:
                 self._unmount(layer)
-            self.refs._write(id, n - 1)
+            self.refs.set(id, n - 1)
 
     # -- data ----------------------------------------------------------------------------------
 

@@ -36,10 +36,7 @@ copy.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
-import fcntl
 import os
 import secrets
 import shutil
@@ -49,12 +46,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from drivers.tar import diff as tardiff
-from drivers.base import CacheID, Change, RefCounts, check_cache_id
+from drivers.base import CacheID, Change, LocalDriver, RefCounts, check_cache_id
 from drivers.errors import AlreadyExists, Conflict, LaminaError, NotFound, Unsupported
+from drivers.sys.flock import Flock
+from drivers.sys.libc import RENAME_NOREPLACE, renameat2
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
 
 
 def supported(home: Path) -> str | None:
@@ -75,10 +71,7 @@ def supported(home: Path) -> str | None:
 
 def _rename_noreplace(src: str, dst: str) -> None:
     """rename(2) that fails with EEXIST instead of replacing an (empty) dir at ``dst``."""
-    if _libc.renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
-                       _RENAME_NOREPLACE) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), dst)
+    renameat2(src, dst, RENAME_NOREPLACE)
 
 
 def _rmtree(path: str) -> None:
@@ -102,31 +95,13 @@ def _rmtree(path: str) -> None:
     shutil.rmtree(path, onerror=onerror)
 
 
-class _SweepLock:
+def _SweepLock(path: Path, exclusive: bool) -> Flock:
     """``home/sweep.lock``, held shared by creators and removers and exclusively (without
     waiting) by the sweep; ``acquired`` says whether the lock was obtained."""
-
-    def __init__(self, path: Path, exclusive: bool) -> None:
-        self.path = path
-        self.exclusive = exclusive
-        self.fd = -1
-        self.acquired = False
-
-    def __enter__(self) -> "_SweepLock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB if self.exclusive else fcntl.LOCK_SH)
-            self.acquired = True
-        except BlockingIOError:
-            self.acquired = False
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)  # drops the lock
-        self.fd = -1
+    return Flock(path, shared=not exclusive, wait=not exclusive)
 
 
-class VfsDriver:
+class VfsDriver(LocalDriver):
     """The copy driver. ``home`` is created if missing. See the module docstring."""
 
     name = "vfs"
@@ -296,21 +271,18 @@ class VfsDriver:
     def diff(self, id: CacheID, parent: CacheID | None) -> BinaryIO:
         """The changes as an OCI layer tar stream. The stream holds a reference to the layer
         (as a ``get``) until it is closed, so the layer cannot be removed under a reader."""
-        root, changes = self._tree_changes(id, parent)
-        self.get(id)
-        try:
-            return tardiff.diff_stream(root, changes, on_close=lambda: self.put(id))
-        except BaseException:
-            self.put(id)
-            raise
+        from drivers.naive_diff import diff_holding
+
+        return diff_holding(self, id, *self._tree_changes(id, parent))
 
     def diff_size(self, id: CacheID, parent: CacheID | None) -> int:
         return tardiff.diff_size(*self._tree_changes(id, parent))
 
     # -- status / cleanup -------------------------------------------------------------------------
 
-    def layers(self) -> list[CacheID]:
-        """Cache-ids of the complete layers (temporary dot-names excluded), sorted."""
+    def layer_ids(self) -> list[CacheID]:
+        """Cache-ids of the complete layers (temporary dot-names excluded), sorted
+        (``LayerListing``)."""
         return sorted(CacheID(e.name) for e in os.scandir(self.dir)
                       if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
 
@@ -322,7 +294,7 @@ class VfsDriver:
         except OSError:
             fs = "unknown"
         try:
-            n = str(len(self.layers()))
+            n = str(len(self.layer_ids()))
         except OSError:
             n = "unknown"
         try:

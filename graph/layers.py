@@ -19,12 +19,13 @@ back any interrupted register or release.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
-from drivers.base import CacheID, Change, GraphDriver, new_cache_id
-from drivers.sys.durable import syncfs
+from drivers.base import CacheID, Change, Driver, HeldCounts, LayerListing, new_cache_id
+from graph import leases
 from graph.db import DB
 from graph.digest import ChainID, DiffID, Digest, chain_id
 from graph.errors import Bug, DigestMismatch, NotFound
@@ -68,7 +69,7 @@ def _pid_alive(pid: int) -> bool:
 class LayerStore:
     """Read-only layers by ChainID and read-write layers by cache-id, over one driver."""
 
-    def __init__(self, db: DB, driver: GraphDriver) -> None:
+    def __init__(self, db: DB, driver: Driver) -> None:
         self.db = db
         self.driver = driver
 
@@ -237,7 +238,7 @@ class LayerStore:
         """
         chain = chain_id(parent, diff_id)
         if sync:
-            syncfs(self.driver.home)
+            self.driver.sync()
         _step("register:synced")
         with self.db.transaction() as c:
             if parent is not None and c.execute("SELECT 1 FROM layers WHERE chain_id = ?", (parent,)).fetchone() is None:
@@ -251,10 +252,7 @@ class LayerStore:
                 )
                 c.execute("DELETE FROM pending WHERE cache_id = ?", (cid,))
             if lease is not None:
-                c.execute(
-                    "INSERT OR IGNORE INTO lease_resources (lease, kind, key) VALUES (?, 'layer', ?)",
-                    (lease, chain),
-                )
+                leases.hold(c, lease, "layer", chain)
         _step("register:committed")
         if existing is not None:
             return self._row(existing), False
@@ -334,6 +332,11 @@ class LayerStore:
             raise
         return cid
 
+    def orphan_rw(self, conn: sqlite3.Connection, cid: CacheID) -> None:
+        """Inside the caller's transaction (the one deleting the RW layer's owning row): the
+        layer becomes pending, so a crash before ``remove_rw`` leaves it for ``recover``."""
+        conn.execute("INSERT INTO pending (cache_id, pid, created) VALUES (?, ?, ?)", (cid, os.getpid(), time.time()))
+
     def commit_rw(self, conn: object, cid: CacheID) -> None:
         """Inside the caller's transaction: the RW layer is now owned by a recorded row."""
         conn.execute("DELETE FROM pending WHERE cache_id = ?", (cid,))  # type: ignore[attr-defined]
@@ -384,18 +387,24 @@ class LayerStore:
             done.append(cid)
         return done
 
+    def pending(self) -> list[CacheID]:
+        """Driver layers made but not yet recorded (in flight, or left by a crash)."""
+        return [CacheID(r["cache_id"]) for r in self.db.query("SELECT cache_id FROM pending")]
+
+    def records_cache_id(self, cid: CacheID) -> bool:
+        """Whether a recorded layer has this cache-id (a prepared layer was committed)."""
+        return self.db.one("SELECT 1 FROM layers WHERE cache_id = ?", (cid,)) is not None
+
     def _held(self, cid: CacheID) -> bool:
-        refs = getattr(self.driver, "refs", None)
-        return bool(refs is not None and refs.count(cid) > 0)
+        return isinstance(self.driver, HeldCounts) and self.driver.held_count(cid) > 0
 
     def orphans(self) -> Iterator[CacheID]:
         """Driver layers that no row (layer, container, pending) knows: damage ``check`` reports."""
         known = {r["cache_id"] for r in self.db.query("SELECT cache_id FROM layers")}
         known |= {r["cache_id"] for r in self.db.query("SELECT cache_id FROM containers")}
         known |= {r["cache_id"] for r in self.db.query("SELECT cache_id FROM pending")}
-        ids = getattr(self.driver, "ids", None)
-        if ids is None:
+        if not isinstance(self.driver, LayerListing):
             return
-        for cid in ids():
+        for cid in self.driver.layer_ids():
             if cid not in known:
-                yield cid
+                yield CacheID(cid)

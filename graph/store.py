@@ -10,26 +10,26 @@ registries live in their own modules and work through this object.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
-import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, ContextManager
 
 import drivers
-from drivers.base import GraphDriver
+from drivers.base import Driver
 from graph.containers import Container, ContainerStore
 from graph.content import ContentStore
 from graph.db import DB
-from graph.digest import ChainID, DiffID, Digest, ImageID, chain_ids
+from graph.digest import ChainID, DiffID, Digest, chain_ids
 from graph.errors import Conflict, Corrupt, InvalidInput, LaminaError, NotFound, Unsupported
 from graph.images import Image, ImageStore
+from graph.layer_blobs import LayerBlobs
 from graph.layers import Layer, LayerStore, _pid_alive
+from graph.leases import Leases
 from graph.oci.reference import Reference, parse_reference
 from graph.references import ReferenceStore
+from graph.verify import TeeReader
 
 DRIVER_FILE = "driver"
 
@@ -72,11 +72,13 @@ class Store:
         self.db = DB(self.root / "lamina.db")
         try:
             self.content = ContentStore(self.root)
-            self.driver: GraphDriver = drivers.open_driver(
+            self.driver: Driver = drivers.open_driver(
                 self.driver_name, self.root / "drivers" / self.driver_name, **driver_options
             )
             self.layers = LayerStore(self.db, self.driver)
-            self.images = ImageStore(self.db, self.content, self.layers)
+            self.leases = Leases(self.db)
+            self.layer_blobs = LayerBlobs(self.db, self.content)
+            self.images = ImageStore(self.db, self.content, self.layers, self.layer_blobs)
             self.refs = ReferenceStore(self.db)
             self.containers = ContainerStore(self.db, self.layers)
             self.recover()
@@ -111,10 +113,7 @@ class Store:
     def recover(self) -> None:
         """Roll back what interrupted operations left: dead leases, pending driver data, partial
         ingests of dead writers."""
-        with self.db.transaction() as c:
-            for r in c.execute("SELECT id, pid FROM leases").fetchall():
-                if not _pid_alive(r["pid"]):
-                    c.execute("DELETE FROM leases WHERE id = ?", (r["id"],))
+        self.leases.drop_dead(_pid_alive)
         self.layers.recover()
         self.content.sweep()
 
@@ -127,34 +126,19 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextlib.contextmanager
-    def lease(self) -> Iterator[str]:
+    def lease(self) -> ContextManager[str]:
         """Protect what an operation creates (blobs, layers, images) from a concurrent prune until
-        it is reachable from a reference. A lease of a crashed process is dropped at next open."""
-        lid = secrets.token_hex(8)
-        with self.db.transaction() as c:
-            c.execute("INSERT INTO leases (id, pid, created) VALUES (?, ?, ?)", (lid, os.getpid(), time.time()))
-        try:
-            yield lid
-        finally:
-            with self.db.transaction() as c:
-                c.execute("DELETE FROM leases WHERE id = ?", (lid,))
+        it is reachable from a reference (``graph.leases``). A lease of a crashed process is
+        dropped at next open."""
+        return self.leases.lease()
 
     def lease_blob(self, lease: str, digest: Digest) -> None:
-        with self.db.transaction() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO lease_resources (lease, kind, key) VALUES (?, 'blob', ?)",
-                (lease, digest),
-            )
+        self.leases.hold(lease, "blob", digest)
 
     def lease_layer(self, lease: str, chain: ChainID) -> None:
         """Hold an existing layer for the lease's life (an operation that reuses a layer must not
         see a concurrent prune remove it before an image points at it)."""
-        with self.db.transaction() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO lease_resources (lease, kind, key) VALUES (?, 'layer', ?)",
-                (lease, chain),
-            )
+        self.leases.hold(lease, "layer", chain)
 
     # ---- images --------------------------------------------------------------------------
     def resolve_image(self, name: str) -> Image:
@@ -170,9 +154,9 @@ class Store:
             with contextlib.suppress(NotFound):
                 return self.images.get(self.refs.get(ref).image_id)
             if ref.digest is not None:
-                r = self.db.one("SELECT image_id FROM manifests WHERE digest = ?", (ref.digest,))
-                if r is not None:
-                    return self.images.get(ImageID(Digest(r["image_id"])))
+                described = self.images.image_of_manifest(ref.digest)
+                if described is not None:
+                    return self.images.get(described)
         hexish = name[7:] if name.startswith("sha256:") else name
         if hexish and all(ch in "0123456789abcdef" for ch in hexish):
             return self.images.by_prefix(name)
@@ -286,7 +270,7 @@ class Store:
         base_cfg = self.images.config(c.image_id)
         with self.lease() as lease:
             with self.containers.diff(c) as tar, self.content.ingest() as writer:
-                tee = _TeeReader(tar, writer)
+                tee = TeeReader(tar, writer)
                 layer = self.layers.register(tee, c.parent_layer, lease=lease)
                 tee.drain()
                 blob = writer.commit()
@@ -299,59 +283,22 @@ class Store:
                 comment=message, author=author, config_changes=changes,
             )
             img = self.images.create(new_raw, lease=lease)
-            manifest_raw = self._manifest_for(img)
+            manifest_raw = self.images.build_manifest(img)
             mdigest = self.content.put_bytes(manifest_raw)
             self.images.add_manifest(mdigest, formats.MEDIA_OCI_MANIFEST, img.id)
             if ref:
                 self.refs.add(parse_reference(ref), img.id)
         return img
 
-    def pull(self, reference: str, **options: Any) -> Any:
-        """Pull an image from a registry (``graph.distribution.pull.pull``; its keyword options)."""
-        from graph.distribution.pull import pull
-
-        return pull(self, reference, **options)
-
-    def push(self, reference: str, **options: Any) -> Any:
-        """Push an image to a registry (``graph.distribution.push.push``; its keyword options)."""
-        from graph.distribution.push import push
-
-        return push(self, reference, **options)
-
     def record_layer_blob(self, diff_id: DiffID, blob: Digest, media_type: str, size: int) -> None:
-        del size  # the content store knows it
-        with self.db.transaction() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO layer_blobs (diff_id, blob, media_type) VALUES (?, ?, ?)",
-                (diff_id, blob, media_type),
-            )
+        """``graph.layer_blobs``: ``blob`` holds the layer ``diff_id`` (``size``: the content
+        store knows it)."""
+        del size
+        self.layer_blobs.record(diff_id, blob, media_type)
 
     def layer_blob(self, diff_id: DiffID) -> tuple[Digest, str] | None:
         """A stored blob holding this layer's tar (the first recorded), with its media type."""
-        r = self.db.one(
-            "SELECT blob, media_type FROM layer_blobs WHERE diff_id = ? ORDER BY rowid", (diff_id,)
-        )
-        for row in [r] if r is not None else []:
-            if self.content.exists(Digest(row["blob"])):
-                return Digest(row["blob"]), row["media_type"]
-        return None
-
-    def _manifest_for(self, img: Image) -> bytes:
-        """An OCI manifest for an image from its recorded layer blobs (canonical JSON)."""
-        from graph.oci import formats
-
-        cfg = self.images.config(img.id)
-        layers = []
-        for diff_id in cfg.diff_ids:
-            found = self.layer_blob(diff_id)
-            if found is None:
-                raise NotFound(f"image {img.id}: no stored blob for layer {diff_id}")
-            digest, media_type = found
-            layers.append(formats.Descriptor(media_type=media_type, digest=digest, size=self.content.size(digest)))
-        config = formats.Descriptor(
-            media_type=formats.MEDIA_OCI_CONFIG, digest=img.id, size=len(cfg.raw)
-        )
-        return formats.build_manifest(config, layers, oci=True)
+        return self.layer_blobs.first(diff_id)
 
     def export(self, container: str, out: BinaryIO) -> int:
         """Write the container's whole merged filesystem as a tar (``docker export``)."""
@@ -389,18 +336,7 @@ class Store:
 
     # ---- maintenance ---------------------------------------------------------------------
     def _live_blobs(self) -> set[str]:
-        live: set[str] = set()
-        live |= {r["id"] for r in self.db.query("SELECT id FROM images")}
-        live |= {r["digest"] for r in self.db.query("SELECT digest FROM manifests")}
-        live |= {r["parent_index"] for r in self.db.query("SELECT parent_index FROM manifests WHERE parent_index IS NOT NULL")}
-        live |= {
-            r["blob"]
-            for r in self.db.query(
-                "SELECT blob FROM layer_blobs WHERE diff_id IN (SELECT diff_id FROM layers)"
-            )
-        }
-        live |= {r["key"] for r in self.db.query("SELECT key FROM lease_resources WHERE kind = 'blob'")}
-        return live
+        return self.images.ids() | self.images.manifest_digests() | self.layer_blobs.live() | self.leases.held("blob")
 
     def gc_blobs(self) -> list[str]:
         """Delete blobs nothing reachable needs (mark and sweep over the metadata)."""
@@ -410,8 +346,7 @@ class Store:
             if digest not in live:
                 self.content.delete(digest)
                 gone.append(digest)
-        with self.db.transaction() as c:
-            c.execute("DELETE FROM layer_blobs WHERE diff_id NOT IN (SELECT diff_id FROM layers)")
+        self.layer_blobs.prune()
         return gone
 
     def prune(self) -> PruneReport:
@@ -443,7 +378,7 @@ class Store:
         return rep
 
     def _prune_dangling(self, rep: PruneReport) -> None:
-        leased = {r["key"] for r in self.db.query("SELECT key FROM lease_resources WHERE kind = 'image'")}
+        leased = self.leases.held("image")
         for img in self.images.list():
             if img.id in leased or self.refs.list(img.id) or self.containers.using_image(img.id):
                 continue
@@ -513,33 +448,11 @@ class Store:
                 problems.append(Problem("container", c.name, f"RW layer {c.cache_id} missing"))
         for cid in self.layers.orphans():
             problems.append(Problem("driver", cid, "layer data not known to the store"))
-        for r in self.db.query("SELECT cache_id FROM pending"):
-            problems.append(Problem("pending", r["cache_id"], "operation in flight or interrupted"))
+        for cid in self.layers.pending():
+            problems.append(Problem("pending", cid, "operation in flight or interrupted"))
         for ing in self.content.ingests():
             problems.append(Problem("ingest", str(ing.ref), "partial ingest (resumable)"))
         return problems
 
     def layer_of(self, chain: ChainID) -> Layer:
         return self.layers.get(chain)
-
-
-class _TeeReader(io.RawIOBase):
-    """Pass bytes through to the reader and copy them into a content writer."""
-
-    def __init__(self, raw: BinaryIO, writer: Any) -> None:
-        self.raw = raw
-        self.writer = writer
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        n = self.raw.readinto(b)  # type: ignore[attr-defined]
-        if n:
-            self.writer.write(memoryview(b)[:n])
-        return n or 0
-
-    def drain(self) -> None:
-        buf = bytearray(1 << 20)
-        while self.readinto(buf):
-            pass

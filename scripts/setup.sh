@@ -12,6 +12,7 @@ APT_PACKAGES=(
   fuse3 libfuse3-dev pkg-config         # fuse driver (pyfuse3 builds against libfuse3)
   crun runc                             # OCI runtimes
   busybox-static                        # a static busybox for the runtime tests' images
+  iproute2 iptables                     # bridge networks: ip (links, addresses), isolation/NAT rules
   docker-registry                       # local registry for distribution tests and the bench
   skopeo umoci                          # peers: images made by other tools; bench comparisons
   zstd pigz tar                         # roofline and peers

@@ -27,7 +27,6 @@ mounts, e.g. fuse) builds on it.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import platform
@@ -35,7 +34,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+from drivers.sys.libc import libc
+
+_libc = libc
 _libc.syscall.restype = ctypes.c_long
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.mount.restype = ctypes.c_int

@@ -991,7 +991,8 @@ def _libarchive() -> _Lib | None:
             f = getattr(lib, fname)
             f.argtypes = args
             f.restype = res
-        libc = ctypes.CDLL(None, use_errno=True)
+        from drivers.sys.libc import libc
+
         pwrite = libc.pwrite
     except AttributeError:
         return None

@@ -110,8 +110,8 @@ def tree_changes(layer_root: str, parent_root: str | None, *,
     stack: list[tuple[str, str | None, str]] = [(layer_root, parent_root, "/")]
     while stack:
         new_dir, old_dir, rel = stack.pop()
-        new = _scan(new_dir)
-        old = _scan(old_dir) if old_dir is not None else {}
+        new = scan_dir(new_dir)
+        old = scan_dir(old_dir) if old_dir is not None else {}
         for name, (npath, nst) in new.items():
             path = rel + name
             o = old.pop(name, None)
@@ -121,13 +121,13 @@ def tree_changes(layer_root: str, parent_root: str | None, *,
                     stack.append((npath, None, path + "/"))
                 continue
             opath, ost = o
-            if _differs(npath, nst, opath, ost, copied_before_ns):
+            if entries_differ(npath, nst, opath, ost, copied_before_ns):
                 out.append(Change(path, MODIFIED))
             if stat.S_ISDIR(nst.st_mode):
                 stack.append((npath, opath if stat.S_ISDIR(ost.st_mode) else None, path + "/"))
         for name in old:
             out.append(Change(rel + name, DELETED))
-    return _with_changed_parents(out)
+    return with_changed_parents(out)
 
 
 def next_clock_tick() -> None:
@@ -140,12 +140,13 @@ def next_clock_tick() -> None:
         time.sleep(0.0005)
 
 
-def _scan(dir_path: str) -> dict[str, tuple[str, os.stat_result]]:
+def scan_dir(dir_path: str) -> dict[str, tuple[str, os.stat_result]]:
+    """``{name: (path, lstat)}`` of one directory's entries: one level of a tree walk."""
     with os.scandir(dir_path) as it:
         return {e.name: (e.path, e.stat(follow_symlinks=False)) for e in it}
 
 
-def _with_changed_parents(changes: list[Change]) -> list[Change]:
+def with_changed_parents(changes: list[Change]) -> list[Change]:
     """Add every not yet reported ancestor dir of a change as Modified; sort by path."""
     have = {c.path for c in changes}
     extra = set()
@@ -159,8 +160,11 @@ def _with_changed_parents(changes: list[Change]) -> list[Change]:
     return changes
 
 
-def _differs(npath: str, nst: os.stat_result, opath: str, ost: os.stat_result,
-             copied_before_ns: int | None = None) -> bool:
+def entries_differ(npath: str, nst: os.stat_result, opath: str, ost: os.stat_result,
+                   copied_before_ns: int | None = None) -> bool:
+    """Whether the entry at ``npath`` differs from the one at ``opath`` (type, owner, mode,
+    size, mtime, link target, device, xattrs; content where mtimes cannot tell). A file whose
+    ctime is before ``copied_before_ns`` is an untouched copy and not read."""
     if nst.st_mode != ost.st_mode or nst.st_uid != ost.st_uid or nst.st_gid != ost.st_gid:
         return True
     mode = nst.st_mode
@@ -286,7 +290,7 @@ def upper_changes(upper_root: str, lower_roots: list[str]) -> list[Change]:
     stack: list[tuple[str, list[str], str]] = [(upper_root, list(lower_roots), "/")]
     while stack:
         udir, ldirs, rel = stack.pop()
-        entries = _scan(udir)
+        entries = scan_dir(udir)
         for name, (upath, ust) in entries.items():
             path = rel + name
             if is_whiteout(ust):
@@ -301,16 +305,16 @@ def upper_changes(upper_root: str, lower_roots: list[str]) -> list[Change]:
                     child_ldirs = []
                 elif lower is None:
                     out.append(Change(path, ADDED))
-                elif _differs(upath, ust, *lower):
+                elif entries_differ(upath, ust, *lower):
                     out.append(Change(path, MODIFIED))
                 if lower is not None and not stat.S_ISDIR(lower[1].st_mode):
                     child_ldirs = []
                 stack.append((upath, child_ldirs, path + "/"))
             elif lower is None:
                 out.append(Change(path, ADDED))
-            elif _differs(upath, ust, *lower):
+            elif entries_differ(upath, ust, *lower):
                 out.append(Change(path, MODIFIED))
-    return _with_changed_parents(out)
+    return with_changed_parents(out)
 
 
 def entries_of(path: str) -> set[str]:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from graph.distribution.errors import RegistryError
 from graph.errors import InvalidInput, LaminaError
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
@@ -401,15 +402,11 @@ class Authenticator:
                     params.append(("account", creds.username))
                 r = self._http.get(realm, params=params, headers=headers)
         except httpx.HTTPError as e:
-            from graph.distribution.registry import RegistryError
-
             raise RegistryError(f"{host}: token server {realm} unreachable: {_one_line(e)}") from None
         if r.status_code in (401, 403):
             who = f"credentials of {creds.username!r}" if creds else "anonymous access"
             raise Unauthorized(f"{host}: token server refused {who} (wrong user or password?)")
         if r.status_code != 200:
-            from graph.distribution.registry import RegistryError
-
             raise RegistryError(f"{host}: token server {realm} answered HTTP {r.status_code}")
         body = r.content
         if len(body) > MAX_TOKEN_RESPONSE:

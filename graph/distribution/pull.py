@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from drivers.base import CacheID
-from drivers.sys.durable import syncfs
+from drivers.base import ParallelApply
 from graph.oci import formats
 from graph.distribution import progress
 from graph.digest import ChainID, DiffID, Digest, ImageID, chain_id
@@ -61,6 +61,7 @@ from graph.errors import Bug, DigestMismatch, InvalidInput, LaminaError, NotFoun
 from graph.oci.formats import Descriptor, ImageConfig, Index, Manifest, Platform
 from graph.oci.reference import Reference, parse_reference
 from graph.distribution.auth import Unauthorized
+from graph.undo import Undo
 from graph.distribution.registry import Cancel, Cancelled, RegistryClient, RegistryError, RegistryOptions, Repository
 from graph.unpack import decompressed
 from graph.verify import HashingReader
@@ -128,7 +129,7 @@ def pull(
     own = client is None
     cli = client if client is not None else RegistryClient(options)
     report = progress.Reporter(progress_fn)
-    undo = _Undo()
+    undo = Undo()
     t0 = time.perf_counter()
     try:
         repo, top = _resolve(cli, ref)
@@ -145,7 +146,7 @@ def pull(
         result.timings = {"resolve": t1 - t0, "layers": t2 - t1, "record": t3 - t2, "total": t3 - t0}
         return result
     except BaseException:
-        _rollback(store, undo, keep_partial)
+        undo.rollback(store, keep_partial=keep_partial)
         raise
     finally:
         if own:
@@ -189,15 +190,6 @@ def _select(repo: Repository, ref: Reference, top: Any, platform: Platform | Non
 
 
 @dataclass
-class _Undo:
-    layers: list[ChainID] = field(default_factory=list)
-    images: list[ImageID] = field(default_factory=list)
-    manifests: list[Digest] = field(default_factory=list)
-    refs: list[tuple[Reference, "RefRecord | None"]] = field(default_factory=list)
-    ingests: set[str] = field(default_factory=set)
-
-
-@dataclass
 class _Item:
     """One layer of the pull."""
 
@@ -231,7 +223,7 @@ class _Job:
         index: Index | None,
         report: progress.Reporter,
         concurrency: int,
-        undo: _Undo,
+        undo: Undo,
         t0: float,
     ) -> None:
         self.store = store
@@ -246,7 +238,7 @@ class _Job:
         self.lease = ""
         self.cancel = Cancel()
         self.items: list[_Item] = []
-        self.parallel = bool(getattr(store.driver, "parallel_apply", False))
+        self.parallel = isinstance(store.driver, ParallelApply) and store.driver.parallel_apply
         self.downloaded = 0
         self.downloaded_bytes = 0
         self._count_lock = threading.Lock()
@@ -305,8 +297,7 @@ class _Job:
             parent = chain
 
     def _recorded(self, diff_id: DiffID, blob: Digest) -> bool:
-        row = self.store.db.one("SELECT 1 FROM layer_blobs WHERE diff_id = ? AND blob = ?", (diff_id, blob))
-        return row is not None
+        return self.store.layer_blobs.recorded(diff_id, blob)
 
     # -- transfer and apply ----------------------------------------------------------------
 
@@ -361,8 +352,7 @@ class _Job:
             for it in reversed(self.items):  # children first
                 if it.cid is None:
                     continue
-                recorded = self.store.db.one("SELECT 1 FROM layers WHERE cache_id = ?", (it.cid,))
-                if it.lost or recorded is None:
+                if it.lost or not self.store.layers.records_cache_id(it.cid):
                     with contextlib.suppress(LaminaError, OSError):
                         self.store.layers.abort_prepared(it.cid)
 
@@ -447,7 +437,7 @@ class _Job:
                 if self.parallel:
                     # start the layer's writeback now, while other layers still apply (the
                     # commit, in stack order, then finds little left to sync)
-                    syncfs(self.store.driver.home)
+                    self.store.driver.sync()
                     it.synced = True
             else:  # registered already: only prove the blob holds this DiffID
                 h = HashingReader(plain)
@@ -516,7 +506,7 @@ class _Job:
             store.lease_blob(self.lease, parent_index)
         mdigest = store.content.put_bytes(self.manifest.raw)
         store.lease_blob(self.lease, mdigest)
-        if store.db.one("SELECT 1 FROM manifests WHERE digest = ?", (mdigest,)) is None:
+        if not store.images.has_manifest(mdigest):
             undo.manifests.append(mdigest)
             new = True
         store.images.add_manifest(mdigest, self.manifest.media_type, img.id, parent_index)
@@ -541,37 +531,6 @@ class _Job:
 # ================================================================================ rollback
 
 
-def _rollback(store: "Store", undo: _Undo, keep_partial: bool) -> None:
-    """Take back what a failed pull did (every step runs; the caller sees the original error)."""
-    steps: list[Callable[[], object]] = []
-    for ref, before in reversed(undo.refs):
-        if before is None:
-            steps.append(lambda ref=ref: store.refs.remove(ref))
-        else:
-            steps.append(lambda ref=ref, b=before: store.refs.add(ref, b.image_id, b.manifest))
-    for digest in undo.manifests:
-        steps.append(lambda d=digest: _delete_manifest_row(store, d))
-    for image_id in undo.images:
-        steps.append(lambda i=image_id: _delete_new_image(store, i))
-    for chain in reversed(undo.layers):
-        steps.append(lambda c=chain: store.layers.release(c))
-    steps.append(store.gc_blobs)
-    if not keep_partial:
-        for ref in sorted(undo.ingests):
-            steps.append(lambda r=ref: store.content.abort(r))
-    for step in steps:
-        with contextlib.suppress(Exception):
-            step()
-
-
-def _delete_manifest_row(store: "Store", digest: Digest) -> None:
-    with store.db.transaction() as c:
-        c.execute("DELETE FROM manifests WHERE digest = ?", (digest,))
-
-
-def _delete_new_image(store: "Store", image_id: ImageID) -> None:
-    if store.images.exists(image_id) and not store.refs.list(image_id) and not store.containers.using_image(image_id):
-        store.images.delete(image_id)
 
 
 # ================================================================================ spool

@@ -5,7 +5,7 @@ What happens
 1. **Pick the manifest.** The one recorded for the reference pushed (a pulled or loaded image
    keeps the very bytes it came with, so a pull followed by a push to another repository keeps
    every digest), else the first recorded manifest of the image whose blobs are all stored, else
-   the canonical OCI manifest built from the recorded layer blobs (``Store._manifest_for``;
+   the canonical OCI manifest built from the recorded layer blobs (``ImageStore.build_manifest``;
    commits and legacy loads). Every blob it names must be in the content store (checked before
    anything is sent).
 2. **Blobs**, up to ``concurrency`` at once, config and layers alike: ``HEAD`` first (present:
@@ -147,7 +147,7 @@ def pick_manifest(store: "Store", image_id: ImageID, ref: Reference | None = Non
             continue
         if all(store.content.exists(d.digest) for d in parsed.layers if not formats.is_nondistributable(d.media_type)):
             return raw, parsed.media_type
-    raw = store._manifest_for(store.images.get(image_id))
+    raw = store.images.build_manifest(store.images.get(image_id))
     return raw, formats.MEDIA_OCI_MANIFEST
 
 

@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
+from graph.distribution.errors import RegistryError, Unreachable
 from graph.distribution.auth import Authenticator, Credentials, Unauthorized, load_credentials, normalize_host, scope
 from graph.digest import Digest
 from graph.errors import DigestMismatch, InvalidInput, LaminaError, NotFound, Unsupported
@@ -57,15 +58,6 @@ TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_ERROR_BODY = 64 << 10
 MAX_TAG_PAGES = 1000
 _CHUNK = 1 << 20
-
-
-class RegistryError(LaminaError):
-    """The registry or the network failed (after retries): 5xx answers, dropped connections,
-    protocol violations. Exit code 1."""
-
-
-class Unreachable(RegistryError):
-    """Nothing answers at the registry's address (connection refused, no such host)."""
 
 
 @dataclass(frozen=True)

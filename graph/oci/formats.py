@@ -1,7 +1,8 @@
 """Image formats: OCI image-spec and Docker Image Manifest V2 Schema 2, parsed into typed,
 validated, immutable objects, and the canonical builders for what lamina writes itself.
 
-What is here and why:
+Beside it: ``strictjson`` (strict reading, canonical writing), ``fields`` (typed field checks),
+``platform`` (``Platform``). What is here and why:
 
 - Media types (``MEDIA_*``) of both families, and ``MANIFEST_ACCEPT`` for a registry's Accept.
 - ``Descriptor``, ``Platform``, ``Manifest``, ``Index``, ``ImageConfig``: frozen dataclasses.
@@ -26,18 +27,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import calendar
-import json
-import platform as _pyplatform
-import re
-import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, Iterable, Mapping, Sequence
 
 from graph.digest import DiffID, Digest, ImageID
 from graph.errors import DigestMismatch, InvalidInput, NotFound, Unsupported
+from graph.oci.strictjson import canonical_json, loads_strict
+from graph.oci.strictjson import short as _short
+from graph.oci.fields import INT64_MAX as _INT64_MAX
+from graph.oci.fields import bad as _bad, check_rfc3339 as _check_rfc3339, get_int64 as _get_int64
+from graph.oci.fields import get_str as _get_str, get_str_list as _get_str_list, get_str_map as _get_str_map
+from graph.oci.fields import join as _join, media_type_ok as _media_type_ok, rfc3339_now
+from graph.oci.platform import Platform
 
 # --------------------------------------------------------------------------- media types
 
@@ -111,357 +113,6 @@ _GENERIC_TYPES = frozenset({"", "application/json", "application/octet-stream", 
 
 MAX_MANIFEST_SIZE = 4 << 20  # distribution and containerd refuse manifests over 4 MiB
 MAX_CONFIG_SIZE = 32 << 20  # far above any real config; bounds what a hostile one costs
-_INT64_MAX = (1 << 63) - 1
-_MAX_DEPTH = 64  # JSON nesting; real documents stay under 8
-
-_MEDIA_TYPE_RE = re.compile(
-    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
-)
-_RFC3339_RE = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]+)?"
-    r"(?:Z|[+-]([0-9]{2}):([0-9]{2}))"
-)
-_PLATFORM_PART_RE = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-# --------------------------------------------------------------------------- JSON, strictly
-
-
-class _Problem(Exception):
-    """Internal: a problem found while decoding; turned into InvalidInput with context."""
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _Problem(f"duplicate key {_short(k)}")
-        out[k] = v
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    raise _Problem(f"{name} is not JSON")
-
-
-def _loads(raw: bytes, what: str, limit: int) -> Any:
-    """Strict JSON decode of ``raw``: UTF-8 only, no duplicate keys, no NaN/Infinity, no lone
-    surrogates, bounded size and nesting. Raises ``InvalidInput("invalid JSON in <what>: ...")``."""
-    if not isinstance(raw, (bytes, bytearray, memoryview)):
-        raise InvalidInput(f"invalid {what}: expected bytes, got {type(raw).__name__}")
-    raw = bytes(raw)
-    if len(raw) > limit:
-        raise InvalidInput(f"invalid {what}: {len(raw)} bytes is over the {limit}-byte limit")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InvalidInput(f"invalid JSON in {what}: not UTF-8 (byte {e.start})") from None
-    try:
-        doc = json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constants)
-    except json.JSONDecodeError as e:
-        raise InvalidInput(f"invalid JSON in {what}: {e.msg} (line {e.lineno} column {e.colno})") from None
-    except _Problem as e:
-        raise InvalidInput(f"invalid JSON in {what}: {e}") from None
-    except RecursionError:
-        raise InvalidInput(f"invalid JSON in {what}: nested too deeply") from None
-    _check_tree(doc, what)
-    return doc
-
-
-def _check_tree(doc: Any, what: str) -> None:
-    """Bound nesting and refuse strings that are not valid Unicode (``"\\ud800"`` decodes to a
-    lone surrogate that cannot be encoded again, so it would fail far from here)."""
-    stack: list[tuple[Any, int]] = [(doc, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > _MAX_DEPTH:
-            raise InvalidInput(f"invalid JSON in {what}: nested more than {_MAX_DEPTH} levels")
-        if isinstance(node, dict):
-            for k, v in node.items():
-                _check_str(k, what)
-                stack.append((v, depth + 1))
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-        elif isinstance(node, str):
-            _check_str(node, what)
-
-
-def _check_str(s: str, what: str) -> None:
-    if not s.isascii():
-        try:
-            s.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInput(f"invalid JSON in {what}: string with a lone surrogate escape") from None
-
-
-_GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-_GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
-
-
-def canonical_json(obj: Any) -> bytes:
-    """Compact UTF-8 JSON with the dict's own key order, escaped the way Go's encoding/json
-    does (``<`` ``>`` ``&`` U+2028 U+2029), so documents lamina writes look like Docker's and the
-    same object always gives the same bytes. Callers fix key order by building dicts in order."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    # These characters never occur in JSON syntax outside strings, so this only touches strings.
-    return _GO_ESCAPE_RE.sub(lambda m: _GO_ESCAPES[m.group(0)], text).encode("utf-8")
-
-
-def _short(v: Any) -> str:
-    r = repr(v)
-    return r if len(r) <= 80 else r[:76] + "...'"
-
-
-# --------------------------------------------------------------------------- field checks
-
-
-def _bad(what: str, where: str, problem: str) -> InvalidInput:
-    return InvalidInput(f"invalid {what}: {where}: {problem}" if where else f"invalid {what}: {problem}")
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _get_str(d: Mapping[str, Any], key: str, what: str, where: str, *, required: bool = False) -> str | None:
-    v = d.get(key)
-    if v is None:
-        if required:
-            raise _bad(what, _join(where, key), "missing")
-        return None
-    if not isinstance(v, str):
-        raise _bad(what, _join(where, key), f"must be a string, got {type(v).__name__}")
-    return v
-
-
-def _get_str_list(d: Mapping[str, Any], key: str, what: str, where: str) -> tuple[str, ...]:
-    v = d.get(key)
-    if v is None:
-        return ()
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise _bad(what, _join(where, key), "must be a list of strings")
-    return tuple(v)
-
-
-def _get_str_map(d: Mapping[str, Any], key: str, what: str, where: str) -> dict[str, str]:
-    v = d.get(key)
-    if v is None:
-        return {}
-    if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
-        raise _bad(what, _join(where, key), "must be an object of strings")
-    return dict(v)
-
-
-def _get_int64(d: Mapping[str, Any], key: str, what: str, where: str) -> int:
-    v = d.get(key)
-    if v is None:
-        raise _bad(what, _join(where, key), "missing")
-    # bool is an int in Python, and 1.0 would pass == 1; Go's int64 accepts neither.
-    if type(v) is not int or v < 0 or v > _INT64_MAX:
-        raise _bad(what, _join(where, key), f"must be a non-negative 64-bit integer, got {_short(v)}")
-    return v
-
-
-def _media_type_ok(mt: Any) -> bool:
-    return isinstance(mt, str) and _MEDIA_TYPE_RE.fullmatch(mt) is not None
-
-
-def _check_rfc3339(s: str, what: str, where: str) -> None:
-    """Go's time.Time (which Docker unmarshals ``created`` into) accepts RFC 3339 only."""
-    m = _RFC3339_RE.fullmatch(s)
-    ok = m is not None
-    if m is not None:
-        y, mo, d, h, mi, sec = (int(m.group(i)) for i in range(1, 7))
-        ok = (
-            1 <= mo <= 12
-            and 1 <= d <= calendar.monthrange(max(y, 1), mo)[1]
-            and h <= 23
-            and mi <= 59
-            and sec <= 59
-            and (m.group(7) is None or (int(m.group(7)) <= 23 and int(m.group(8)) <= 59))
-        )
-    if not ok:
-        raise _bad(what, where, f"not an RFC 3339 time: {_short(s)}")
-
-
-def rfc3339_now() -> str:
-    """The current UTC time as RFC 3339 with microseconds (``2024-05-01T12:00:00.123456Z``)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-# --------------------------------------------------------------------------- Platform
-
-_KNOWN_OS = frozenset(
-    "aix android darwin dragonfly freebsd hurd illumos ios js linux nacl netbsd openbsd plan9 "
-    "solaris windows zos".split()
-)
-_KNOWN_ARCH = frozenset(
-    "386 amd64 amd64p32 arm armbe arm64 arm64be ppc64 ppc64le loong64 mips mipsle mips64 "
-    "mips64le mips64p32 mips64p32le ppc riscv riscv64 s390 s390x sparc sparc64 wasm".split()
-)
-
-
-def _normalize_arch(arch: str, variant: str) -> tuple[str, str]:
-    """containerd's normalizeArch: aliases to Go names; the default variants (amd64 v1, arm64
-    v8, arm v7) spelled canonically ("" for amd64/arm64, "v7" for arm)."""
-    arch, variant = arch.lower(), variant.lower()
-    if arch == "i386":
-        return "386", ""
-    if arch in ("x86_64", "x86-64", "amd64"):
-        return "amd64", "" if variant == "v1" else variant
-    if arch in ("aarch64", "arm64"):
-        if variant in ("8", "v8", "v8.0"):
-            return "arm64", ""
-        if variant in ("9", "9.0", "v9.0"):
-            return "arm64", "v9"
-        return "arm64", variant
-    if arch == "armhf":
-        return "arm", "v7"
-    if arch == "armel":
-        return "arm", "v6"
-    if arch == "arm":
-        if variant in ("", "7"):
-            return "arm", "v7"
-        if variant in ("5", "6", "8"):
-            return "arm", "v" + variant
-    return arch, variant
-
-
-def _normalize_os(os_: str) -> str:
-    os_ = os_.lower()
-    return "darwin" if os_ == "macos" else os_
-
-
-@dataclass(frozen=True)
-class Platform:
-    """An OCI platform: ``os``/``architecture`` with Go's names (``linux``, ``amd64``, ``arm64``),
-    an optional CPU ``variant`` (``v7``, ``v8``), and the rarely used ``os.version`` and
-    ``os.features``. ``str()`` gives the ``os/arch[/variant]`` specifier."""
-
-    os: str
-    architecture: str
-    variant: str | None = None
-    os_version: str | None = None
-    os_features: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        for name in ("os", "architecture"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise InvalidInput(f"invalid platform: {name} must be a non-empty string")
-        for name in ("variant", "os_version"):
-            v = getattr(self, name)
-            if v is not None and not isinstance(v, str):
-                raise InvalidInput(f"invalid platform: {name} must be a string")
-        if self.variant == "":
-            object.__setattr__(self, "variant", None)
-        if not isinstance(self.os_features, tuple):
-            object.__setattr__(self, "os_features", tuple(self.os_features))
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
-
-    def normalized(self) -> "Platform":
-        """containerd's Normalize: ``aarch64`` -> ``arm64``, ``arm64/v8`` -> ``arm64``,
-        ``arm`` -> ``arm/v7``, ``macos`` -> ``darwin``; features sorted and deduplicated."""
-        arch, variant = _normalize_arch(self.architecture, self.variant or "")
-        return Platform(
-            _normalize_os(self.os), arch, variant or None, self.os_version, tuple(sorted(set(self.os_features)))
-        )
-
-    def key(self) -> tuple[str, str, str]:
-        """(os, arch, variant) after normalisation: two platforms are the same iff keys are."""
-        n = self.normalized()
-        return (n.os, n.architecture, n.variant or "")
-
-    @staticmethod
-    def parse(s: str) -> "Platform":
-        """Parse a ``--platform`` specifier as containerd does: ``os/arch[/variant]``
-        (``linux/amd64``, ``linux/arm64/v8``, ``linux/arm/v7``), or a lone OS (host
-        architecture) or lone architecture (host OS). Aliases are resolved (``x86_64`` ->
-        ``amd64``, ``aarch64`` -> ``arm64``, ``armhf`` -> ``arm/v7``). Raises ``InvalidInput``."""
-        if not isinstance(s, str) or not s or len(s) > 256:
-            raise InvalidInput(f"invalid platform {_short(s)}: want os/arch[/variant]")
-        parts = s.split("/")
-        if len(parts) > 3 or not all(_PLATFORM_PART_RE.fullmatch(p) for p in parts):
-            raise InvalidInput(f"invalid platform {_short(s)}: want os/arch[/variant], e.g. linux/arm64/v8")
-        if len(parts) == 1:
-            os_ = _normalize_os(parts[0])
-            if os_ in _KNOWN_OS:
-                host = Platform.host()
-                return Platform(os_, host.architecture, host.variant)
-            arch, variant = _normalize_arch(parts[0], "")
-            if arch not in _KNOWN_ARCH:
-                raise InvalidInput(f"invalid platform {_short(s)}: unknown operating system or architecture")
-            if arch == "arm" and variant == "v7":
-                variant = ""
-            return Platform(Platform.host().os, arch, variant or None)
-        os_ = _normalize_os(parts[0])
-        if len(parts) == 2:
-            arch, variant = _normalize_arch(parts[1], "")
-            if arch == "arm" and variant == "v7":
-                variant = ""
-            return Platform(os_, arch, variant or None)
-        arch, variant = _normalize_arch(parts[1], parts[2])
-        if arch == "arm64" and variant == "":
-            variant = "v8"
-        return Platform(os_, arch, variant or None)
-
-    @staticmethod
-    def host() -> "Platform":
-        """This machine's platform, from ``platform.machine()`` mapped to Go's names
-        (x86_64 -> amd64, aarch64 -> arm64/v8, armv7l -> arm/v7, i686 -> 386, ...). An unknown
-        machine name is passed through lower-cased: it then matches nothing, and selection
-        fails with a NotFound that names it, rather than picking a wrong image."""
-        os_ = "linux" if sys.platform.startswith("linux") else _normalize_os(sys.platform.rstrip("0123456789"))
-        m = _pyplatform.machine().lower()
-        arch, variant = m, ""
-        if m in ("x86_64", "amd64", "x64"):
-            arch = "amd64"
-        elif m in ("aarch64", "arm64", "aarch64_be"):
-            arch, variant = "arm64", "v8"
-        elif m.startswith("armv8"):
-            arch, variant = "arm", "v8"  # 32-bit userland on an ARMv8 CPU
-        elif m.startswith("armv7"):
-            arch, variant = "arm", "v7"
-        elif m.startswith("armv6"):
-            arch, variant = "arm", "v6"
-        elif m.startswith("armv5"):
-            arch, variant = "arm", "v5"
-        elif m in ("i386", "i486", "i586", "i686", "x86"):
-            arch = "386"
-        elif m == "mips64el":
-            arch = "mips64le"
-        elif m == "loongarch64":
-            arch = "loong64"
-        return Platform(os_, arch or "unknown", variant or None)
-
-    @staticmethod
-    def from_json(d: Any, what: str = "platform", where: str = "platform") -> "Platform":
-        """From an OCI ``platform`` object; ``architecture`` and ``os`` are required."""
-        if not isinstance(d, dict):
-            raise _bad(what, where, "must be an object")
-        arch = _get_str(d, "architecture", what, where, required=True)
-        os_ = _get_str(d, "os", what, where, required=True)
-        if not arch or not os_:
-            raise _bad(what, where, "architecture and os must not be empty")
-        _get_str_list(d, "features", what, where)  # reserved by the spec; type-checked only
-        return Platform(
-            os=os_,
-            architecture=arch,
-            variant=_get_str(d, "variant", what, where) or None,
-            os_version=_get_str(d, "os.version", what, where) or None,
-            os_features=_get_str_list(d, "os.features", what, where),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"architecture": self.architecture, "os": self.os}
-        if self.os_version:
-            out["os.version"] = self.os_version
-        if self.os_features:
-            out["os.features"] = list(self.os_features)
-        if self.variant:
-            out["variant"] = self.variant
-        return out
 
 
 # --------------------------------------------------------------------------- Descriptor
@@ -701,7 +352,7 @@ def parse_manifest_or_index(raw: bytes, media_type: str | None = None) -> Manife
     unknown media types (named), a kind conflict, ``schemaVersion`` other than 2, missing or
     ill-typed fields, negative sizes, bad digests, a Docker list entry without platform.
     """
-    doc = _loads(raw, "manifest", MAX_MANIFEST_SIZE)
+    doc = loads_strict(raw, "manifest", MAX_MANIFEST_SIZE)
     if not isinstance(doc, dict):
         raise InvalidInput(f"invalid manifest: top level must be an object, got {type(doc).__name__}")
     mt = _detect(doc, media_type)
@@ -829,7 +480,7 @@ def parse_config(raw: bytes) -> ImageConfig:
     runtime fields of the right types, and no more non-empty history entries than layers
     (moby's check). Raises ``InvalidInput`` naming the field."""
     what = "image config"
-    doc = _loads(raw, what, MAX_CONFIG_SIZE)
+    doc = loads_strict(raw, what, MAX_CONFIG_SIZE)
     if not isinstance(doc, dict):
         raise InvalidInput(f"invalid {what}: top level must be an object, got {type(doc).__name__}")
     _check_field_case(doc, _CONFIG_FIELDS, what)
@@ -1130,7 +781,7 @@ def build_config(
             raise InvalidInput(f"build_config: {name} must be a string")
     new_id = None if diff_id is None else DiffID(Digest(diff_id))
     if parent is not None:
-        doc: dict[str, Any] = _loads(parent.raw, "image config", MAX_CONFIG_SIZE)
+        doc: dict[str, Any] = loads_strict(parent.raw, "image config", MAX_CONFIG_SIZE)
         for k in _STALE_KEYS:
             doc.pop(k, None)
     else:

@@ -178,3 +178,23 @@ def test_image_config_round_trip(store: Store) -> None:
     assert img.id == Digest.of(cfg) and img.top_layer == base.chain_id
     assert store.content.read_bytes(img.id) == cfg
     assert list(store.images.config(img.id).diff_ids) == [base.diff_id]
+
+
+@pytest.mark.parametrize("driver", ["vfs", "overlay"])
+def test_driver_data_no_row_knows_is_an_orphan(tmp_path: Path, driver: str) -> None:
+    """The orphan check sees the driver's layers through ``drivers.base.LayerListing`` (it once
+    looked up a method no driver had, and so never reported anything)."""
+    import drivers
+
+    if drivers.supported(driver, tmp_path / "probe") is not None:
+        pytest.skip(f"{driver} unsupported here")
+    s = Store(tmp_path / "root", driver=driver)
+    try:
+        s.layers.register(io.BytesIO(BASE), None)
+        assert list(s.layers.orphans()) == []
+        s.driver.create("f" * 32, None)       # data behind the store's back
+        assert list(s.layers.orphans()) == ["f" * 32]
+        assert [(p.kind, p.object) for p in s.check() if p.kind == "driver"] == [("driver", "f" * 32)]
+    finally:
+        s.driver.cleanup()
+        s.close()

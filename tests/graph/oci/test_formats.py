@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from graph.oci import formats as F
+from graph.oci import platform as oci_platform
 from graph.digest import Digest
 from graph.errors import DigestMismatch, InvalidInput, LaminaError, NotFound, Unsupported
 
@@ -632,8 +633,8 @@ def test_platform_str_and_json() -> None:
     ],
 )
 def test_platform_host_mapping(monkeypatch: pytest.MonkeyPatch, machine: str, want: str) -> None:
-    monkeypatch.setattr(F._pyplatform, "machine", lambda: machine)
-    monkeypatch.setattr(F.sys, "platform", "linux")
+    monkeypatch.setattr(oci_platform._pyplatform, "machine", lambda: machine)
+    monkeypatch.setattr(oci_platform.sys, "platform", "linux")
     assert str(F.Platform.host()) == want
 
 
