@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import enum
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, NewType, Protocol, runtime_checkable
@@ -50,7 +49,7 @@ CacheID = NewType("CacheID", str)
 def new_cache_id() -> CacheID:
     """A fresh random cache-id (32 hex digits). Random on purpose: a layer's on-disk name must
     not be derivable from its content, or a crashed half-written copy could be mistaken for it."""
-    return CacheID(secrets.token_hex(16))
+    return CacheID(os.urandom(16).hex())
 
 
 def check_cache_id(id: str) -> CacheID:
@@ -237,10 +236,47 @@ class HeldCounts(Protocol):
 
 @runtime_checkable
 class LayerListing(Protocol):
-    """The driver can list the layers it holds (for orphan checks and garbage collection)."""
+    """The driver can list the layers it holds: what lets ``system check`` find driver data no
+    metadata row knows (an orphan), and ``system prune`` remove it. A separate protocol checked
+    with ``isinstance``: a ``getattr`` on a misspelt name made the orphan check silently dead."""
 
     def layer_ids(self) -> list[str]:
-        """Cache-ids of every layer the driver holds, temporary names excluded."""
+        """Cache-ids of every layer whose data this driver holds, complete or not (a layer
+        directory missing some of its files is listed: it is data to account for).
+
+        Requires: nothing.  Effect: none.
+        Raises: nothing for a concurrent create or remove (a layer that appears or vanishes
+        meanwhile may or may not be listed).
+        Repeat: yes. Temporary names of creates and removes in flight (or interrupted) are
+        never listed: they are the driver's own crash debris, swept by the driver.
+        """
+        ...
+
+
+@runtime_checkable
+class Sweeper(Protocol):
+    """A driver whose creates and removes use temporary names, and that can tell the ones an
+    interrupted operation left (debris) from the ones a live operation is working on.
+
+    The driver sweeps its debris by itself when it is opened; ``system check`` reports what is
+    still there (``leftovers``) and ``system prune`` removes it (``sweep``).
+    """
+
+    def leftovers(self) -> list[str]:
+        """Paths, relative to the driver's home, of temporary data that no live create or
+        remove owns.
+
+        Requires: nothing.  Effect: none.  Raises: nothing for concurrent work.
+        Repeat: yes. A live operation's temporary names are never listed.
+        """
+        ...
+
+    def sweep(self) -> list[str]:
+        """Delete what ``leftovers`` lists (never a live operation's data); return the paths.
+
+        Requires: nothing.  Effect: as above.  Raises: nothing for concurrent work (what is
+        busy stays for the next sweep).  Repeat: yes, harmless.
+        """
         ...
 
 

@@ -20,8 +20,12 @@ program: creating, snapshotting, deleting and flagging a subvolume are one sysca
 
 Crash safety by names: a new subvolume is made as ``subvolumes/.tmp-<id>``, configured (quota
 limit), then renamed to ``<id>`` with RENAME_NOREPLACE; ``remove`` renames ``<id>`` to
-``.removing-<id>`` before deleting. ``cleanup`` deletes leftovers of both kinds (``create`` holds
-a shared lock while its temp name exists, so a concurrent ``cleanup`` never takes it away).
+``.removing-<id>`` before deleting. A creator holds an exclusive ``flock`` on
+``creating/<id>.lock`` from before its temp subvolume exists until after it is renamed or
+deleted, so a temp subvolume whose lock can be taken without waiting belongs to a dead creator
+(the kernel drops a dead process's flocks): opening the driver, ``cleanup`` and ``sweep``
+delete exactly those, and a live concurrent creator's temp name is never touched, however many
+creates run meanwhile. ``cleanup`` also finishes ``.removing-*`` names.
 
 Removal deletes nested subvolumes too (a container may create subvolumes inside its rootfs, as
 moby's btrfs driver allows): the nested ones are found with a tree search of the root tree
@@ -58,13 +62,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Mapping
+from typing import BinaryIO, Callable, Iterator, Mapping
 
 from drivers import btrfs_ioctl as ioc
 from drivers.sys import mount as mountapi
@@ -79,6 +84,9 @@ NAME = "btrfs"
 _TMP = ".tmp-"
 _REMOVING = ".removing-"
 
+# Fault injection for crash tests (drivers cannot import graph's hook): called with a step name,
+# "btrfs:snapshotted" between making the temp subvolume and renaming it. None in production.
+crash_hook: Callable[[str], None] | None = None
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 
@@ -171,8 +179,10 @@ class BtrfsDriver(LocalDriver):
         self.subvolumes = self.home / "subvolumes"
         self.subvolumes.mkdir(parents=True, exist_ok=True)
         self.refs = RefCounts(self.home)
-        self._create_lock = self.home / "create.lock"
+        self._creating = self.home / "creating"
+        self._creating.mkdir(exist_ok=True)
         self._pending_qgroups = self.home / "qgroups-pending"
+        self.sweep()
 
     # --- paths and facts ------------------------------------------------------------------------
 
@@ -236,7 +246,7 @@ class BtrfsDriver(LocalDriver):
                     f"btrfs layer {id}: a size limit needs quotas, which are not enabled on the "
                     f"btrfs at {self.home}; run `btrfs quota enable {self.home}` first")
         tmp = _TMP + id
-        with Flock(self._create_lock, shared=True), ioc.opendir(self.subvolumes) as dfd:
+        with self._creator_lock(id), ioc.opendir(self.subvolumes) as dfd:
             if self.exists(id):
                 raise AlreadyExists(f"btrfs layer {id}: already exists")
             made = False
@@ -250,6 +260,8 @@ class BtrfsDriver(LocalDriver):
                 except OSError as e:
                     raise _translate(e, f"btrfs layer {id}") from e
                 made = True
+                if crash_hook is not None:
+                    crash_hook("btrfs:snapshotted")
                 if size_limit is not None:
                     with ioc.opendir(self.subvolumes / tmp) as tfd:
                         info = ioc.subvol_info(tfd)
@@ -613,8 +625,8 @@ class BtrfsDriver(LocalDriver):
 
     def cleanup(self) -> None:
         """Drop all refcounts (nothing is mounted by this driver) and finish interrupted work:
-        delete ``.removing-*`` and ``.tmp-*`` subvolumes (the latter only when no ``create`` is
-        running) and qgroups that could not be dropped at ``remove``.
+        delete ``.removing-*`` subvolumes, ``.tmp-*`` subvolumes of dead creators (``sweep``)
+        and qgroups that could not be dropped at ``remove``.
 
         Requires: nothing.  Raises: nothing for a clean state.  Repeat: harmless.
         """
@@ -624,13 +636,102 @@ class BtrfsDriver(LocalDriver):
                 if n.startswith(_REMOVING):
                     with contextlib.suppress(Conflict):
                         self._delete_subvolume(dfd, n)
-            with Flock(self._create_lock, wait=False) as lock:
-                # not acquired: a create is in progress; its temp name is not a leftover
-                for n in os.listdir(self.subvolumes) if lock.acquired else []:
-                    if n.startswith(_TMP):
-                        with contextlib.suppress(Conflict):
-                            self._delete_subvolume(dfd, n)
+        self.sweep()
         self._retry_pending_qgroups()
+
+    # --- temp names of creators (drivers.base.Sweeper) ------------------------------------------
+
+    @contextlib.contextmanager
+    def _creator_lock(self, id: CacheID) -> Iterator[None]:
+        """Hold ``creating/<id>.lock`` while ``.tmp-<id>`` may exist (see the module docstring)."""
+        path = self._creating / f"{id}.lock"
+        fd = _lock_file(path, blocking=True)
+        assert fd is not None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.close(fd)
+
+    def leftovers(self) -> list[str]:
+        """``subvolumes/.tmp-<id>`` names whose creator is dead (its lock is free), relative
+        to ``home``. Never raises for concurrent creates."""
+        out = []
+        for n in sorted(os.listdir(self.subvolumes)):
+            if not n.startswith(_TMP):
+                continue
+            fd = _lock_file(self._creating / f"{n[len(_TMP):]}.lock", blocking=False, create=False)
+            if fd is not None or not (self._creating / f"{n[len(_TMP):]}.lock").exists():
+                out.append(f"subvolumes/{n}")
+            if fd is not None:
+                os.close(fd)
+        return out
+
+    def sweep(self) -> list[str]:
+        """Delete the temp subvolumes of dead creators (and their lock files); a live creator's
+        are left alone. Returns the names deleted, relative to ``home``.
+
+        Requires: nothing.  Effect: as above.  Raises: nothing for concurrent creates (a busy
+        leftover stays for the next sweep).  Repeat: yes; run on every open.
+        """
+        done: list[str] = []
+        names = [n for n in os.listdir(self.subvolumes) if n.startswith(_TMP)]
+        with ioc.opendir(self.subvolumes) as dfd:
+            for n in names:
+                id = n[len(_TMP):]
+                path = self._creating / f"{id}.lock"
+                fd = _lock_file(path, blocking=False)
+                if fd is None:
+                    continue    # its creator is alive and working
+                try:
+                    if os.path.lexists(self.subvolumes / n):
+                        try:
+                            self._delete_subvolume(dfd, n)
+                        except (Conflict, Bug):
+                            continue
+                        done.append(f"subvolumes/{n}")
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                finally:
+                    os.close(fd)
+        for lock in os.listdir(self._creating):     # locks of creators that died before making
+            if lock.endswith(".lock") and not os.path.lexists(self.subvolumes / (_TMP + lock[:-5])):
+                fd = _lock_file(self._creating / lock, blocking=False, create=False)
+                if fd is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._creating / lock)
+                    os.close(fd)
+        return done
+
+
+def _lock_file(path: Path, *, blocking: bool, create: bool = True) -> int | None:
+    """An exclusive flock on ``path`` (created if missing and ``create``); None if another
+    process holds it (not ``blocking``) or it does not exist (not ``create``). Lock files are
+    unlinked by their holder before it closes them, so a waiter that wakes on an unlinked file
+    retries on the file now at ``path``."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o600)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            st = os.stat(path)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except FileNotFoundError:
+            os.close(fd)
+            if not create:
+                return None
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        if st.st_ino == os.fstat(fd).st_ino:
+            return fd
+        os.close(fd)
 
 
 def _ancestor_dirs(fd: int, refs: Mapping[int, list[tuple[int, str]]]) -> set[int]:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import errno
 import os
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,9 +166,11 @@ class DiffDirDriver(LocalDriver):
         return [os.path.realpath(self._link_path(k)) for k in links]
 
     def layer_ids(self) -> list[CacheID]:
-        """Every complete layer (temporary names excluded)."""
+        """Every layer directory, complete or not (see ``drivers.base.LayerListing``):
+        ``*.creating`` / ``*.removing`` names hold a '.', which a cache-id never does."""
         try:
-            return [CacheID(p.name) for p in self.layers.iterdir() if (p / "link").is_file()]
+            return sorted(CacheID(e.name) for e in os.scandir(self.layers)
+                          if is_id(e.name) and e.is_dir(follow_symlinks=False))
         except OSError:
             return []
 
@@ -193,8 +194,8 @@ class DiffDirDriver(LocalDriver):
             p = self._layer(parent)
             chain = [p.link, *p.chain]
         self._check_depth(id, chain, rw)
-        link = base64.b32encode(secrets.token_bytes(16)).decode()[:LINK_LEN]
-        tmp = self.layers / f"{id}.{secrets.token_hex(4)}.creating"  # racing creators: own names
+        link = base64.b32encode(os.urandom(16)).decode()[:LINK_LEN]
+        tmp = self.layers / f"{id}.{os.urandom(4).hex()}.creating"  # racing creators: own names
         with SweepLock(self.home, exclusive=False):
             try:
                 tmp.mkdir()
@@ -350,6 +351,26 @@ class DiffDirDriver(LocalDriver):
             return diff_size(root, tree_changes(root, proot))
 
     # -- sweeping ------------------------------------------------------------------------------
+
+    def _sweep(self, startup: bool) -> None:
+        """Reconcile mounts with counts and, at ``startup``, sweep temporary names (subclass)."""
+        raise NotImplementedError
+
+    def leftovers(self) -> list[str]:
+        """``*.creating`` / ``*.removing`` names of interrupted creates and removes, relative to
+        ``home`` (``drivers.base.Sweeper``); none while a create runs (they cannot be told
+        apart then)."""
+        with SweepLock(self.home, exclusive=True) as lock:
+            if not lock.acquired:
+                return []
+            return sorted(os.path.relpath(p, self.home) for p in [*self.home.iterdir(), *self.layers.iterdir()]
+                          if p.name.endswith((".creating", ".removing")))
+
+    def sweep(self) -> list[str]:
+        """Delete what ``leftovers`` lists (with any mount below it); return those names."""
+        before = self.leftovers()
+        self._sweep(startup=True)
+        return [n for n in before if not os.path.lexists(self.home / n)]
 
     def _sweep_names(self, unmount_under: Callable[[Path], None]) -> None:
         """Remove what interrupted creates and removes left (``*.creating``, ``*.removing``,

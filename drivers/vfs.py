@@ -38,10 +38,8 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 from typing import BinaryIO
 
@@ -128,7 +126,7 @@ class VfsDriver(LocalDriver):
         return p
 
     def _temp(self, id: str, suffix: str) -> str:
-        return str(self.dir / f".{id}-{secrets.token_hex(4)}-{suffix}")
+        return str(self.dir / f".{id}-{os.urandom(4).hex()}-{suffix}")
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -169,6 +167,8 @@ class VfsDriver(LocalDriver):
         # cp -a keeps modes, owners, times, hardlinks (within the copy), xattrs, devices, fifos;
         # --reflink=auto shares data blocks where the filesystem can. With -T and a new dst, dst
         # becomes the copy of src itself, root dir metadata (mode, owner, mtime, xattrs) included.
+        import subprocess  # only copies start a program: not on every open
+
         p = subprocess.run(["cp", "-a", "--reflink=auto", "--no-target-directory", src, dst],
                            capture_output=True, text=True, errors="replace", check=False)
         if p.returncode != 0:
@@ -281,10 +281,12 @@ class VfsDriver(LocalDriver):
     # -- status / cleanup -------------------------------------------------------------------------
 
     def layer_ids(self) -> list[CacheID]:
-        """Cache-ids of the complete layers (temporary dot-names excluded), sorted
-        (``LayerListing``)."""
+        """Cache-ids of the layers (temporary dot-names excluded), sorted
+        (``drivers.base.LayerListing``)."""
         return sorted(CacheID(e.name) for e in os.scandir(self.dir)
                       if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
+
+    layers = layer_ids
 
     def status(self) -> dict[str, str]:
         from drivers.sys import mount as mountapi
@@ -303,6 +305,15 @@ class VfsDriver(LocalDriver):
             held = "unknown"
         return {"driver": self.name, "home": str(self.home), "backing_fs": fs, "layers": n,
                 "held": held, "copy": "cp -a --reflink=auto"}
+
+    def leftovers(self) -> list[str]:
+        """Temporary dot-names of interrupted creates and removes (``drivers.base.Sweeper``);
+        none while some create or remove runs (their names cannot be told apart then)."""
+        with _SweepLock(self._sweep_lock, exclusive=True) as lock:
+            if not lock.acquired:
+                return []
+            return sorted(f"dir/{e.name}" for e in os.scandir(self.dir)
+                          if e.name.startswith(".") and e.name.endswith(("-tmp", "-removing")))
 
     def sweep(self) -> list[str]:
         """Delete what interrupted ``create``s and ``remove``s left (dot-names), unless some

@@ -181,6 +181,14 @@ class ImageStore:
             raise AlreadyExists(f"image ID prefix {prefix} is ambiguous")
         return self._row(rows[0])
 
+    def unrecord(self, id: ImageID) -> None:
+        """Remove the image row (its manifest rows go with it), nothing else: the garbage
+        collector (``graph.gc``) takes the layers and blobs this leaves unreferenced. Inside a
+        caller's transaction it joins that transaction (``rmi``: refs and image row at once).
+        Repeat: a no-op for a missing image."""
+        with self.db.transaction() as c:
+            c.execute("DELETE FROM images WHERE id = ?", (id,))
+
     def delete(self, id: ImageID) -> list[ChainID]:
         """Remove the image row (its manifest rows go with it) and release its layers.
 

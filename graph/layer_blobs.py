@@ -44,7 +44,14 @@ class LayerBlobs:
         return {r["blob"] for r in self.db.query(
             "SELECT blob FROM layer_blobs WHERE diff_id IN (SELECT diff_id FROM layers)")}
 
-    def prune(self) -> None:
-        """Forget the rows of layers no longer registered."""
+    def prune(self, keep: set[str] | frozenset[str] = frozenset()) -> None:
+        """Forget the rows of layers no longer registered, except rows whose blob is in ``keep``
+        (leased blobs: a pull records the blob a moment before it records the layer). Takes the
+        write lock only when there is something to forget."""
+        rows = self.db.query("SELECT diff_id, blob FROM layer_blobs WHERE diff_id NOT IN (SELECT diff_id FROM layers)")
+        doomed = [(r["diff_id"], r["blob"]) for r in rows if r["blob"] not in keep]
+        if not doomed:
+            return
         with self.db.transaction() as c:
-            c.execute("DELETE FROM layer_blobs WHERE diff_id NOT IN (SELECT diff_id FROM layers)")
+            c.executemany("DELETE FROM layer_blobs WHERE diff_id = ? AND blob = ?"
+                          " AND diff_id NOT IN (SELECT diff_id FROM layers)", doomed)

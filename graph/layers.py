@@ -271,6 +271,30 @@ class LayerStore:
         self._discard(cid)
 
     # ---- references and release -----------------------------------------------------------
+    def hold(self, lease: str, chain: ChainID) -> bool:
+        """Add an existing layer to ``lease``; False (and nothing held) if it is not recorded.
+        One transaction, so True means a concurrent collection can no longer take it."""
+        with self.db.transaction() as c:
+            if c.execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain,)).fetchone() is None:
+                return False
+            leases.hold(c, lease, "layer", chain)
+        return True
+
+    def unreferenced(self) -> list[ChainID]:
+        """Layers nothing needs (``references`` == 0: no image on top, no child, no container,
+        no lease), newest first: what the garbage collector releases."""
+        # NOT IN over subqueries: SQLite builds each set once (the columns have no index, and
+        # correlated NOT EXISTS made this quadratic: 1.8 ms at 200 layers)
+        rows = self.db.query(
+            "SELECT chain_id FROM layers WHERE"
+            " chain_id NOT IN (SELECT top_layer FROM images WHERE top_layer IS NOT NULL)"
+            " AND chain_id NOT IN (SELECT parent FROM layers WHERE parent IS NOT NULL)"
+            " AND chain_id NOT IN (SELECT parent_layer FROM containers WHERE parent_layer IS NOT NULL)"
+            " AND chain_id NOT IN (SELECT key FROM lease_resources WHERE kind = 'layer')"
+            " ORDER BY created DESC"
+        )
+        return [ChainID(Digest(r["chain_id"])) for r in rows]
+
     def references(self, chain: ChainID) -> int:
         """Rows that need this layer: images on it, child layers, containers, leases."""
         r = self.db.one(
@@ -400,11 +424,14 @@ class LayerStore:
 
     def orphans(self) -> Iterator[CacheID]:
         """Driver layers that no row (layer, container, pending) knows: damage ``check`` reports."""
-        known = {r["cache_id"] for r in self.db.query("SELECT cache_id FROM layers")}
-        known |= {r["cache_id"] for r in self.db.query("SELECT cache_id FROM containers")}
-        known |= {r["cache_id"] for r in self.db.query("SELECT cache_id FROM pending")}
         if not isinstance(self.driver, LayerListing):
-            return
-        for cid in self.driver.layer_ids():
+            raise Bug(f"driver {self.driver.name} cannot list its layers (drivers.base.LayerListing)")
+        # Listing first, rows second: a creator writes its pending row before the data, so any
+        # data listed here has its row by the time the rows are read (no live work looks orphaned).
+        ids = self.driver.layer_ids()
+        known = {r["cache_id"] for r in self.db.query(
+            "SELECT cache_id FROM layers UNION SELECT cache_id FROM containers"
+            " UNION SELECT cache_id FROM pending")}
+        for cid in ids:
             if cid not in known:
                 yield CacheID(cid)

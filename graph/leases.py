@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import sqlite3
 import time
 from typing import Callable, Iterator, Literal
@@ -41,7 +40,7 @@ class Leases:
     @contextlib.contextmanager
     def lease(self) -> Iterator[str]:
         """A new lease for the block's life; yields its id."""
-        lid = secrets.token_hex(8)
+        lid = os.urandom(8).hex()
         with self.db.transaction() as c:
             c.execute("INSERT INTO leases (id, pid, created) VALUES (?, ?, ?)", (lid, os.getpid(), time.time()))
         try:
@@ -59,10 +58,17 @@ class Leases:
         """Every key of ``kind`` some lease holds."""
         return {r["key"] for r in self.db.query("SELECT key FROM lease_resources WHERE kind = ?", (kind,))}
 
-    def drop_dead(self, alive: Callable[[int], bool]) -> None:
+    def drop_dead(self, alive: Callable[[int], bool]) -> list[str]:
         """Drop the leases whose process is gone (``alive(pid)`` False); their resources go with
-        them (ON DELETE CASCADE)."""
-        with self.db.transaction() as c:
-            for r in c.execute("SELECT id, pid FROM leases").fetchall():
-                if not alive(r["pid"]):
-                    c.execute("DELETE FROM leases WHERE id = ?", (r["id"],))
+        them (ON DELETE CASCADE). Returns their ids; takes the write lock only if there are any."""
+        dead = [r["id"] for r in self.db.query("SELECT id, pid FROM leases") if not alive(r["pid"])]
+        if dead:
+            with self.db.transaction() as c:
+                c.executemany("DELETE FROM lease_resources WHERE lease = ?", [(d,) for d in dead])
+                c.executemany("DELETE FROM leases WHERE id = ?", [(d,) for d in dead])
+        return dead
+
+    def live_starts(self, alive: Callable[[int], bool]) -> list[float]:
+        """When each lease of a live process began (``time.time()``): the garbage collector keeps
+        blobs younger than the oldest (``graph.gc``)."""
+        return [r["created"] for r in self.db.query("SELECT pid, created FROM leases") if alive(r["pid"])]

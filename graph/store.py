@@ -14,24 +14,34 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, ContextManager
+from typing import Any, BinaryIO, Callable, ContextManager
 
 import drivers
-from drivers.base import Driver
+from drivers.base import Driver, Sweeper
 from graph.containers import Container, ContainerStore
 from graph.content import ContentStore
 from graph.db import DB
-from graph.digest import ChainID, DiffID, Digest, chain_ids
+from graph.digest import ChainID, DiffID, Digest, ImageID, chain_ids
 from graph.errors import Conflict, Corrupt, InvalidInput, LaminaError, NotFound, Unsupported
 from graph.images import Image, ImageStore
+from graph.gc import OPEN_BUDGET, PARTIAL_MAX_AGE, Collector, GCReport, expire_partials, stale_partials
 from graph.layer_blobs import LayerBlobs
-from graph.layers import Layer, LayerStore, _pid_alive
+from graph.layers import Layer, LayerStore
 from graph.leases import Leases
 from graph.oci.reference import Reference, parse_reference
 from graph.references import ReferenceStore
 from graph.verify import TeeReader
 
 DRIVER_FILE = "driver"
+
+# Fault injection for crash tests (see graph.layers.crash_hook): "rmi:untagged" (inside rmi's
+# transaction, so a kill there undoes it), "rmi:committed" (before the collection).
+crash_hook: Callable[[str], None] | None = None
+
+
+def _step(name: str) -> None:
+    if crash_hook is not None:
+        crash_hook(name)
 
 
 @dataclass
@@ -52,6 +62,8 @@ class PruneReport:
     images: list[str] = field(default_factory=list)
     layers: list[str] = field(default_factory=list)
     blobs: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)  # driver data no row knew, and driver debris
+    partials: list[str] = field(default_factory=list)  # partial downloads dropped
     reclaimed: int = 0
 
 
@@ -110,12 +122,17 @@ class Store:
         os.replace(tmp, path)
         return name
 
-    def recover(self) -> None:
-        """Roll back what interrupted operations left: dead leases, pending driver data, partial
-        ingests of dead writers."""
-        self.leases.drop_dead(_pid_alive)
-        self.layers.recover()
+    def recover(self, budget: float | None = OPEN_BUDGET) -> GCReport:
+        """Finish what interrupted operations left: temp files of dead ingests, then a garbage
+        collection (``graph.gc``: dead leases, pending driver data, unreferenced layers and
+        blobs, stale pull locks), stopped after ``budget`` seconds of removal work."""
         self.content.sweep()
+        return self.gc(budget)
+
+    def gc(self, budget: float | None = None) -> GCReport:
+        """Collect garbage (``graph.gc.Collector.collect``); safe at any time, also while other
+        processes use the store. ``budget``: stop after that many seconds (None: to the end)."""
+        return Collector(self).collect(budget)
 
     def close(self) -> None:
         self.db.close()
@@ -135,10 +152,11 @@ class Store:
     def lease_blob(self, lease: str, digest: Digest) -> None:
         self.leases.hold(lease, "blob", digest)
 
-    def lease_layer(self, lease: str, chain: ChainID) -> None:
+    def lease_layer(self, lease: str, chain: ChainID) -> bool:
         """Hold an existing layer for the lease's life (an operation that reuses a layer must not
-        see a concurrent prune remove it before an image points at it)."""
-        self.leases.hold(lease, "layer", chain)
+        see a concurrent prune remove it before an image points at it). Returns whether the
+        layer exists: checked in the same transaction, so True means it is held."""
+        return self.layers.hold(lease, chain)
 
     # ---- images --------------------------------------------------------------------------
     def resolve_image(self, name: str) -> Image:
@@ -176,9 +194,18 @@ class Store:
         An image given by ID with several references is refused unless ``force``. An image used by
         a container is refused unless ``force``; forced, it is untagged and kept as a dangling
         image (as Docker: ``image prune`` or ``rmi <id>`` removes it once no container uses it).
+        The removal is a roll-forward: the references and the image row go in one transaction
+        (what a user sees is then done), and the garbage collector removes the layers, driver
+        data and blobs this left unreferenced; a crash after the transaction is finished by the
+        next store open or ``rmi``/``prune``. A name that resolves to nothing still runs the
+        collector (finishing an earlier interrupted removal) before NotFound is raised.
         Returns Docker-style events ("Untagged: …", "Deleted: …").
         """
-        img = self.resolve_image(name)
+        try:
+            img = self.resolve_image(name)
+        except NotFound:
+            self.gc()
+            raise
         events: list[str] = []
         refs = self.refs.list(img.id)
         by_ref: Reference | None = None
@@ -198,15 +225,18 @@ class Store:
             raise Conflict(
                 f"image {img.id.hex[:12]} is used by container {users[0].name} (use -f)"
             )
-        for r in refs:
-            self.refs.remove(r.reference)
-            events.append(f"Untagged: {r.reference.familiar()}")
+        with self.db.transaction():  # the user-visible step, whole or not at all
+            for r in refs:
+                self.refs.remove(r.reference)
+                events.append(f"Untagged: {r.reference.familiar()}")
+            _step("rmi:untagged")
+            if not users:  # else dangling: kept until pruned or removed by id
+                self.images.unrecord(img.id)
+                events.append(f"Deleted: {img.id}")
+        _step("rmi:committed")
         if users:
-            return events  # dangling: kept until pruned or removed by id
-        removed = self.images.delete(img.id)
-        events.append(f"Deleted: {img.id}")
-        events += [f"Deleted: {c}" for c in removed]
-        self.gc_blobs()
+            return events
+        events += [f"Deleted: {chain}" for chain in self.gc().layers]
         return events
 
     def inspect_image(self, name: str) -> dict[str, Any]:
@@ -282,8 +312,10 @@ class Store:
                 base_cfg, layer.diff_id, created_by=f"lamina commit {c.name}",
                 comment=message, author=author, config_changes=changes,
             )
+            self.lease_blob(lease, Digest.of(new_raw))  # before storing: see graph.gc
             img = self.images.create(new_raw, lease=lease)
             manifest_raw = self.images.build_manifest(img)
+            self.lease_blob(lease, Digest.of(manifest_raw))
             mdigest = self.content.put_bytes(manifest_raw)
             self.images.add_manifest(mdigest, formats.MEDIA_OCI_MANIFEST, img.id)
             if ref:
@@ -332,35 +364,34 @@ class Store:
         Docker."""
         c = self.containers.get(container)
         self.containers.remove(c, force=force)
+        self.gc()
         return c
 
     # ---- maintenance ---------------------------------------------------------------------
-    def _live_blobs(self) -> set[str]:
-        return self.images.ids() | self.images.manifest_digests() | self.layer_blobs.live() | self.leases.held("blob")
-
     def gc_blobs(self) -> list[str]:
-        """Delete blobs nothing reachable needs (mark and sweep over the metadata)."""
-        live = self._live_blobs()
-        gone: list[str] = []
-        for digest, _size in list(self.content.walk()):
-            if digest not in live:
-                self.content.delete(digest)
-                gone.append(digest)
-        self.layer_blobs.prune()
-        return gone
+        """Collect garbage (``gc``) and return the blobs deleted (kept for rollback callers)."""
+        return [str(d) for d in self.gc().blobs]
 
-    def prune(self) -> PruneReport:
-        """``system prune``: dangling images (no reference, no container), then unreferenced
-        layers and blobs. Containers are left alone (stopped containers are the runtime's)."""
+    def prune(self, *, partial_age: float | None = PARTIAL_MAX_AGE) -> PruneReport:
+        """``system prune``: dangling images (no reference, no container), then everything the
+        garbage collector takes (unreferenced layers and blobs), driver data no row knows and
+        driver debris (``orphans``), and partial downloads not written to for ``partial_age``
+        seconds (None: all) that no live writer holds. Containers are left alone (stopped
+        containers are the runtime's)."""
         rep = PruneReport()
-        before = sum(s for _, s in self.content.walk()) + sum(layer.size for layer in self.layers.list())
         self._prune_dangling(rep)
-        for layer in self.layers.list():  # layers orphaned by a crash between register and image
-            if self.layers.references(layer.chain_id) == 0:
-                rep.layers += self.layers.release(layer.chain_id)
-        rep.blobs = self.gc_blobs()
-        after = sum(s for _, s in self.content.walk()) + sum(layer.size for layer in self.layers.list())
-        rep.reclaimed = max(0, before - after)
+        collector = Collector(self)
+        g = collector.collect()
+        rep.layers += [str(c) for c in g.layers]
+        rep.blobs += [str(d) for d in g.blobs]
+        rep.reclaimed += g.reclaimed
+        for cid in collector.remove_orphans():
+            rep.orphans.append(f"{self.driver_name}: {cid}")
+        if isinstance(self.driver, Sweeper):
+            rep.orphans += [f"{self.driver_name}: {n}" for n in self.driver.sweep()]
+        for ref, size in expire_partials(self, partial_age):
+            rep.partials.append(ref)
+            rep.reclaimed += size
         return rep
 
     def dangling(self) -> list[ImageID]:
@@ -368,13 +399,14 @@ class Store:
         return [img.id for img in self.images.list() if not self.refs.list(img.id)]
 
     def prune_images(self) -> PruneReport:
-        """``image prune``: dangling images no container uses, then the blobs only they needed."""
+        """``image prune``: dangling images no container uses, then what the garbage collector
+        takes because of them (their layers and blobs)."""
         rep = PruneReport()
-        before = sum(s for _, s in self.content.walk()) + sum(layer.size for layer in self.layers.list())
         self._prune_dangling(rep)
-        rep.blobs = self.gc_blobs()
-        after = sum(s for _, s in self.content.walk()) + sum(layer.size for layer in self.layers.list())
-        rep.reclaimed = max(0, before - after)
+        g = self.gc()
+        rep.layers += [str(c) for c in g.layers]
+        rep.blobs += [str(d) for d in g.blobs]
+        rep.reclaimed += g.reclaimed
         return rep
 
     def _prune_dangling(self, rep: PruneReport) -> None:
@@ -382,7 +414,7 @@ class Store:
         for img in self.images.list():
             if img.id in leased or self.refs.list(img.id) or self.containers.using_image(img.id):
                 continue
-            rep.layers += self.images.delete(img.id)
+            self.images.unrecord(img.id)
             rep.images.append(img.id)
 
     def df(self) -> dict[str, Any]:
@@ -390,6 +422,7 @@ class Store:
         layers = self.layers.list()
         conts = self.containers.list()
         blobs = list(self.content.walk())
+        partials = self.content.ingests()
         used_layers: set[str] = set()
         for img in imgs:
             used_layers |= {layer.chain_id for layer in self.layers.stack(img.top_layer)}
@@ -402,6 +435,11 @@ class Store:
             },
             "containers": {"count": len(conts), "size": sum(self._safe_size(c) for c in conts)},
             "blobs": {"count": len(blobs), "size": sum(s for _, s in blobs)},
+            "partials": {
+                "count": len(partials),
+                "size": sum(i.offset for i in partials),
+                "reclaimable": sum(i.offset for i in stale_partials(self, PARTIAL_MAX_AGE)),
+            },
             "driver": self.driver.status(),
         }
 
@@ -447,12 +485,22 @@ class Store:
             if not self.driver.exists(c.cache_id):
                 problems.append(Problem("container", c.name, f"RW layer {c.cache_id} missing"))
         for cid in self.layers.orphans():
-            problems.append(Problem("driver", cid, "layer data not known to the store"))
+            problems.append(Problem("driver", cid, f"layer data not known to the store: {self._data_path(cid)}"))
+        if isinstance(self.driver, Sweeper):
+            for name in self.driver.leftovers():
+                problems.append(Problem("driver", name, f"left by an interrupted operation: {self.driver.home / name}"))
         for cid in self.layers.pending():
             problems.append(Problem("pending", cid, "operation in flight or interrupted"))
         for ing in self.content.ingests():
             problems.append(Problem("ingest", str(ing.ref), "partial ingest (resumable)"))
         return problems
+
+    def _data_path(self, cid: str) -> str:
+        """Where the driver keeps ``cid`` (for messages): its first ``home/<dir>/<cid>``."""
+        for sub in sorted(self.driver.home.iterdir()):
+            if sub.is_dir() and os.path.lexists(sub / cid):
+                return str(sub / cid)
+        return str(self.driver.home / cid)
 
     def layer_of(self, chain: ChainID) -> Layer:
         return self.layers.get(chain)

@@ -95,8 +95,9 @@ def _load_layers(store: "Store", src: _Source, plan: _Plan, lease: str, undo: Un
     for i, (ls, diff_id) in enumerate(zip(plan.layers, plan.config.diff_ids)):
         chain = chain_id(parent, diff_id)
         what = f"{src.label}: image {plan.config.id.hex[:12]} layer {i} ({ls.member})"
-        if store.layers.exists(chain):
-            store.lease_layer(lease, chain)
+        if ls.digest is not None:
+            store.lease_blob(lease, ls.digest)  # before looking: see graph.gc
+        if store.lease_layer(lease, chain):
             if ls.digest is None or not _blob_recorded(store, diff_id, ls.digest):
                 ls.digest = _ingest_layer(store, src, ls, diff_id, None, lease, what, undo, apply=False)
             else:
@@ -160,6 +161,7 @@ def _record(store: "Store", plan: _Plan, lease: str, undo: Undo) -> LoadedImage:
     cfg = plan.config
     if not store.images.exists(cfg.id):
         undo.images.append(cfg.id)
+    store.lease_blob(lease, cfg.id)  # before storing: see graph.gc
     img = store.images.create(cfg.raw, lease=lease)
     if plan.manifest_raw is None:
         layers = []
@@ -169,9 +171,10 @@ def _record(store: "Store", plan: _Plan, lease: str, undo: Undo) -> LoadedImage:
         config = Descriptor(formats.MEDIA_OCI_CONFIG, cfg.id, len(cfg.raw))
         plan.manifest_raw = formats.build_manifest(config, layers, oci=True)
     for blob in plan.index_blobs:
-        store.lease_blob(lease, store.content.put_bytes(blob))
+        store.lease_blob(lease, Digest.of(blob))  # before storing: see graph.gc
+        store.content.put_bytes(blob)
+    store.lease_blob(lease, Digest.of(plan.manifest_raw))
     mdigest = store.content.put_bytes(plan.manifest_raw)
-    store.lease_blob(lease, mdigest)
     if not store.images.has_manifest(mdigest):
         undo.manifests.append(mdigest)
     store.images.add_manifest(mdigest, plan.manifest_media_type, img.id, plan.parent_index)
