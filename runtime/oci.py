@@ -41,7 +41,7 @@ MNT_DETACH = 2
 _libc: Any = None
 
 
-def _lib() -> Any:
+def load_libc() -> Any:
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
@@ -52,7 +52,7 @@ def _hide_cgroup2(mount_point: str) -> Callable[[], None]:
     """A pre-exec function: enter a private mount namespace and unmount ``mount_point`` there.
     Runs in the forked child (async-signal-safe enough: three syscalls through a loaded libc).
     The fallback of ``OCIRuntime.popen`` for a process with threads."""
-    libc = _lib()
+    libc = load_libc()
     target = mount_point.encode()
 
     def pre() -> None:
@@ -85,7 +85,7 @@ def _private_mount_namespace(mount_point: str) -> Iterator[None]:
     namespace is inherited by the children started in the block and dies with the last of
     them. Requires a single-threaded process (``setns`` of a mount namespace refuses otherwise).
     """
-    libc = _lib()
+    libc = load_libc()
     fds: list[int] = []
     try:
         for path, flags in (("/proc/self/ns/mnt", os.O_RDONLY), ("/", os.O_PATH | os.O_DIRECTORY),
@@ -206,7 +206,7 @@ class OCIRuntime(Record):
             proc.communicate()
             raise LaminaError(f"{self.name} {what}: no answer in {CALL_TIMEOUT:.0f} s") from None
         if proc.returncode != 0:
-            msg = _message(stderr) or f"exit status {proc.returncode}"
+            msg = message_of(stderr) or f"exit status {proc.returncode}"
             if _is_missing(msg):
                 if ok_missing:
                     return ""
@@ -266,7 +266,7 @@ class OCIRuntime(Record):
         return cls(str(d["name"]), str(d["binary"]), str(d["state_root"]), d.get("hide_cgroup2"))
 
 
-def _message(stderr: bytes) -> str:
+def message_of(stderr: bytes) -> str:
     """The runtime's error, one line (the last non-empty line; JSON log lines unwrapped)."""
     lines = [ln.strip() for ln in stderr.decode("utf-8", errors="replace").splitlines() if ln.strip()]
     if not lines:

@@ -52,7 +52,7 @@ def status_of(c: "Container", st: Any = None, now: float | None = None) -> str:
 
 
 def rows(store: "Store", all_: bool) -> list[dict[str, Any]]:
-    from runtime import containers as rc
+    import runtime as rc
 
     rc.reconcile_all(store)  # containers whose monitor died, or that exited unseen, are recorded first
     out = []

@@ -84,7 +84,7 @@ def monitor_pids(root: Path) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
-    from runtime.monitor import start_time
+    from runtime.proc import start_time
 
     return start_time(pid) is not None
 
