@@ -30,6 +30,7 @@ from graph.images import Image, ImageStore
 from graph.layers import Layer, LayerStore, _pid_alive
 from graph.refs import Reference, parse_reference
 from graph.refstore import ReferenceStore
+from graph.volumes import VolumeStore
 
 DRIVER_FILE = "driver"
 
@@ -79,6 +80,7 @@ class Store:
             self.images = ImageStore(self.db, self.content, self.layers)
             self.refs = ReferenceStore(self.db)
             self.containers = ContainerStore(self.db, self.layers)
+            self.volumes = VolumeStore(self.db, self.root / "volumes")
             self.recover()
         except BaseException:
             self.db.close()
@@ -116,6 +118,7 @@ class Store:
                 if not _pid_alive(r["pid"]):
                     c.execute("DELETE FROM leases WHERE id = ?", (r["id"],))
         self.layers.recover()
+        self.volumes.recover()
         self.content.sweep()
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from runtime import bundle, cgroups, logs
+from runtime import bundle, cgroups, logs, volumes
 from runtime.lifecycle import active
 from runtime.oci import DEFAULT_RUNTIME
 from runtime.paths import paths_of
@@ -54,6 +54,7 @@ def extra_inspect(store: "Store", c: "Container") -> dict[str, Any]:
         "HostnamePath": os.path.join(p.dir, "hostname"),
         "HostsPath": os.path.join(p.dir, "hosts"),
         "RestartCount": 0,
+        "Mounts": volumes.inspect_mounts(store, c),
         "Runtime": (st.Runtime or {}).get("name")
         or (c.config.get("HostConfig") or {}).get("Runtime") or DEFAULT_RUNTIME,
     }

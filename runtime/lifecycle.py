@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from drivers.errors import Conflict, LaminaError, NotFound
+from runtime import spec, volumes
 from runtime.attach import Attachment
 from runtime.monitor import spawn
 from runtime.oci import signal_number
@@ -52,7 +53,7 @@ def create(store: "Store", image: str, *, name: str | None = None, config: dict[
     Raises: NotFound (image), InvalidInput (bad user, group, limit, command), AlreadyExists
     (name). Effect on failure: nothing is left (the record is removed, nothing stays mounted).
     """
-    c = store.create_container(image, name=name, config=config)
+    c, made = _new(store, image, name, config)
     p = paths_of(store, c)
     try:
         with locked(p):
@@ -63,16 +64,31 @@ def create(store: "Store", image: str, *, name: str | None = None, config: dict[
             finally:
                 store.containers.unmount(c)
     except BaseException:
-        _discard(store, c, p)
+        _discard(store, c, p, made)
         raise
     return c
 
 
-def _discard(store: "Store", c: "Container", p: Paths) -> None:
-    """Undo a create: record, RW layer, directory (errors on the way are not the user's)."""
+def _new(store: "Store", image: str, name: str | None, config: dict[str, Any] | None) -> tuple["Container", list[str]]:
+    """The record, RW layer and volumes of a new container; the names of volumes made for it.
+    The record is validated first (``runtime.spec``): bad input leaves nothing behind."""
+    sp = spec.parse(config or {})
+    volumes.check_sources(sp)
+    c = store.create_container(image, name=name, config=config)
+    try:
+        return volumes.attach(store, c, sp)
+    except BaseException:
+        _discard(store, c, paths_of(store, c), [])
+        raise
+
+
+def _discard(store: "Store", c: "Container", p: Paths, made: list[str]) -> None:
+    """Undo a create: record, RW layer, directory, the volumes made for it (errors on the way
+    are not the user's)."""
     with contextlib.suppress(LaminaError, OSError):
         store.remove_container(c.id, force=True)
     shutil.rmtree(p.dir, ignore_errors=True)
+    volumes.forget(store, made)
 
 
 class Running(Record):
@@ -151,7 +167,7 @@ def run(store: "Store", image: str, *, name: str | None = None, config: dict[str
         runtime: str | None = None, attach: bool = True, stdin: bool = False) -> Running:
     """``docker run``: create and start in one go (one mount). On any failure before the
     container runs, the container is removed again: nothing is left."""
-    c = store.create_container(image, name=name, config=config)
+    c, made = _new(store, image, name, config)
     _phase("create")
     p = paths_of(store, c)
     try:
@@ -159,7 +175,7 @@ def run(store: "Store", image: str, *, name: str | None = None, config: dict[str
             write_state(p, State())
         return start(store, c.id, runtime=runtime, attach=attach, stdin=stdin)
     except BaseException:
-        _discard(store, c, p)
+        _discard(store, c, p, made)
         raise
 
 
@@ -188,7 +204,7 @@ def wait(store: "Store", running: Running, out: BinaryIO, err: BinaryIO) -> int:
             if fresh is not None:
                 st = read_state(p, fresh.state)
                 if auto_remove(fresh):
-                    remove_locked(store, fresh, p, st, force=True)  # no need to record the exit first
+                    remove_locked(store, fresh, p, st, force=True, volumes=True)  # no need to record the exit first
                 elif st.Status in ACTIVE:
                     record_exit(store, fresh, p, st, ex)
         _phase("released")
@@ -294,9 +310,10 @@ def unpause(store: "Store", key: str) -> "Container":
 
 
 
-def remove(store: "Store", key: str, *, force: bool = False) -> "Container":
+def remove(store: "Store", key: str, *, force: bool = False, volumes: bool = False) -> "Container":
     """``docker rm``: a running (or paused) container is refused unless ``force``, which kills
-    it first. Removes the record, RW layer, runtime state and directory.
+    it first. Removes the record, RW layer, runtime state and directory; with ``volumes``
+    (``rm -v``) its anonymous volumes (not the named ones, as Docker).
     Raises: Conflict (running without force; mounted with ``lamina mount`` without force)."""
     c = store.containers.get(key)
     got = reconcile(store, c)
@@ -325,6 +342,6 @@ def remove(store: "Store", key: str, *, force: bool = False) -> "Container":
             return c
         if fresh.state not in ACTIVE and store.containers.mounted(fresh) and not force:
             raise Conflict(f"container {c.name} is mounted: umount it first or use -f")
-        remove_locked(store, fresh, p, read_state(p, fresh.state), force=force)
+        remove_locked(store, fresh, p, read_state(p, fresh.state), force=force, volumes=volumes)
     return c
 

@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING
 
 from drivers.errors import Conflict, LaminaError, NotFound
+from runtime import volumes as rvolumes
 from runtime.oci import DEFAULT_RUNTIME, OCIRuntime, open_runtime
 from runtime.paths import Paths, locked, paths_of
 from runtime.proc import start_time, wait_gone
@@ -126,7 +127,7 @@ def reconcile(store: "Store", c: "Container") -> tuple["Container", State] | Non
             return None
         c, st = reconcile_locked(store, fresh, p)
         if st.Status == "exited" and auto_remove(c):
-            remove_locked(store, c, p, st, force=True)
+            remove_locked(store, c, p, st, force=True, volumes=True)
             return None
     return c, st
 
@@ -225,14 +226,18 @@ def sweep_runtime_state(store: "Store") -> list[str]:
 
 
 # ---- remove ----------------------------------------------------------------------------------------------
-def remove_locked(store: "Store", c: "Container", p: Paths, st: State, *, force: bool) -> None:
-    """Remove a stopped container: runtime state, rootfs hold, record and RW layer, directory.
+def remove_locked(store: "Store", c: "Container", p: Paths, st: State, *, force: bool,
+                  volumes: bool = False) -> None:
+    """Remove a stopped container: runtime state, rootfs hold, record and RW layer, directory;
+    with ``volumes`` its anonymous volumes too (``rm -v``, and ``--rm`` as Docker does).
     Requires: the directory's lock."""
     rt = st.runtime()
     if rt is not None and not st.monitor_alive():
         with contextlib.suppress(LaminaError):
             rt.delete(c.id, force=True)
     release_rootfs(store, c, p, st)
+    anonymous = rvolumes.anonymous_of(store, c) if volumes else []
     store.remove_container(c.id, force=force)
     shutil.rmtree(p.dir, ignore_errors=True)
+    rvolumes.forget(store, anonymous)  # one another container still uses stays
 

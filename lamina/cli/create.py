@@ -38,6 +38,11 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", "-m", default=None, metavar="BYTES", help="memory limit, e.g. 512m, 1g")
     p.add_argument("--cpus", default=None, help="number of CPUs, e.g. 1.5")
     p.add_argument("--pids-limit", type=int, default=None, metavar="N", help="process limit (-1: unlimited)")
+    # ---- issue 17 (volumes, terminals, restart, security): lamina/runopts.py ----
+    from lamina import runopts
+
+    runopts.add_options(p)
+    # ---- end of issue 17's block ----
     p.add_argument("image", metavar="IMAGE", help="image name or ID")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="command and arguments")
 
@@ -63,6 +68,9 @@ def build_config(args: argparse.Namespace, store: "Store") -> dict[str, Any]:
         pids_limit=args.pids_limit,
         runtime=args.runtime,
     )
+    from lamina import runopts  # issue 17's flags
+
+    runopts.apply(args, user)
     return cc.merge(user, image_cfg)
 
 

@@ -38,13 +38,14 @@ from lamina.cli import (
     system,
     tag,
     umount,
+    volume,
 )
 from lamina.cli import exec as exec_command  # runtime commands (the module's name shadows a builtin)
 from lamina.cli import kill, logs, pause, run, start, stats, stop
 
 COMMANDS: list[ModuleType] = [
     pull, push, login, load, save, images, tag, rmi, inspect, create, mount, umount, diff, commit, export, rm, ps, system,
-    run, start, stop, kill, pause, logs, exec_command, stats,
+    run, start, stop, kill, pause, logs, exec_command, stats, volume,
 ]
 
 EXIT_OS_ERROR = 1

@@ -1,8 +1,9 @@
 """``lamina system df | prune [-f] | check [--quick]``: the store as a whole.
 
-- ``df``: how much space images, containers and the content store take, and what is reclaimable.
-- ``prune``: remove images without a name or container, then layers and blobs nothing needs.
-  Asks first unless ``-f``.
+- ``df``: how much space images, containers, volumes and the content store take, and what is
+  reclaimable.
+- ``prune``: remove images without a name or container, then layers and blobs nothing needs
+  (``--volumes``: and anonymous volumes no container uses). Asks first unless ``-f``.
 - ``check``: verify every blob against its digest and the metadata against the driver's data;
   prints ``ok``, or lists each problem and exits 6 (corrupt).
 """
@@ -30,6 +31,7 @@ def register(sub: Any) -> None:
     df.set_defaults(run=run_df)
     prune = ssub.add_parser("prune", help="remove unused images, layers and blobs")
     prune.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    prune.add_argument("--volumes", action="store_true", help="also remove anonymous volumes no container uses")
     prune.set_defaults(run=run_prune)
     check = ssub.add_parser("check", help="verify blobs and metadata; exit 6 if damaged")
     check.add_argument("--quick", action="store_true", help="skip re-hashing blobs (metadata only)")
@@ -76,8 +78,17 @@ def usage(store: "Store") -> dict[str, Any]:
             "Size": raw["layers"]["size"],
             "Reclaimable": raw["layers"]["reclaimable"],
         },
+        "Volumes": _volume_usage(store),
         "Driver": {"Name": store.driver_name, "Status": raw.get("driver", {})},
     }
+
+
+def _volume_usage(store: "Store") -> dict[str, Any]:
+    vols = store.volumes.list()
+    used = store.volumes.in_use()
+    sizes = {v.name: store.volumes.size(v.name) for v in vols}
+    return {"Total": len(vols), "Active": sum(1 for v in vols if v.name in used), "Size": sum(sizes.values()),
+            "Reclaimable": sum(s for n, s in sizes.items() if n not in used)}
 
 
 def _size_or_zero(store: "Store", c: Any) -> int:
@@ -102,11 +113,11 @@ def run_df(args: argparse.Namespace, store: "Store") -> int:
         output.print_json(u)
         return 0
     rows = []
-    for kind in ("Images", "Containers", "Layers", "Blobs"):
+    for kind in ("Images", "Containers", "Volumes", "Layers", "Blobs"):
         x = u[kind]
         rows.append(
             (
-                kind,
+                "Local Volumes" if kind == "Volumes" else kind,  # Docker's name for the row
                 x["Total"],
                 "-" if x["Active"] is None else x["Active"],
                 output.human_size(x["Size"]),
@@ -122,14 +133,15 @@ def run_df(args: argparse.Namespace, store: "Store") -> int:
 WARNING = """WARNING! This will remove:
   - all images without a name that no container uses
   - all layers and blobs that no image or container needs
-Are you sure you want to continue? [y/N] """
+{volumes}Are you sure you want to continue? [y/N] """
 
 
 def run_prune(args: argparse.Namespace, store: "Store") -> int:
     from graph.errors import LaminaError
 
     if not args.force:
-        sys.stderr.write(WARNING)
+        sys.stderr.write(WARNING.format(volumes="  - all anonymous volumes not used by at least one container\n"
+                                            if args.volumes else ""))
         sys.stderr.flush()
         line = sys.stdin.readline()
         if not line.endswith("\n") or not sys.stdin.isatty():
@@ -138,6 +150,12 @@ def run_prune(args: argparse.Namespace, store: "Store") -> int:
         if answer not in ("y", "yes"):
             raise LaminaError("system prune has been cancelled")
     rep = store.prune()
+    vols, vol_bytes = store.volumes.prune() if args.volumes else ([], 0)
+    if vols:
+        print("Deleted Volumes:")
+        for name in vols:
+            print(name)
+        print()
     for title, items in (
         ("Deleted Images", rep.images),
         ("Deleted Layers", rep.layers),
@@ -148,7 +166,7 @@ def run_prune(args: argparse.Namespace, store: "Store") -> int:
             for item in items:
                 print(f"deleted: {item}")
             print()
-    print(f"Total reclaimed space: {output.human_size(rep.reclaimed)}")
+    print(f"Total reclaimed space: {output.human_size(rep.reclaimed + vol_bytes)}")
     return 0
 
 

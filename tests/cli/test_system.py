@@ -16,10 +16,11 @@ def test_df_table_and_json(loaded: Lamina) -> None:
     loaded("create", "--name", "c", "app:1.0")
     r = loaded("system", "df")
     assert r.lines[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
-    assert [line.split()[0] for line in r.lines[1:5]] == ["Images", "Containers", "Layers", "Blobs"]
+    assert [line.split()[0] for line in r.lines[1:6]] == ["Images", "Containers", "Local", "Layers", "Blobs"]
     assert r.lines[-1] == "Driver: vfs"
     df = _df(loaded)
-    assert list(df) == ["Images", "Containers", "Blobs", "Layers", "Driver"]
+    assert list(df) == ["Images", "Containers", "Blobs", "Layers", "Volumes", "Driver"]
+    assert df["Volumes"] == {"Total": 0, "Active": 0, "Size": 0, "Reclaimable": 0}
     assert df["Images"]["Total"] == 1 and df["Images"]["Active"] == 1 and df["Images"]["Reclaimable"] == 0
     assert df["Containers"] == {"Total": 1, "Active": 0, "Size": 0, "Reclaimable": 0}
     assert df["Layers"]["Total"] == 3 and df["Blobs"]["Total"] == 5  # 3 layers, config, manifest
