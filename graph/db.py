@@ -67,11 +67,11 @@ CREATE TABLE pending (                    -- driver data created but not yet rec
   cache_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, created REAL NOT NULL);
 """
 
-# v2: named and anonymous volumes (owner: graph/volumes.py). ``state`` is 'creating' or
+# named and anonymous volumes (owner: graph/volumes.py). ``state`` is 'creating' or
 # 'removing' (with the pid doing it) while the directory is being made or deleted, 'ready'
 # otherwise; a row whose pid is dead is finished on open. ``volume_users`` says which containers
 # reference a volume (removed with the container by the foreign key's cascade).
-_SCHEMA_V2 = """
+_SCHEMA_VOLUMES = """
 CREATE TABLE volumes (
   name TEXT PRIMARY KEY, driver TEXT NOT NULL DEFAULT 'local', labels TEXT NOT NULL DEFAULT '{}',
   options TEXT NOT NULL DEFAULT '{}', anonymous INTEGER NOT NULL DEFAULT 0,
@@ -83,7 +83,7 @@ CREATE TABLE volume_users (
 CREATE INDEX volume_users_container ON volume_users(container);
 """
 
-MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_VOLUMES]  # on merge with branch network: [V1, V2_NETWORKS, VOLUMES]
 """``MIGRATIONS[i]`` migrates schema version ``i`` to ``i + 1``. Append only; never edit one that
 has shipped."""
 
