@@ -19,8 +19,14 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def add_options(p: argparse.ArgumentParser) -> None:
-    """The flags of this module (``create`` and ``run``)."""
+def add_options(p: argparse.ArgumentParser, *, terminal: bool = True) -> None:
+    """The flags of this module (``create`` and ``run``; ``terminal``: add ``-i`` and ``-t``,
+    which ``run`` defines with its own options)."""
+    if terminal:
+        p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open (record OpenStdin)")
+        p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+    p.add_argument("--restart", default="no", metavar="POLICY",
+                   help="restart policy: no, on-failure[:N], always, unless-stopped")
     g = p.add_argument_group("volumes")
     g.add_argument("-v", "--volume", action="append", default=[], metavar="[SRC:]DST[:MODE]",
                    help="bind mount a host path (created if missing) or mount a named volume; DST alone: "
@@ -93,11 +99,31 @@ def parse_mount(text: str) -> dict[str, Any]:
     return m
 
 
+def parse_restart(text: str) -> dict[str, Any]:
+    """``--restart no|on-failure[:N]|always|unless-stopped`` as Docker's ``RestartPolicy``."""
+    from graph.errors import InvalidInput
+
+    name, colon, count = text.partition(":")
+    if name not in ("no", "on-failure", "always", "unless-stopped") or (colon and name != "on-failure"):
+        raise InvalidInput(f"invalid restart policy {text!r}: want no, on-failure[:N], always or unless-stopped")
+    n = 0
+    if colon:
+        if not count.isdigit():
+            raise InvalidInput(f"invalid restart policy {text!r}: the maximum retry count must be a number")
+        n = int(count)
+    return {"Name": name, "MaximumRetryCount": n}
+
+
 def apply(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
     """Write this module's flags into ``cfg`` (a record from ``containerconfig.user_config``)."""
     from graph.errors import InvalidInput
 
     hc = cfg.setdefault("HostConfig", {})
+    cfg["Tty"] = bool(getattr(args, "tty", False))
+    cfg["OpenStdin"] = bool(getattr(args, "interactive", False))
+    cfg["AttachStdin"] = cfg["OpenStdin"]
+    cfg["StdinOnce"] = cfg["OpenStdin"]
+    hc["RestartPolicy"] = parse_restart(getattr(args, "restart", "no") or "no")
     binds: list[str] = []
     volumes: dict[str, Any] = dict(cfg.get("Volumes") or {})
     for v in args.volume:

@@ -11,7 +11,7 @@ import time
 from typing import BinaryIO
 
 from drivers.errors import LaminaError
-from runtime.frames import DONE, EXIT, FAILED, HEADER, HELLO, STARTED, STDERR, STDOUT
+from runtime.frames import DONE, EXIT, FAILED, HEADER, HELLO, RESIZE, STARTED, STDERR, STDIN, STDOUT, pack, resize_body
 from runtime.paths import Paths
 from runtime.proc import start_time
 from runtime.records import Record
@@ -109,6 +109,67 @@ class Attachment:
             elif kind == EXIT:
                 return Exit.from_json(json.loads(body))
 
+    def stream_tty(self, out: BinaryIO, stdin_fd: int | None) -> Exit | None:
+        """``stream`` for a terminal container: its output to ``out`` as it comes, and, with
+        ``stdin_fd``, the keys read there sent to its pty; the window size follows this
+        process's terminal (SIGWINCH). The caller puts its terminal in raw mode."""
+        import select
+        import signal
+
+        from runtime import tty
+
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        old_winch = signal.signal(signal.SIGWINCH, lambda *_: None)
+        watch = stdin_fd if stdin_fd is not None else (out.fileno() if _isatty(out) else None)
+
+        def send_size() -> None:
+            size = tty.window_size(watch) if watch is not None else None
+            if size is not None:
+                self.sock.sendall(pack(RESIZE, resize_body(*size)))
+
+        try:
+            send_size()
+            fds = [self.sock.fileno(), wake_r] + ([stdin_fd] if stdin_fd is not None else [])
+            buf = bytearray()
+            while True:
+                ready, _, _ = select.select(fds, [], [])
+                if wake_r in ready:
+                    try:
+                        while os.read(wake_r, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    send_size()
+                if stdin_fd is not None and stdin_fd in ready:
+                    data = os.read(stdin_fd, 65536)
+                    if data:
+                        self.sock.sendall(pack(STDIN, data))
+                    else:
+                        fds.remove(stdin_fd)  # end of input: the container goes on
+                        stdin_fd = None
+                if self.sock.fileno() in ready:
+                    chunk = self.sock.recv(65536)
+                    if not chunk:
+                        return None
+                    buf += chunk
+                    while len(buf) >= HEADER.size:
+                        kind, size = HEADER.unpack_from(buf)
+                        if len(buf) < HEADER.size + size:
+                            break
+                        body = bytes(buf[HEADER.size:HEADER.size + size])
+                        del buf[:HEADER.size + size]
+                        if kind in (STDOUT, STDERR):
+                            out.write(body)
+                            out.flush()
+                        elif kind == EXIT:
+                            return Exit.from_json(json.loads(body))
+        finally:
+            signal.signal(signal.SIGWINCH, old_winch)
+            signal.set_wakeup_fd(old_wakeup)
+            os.close(wake_r)
+            os.close(wake_w)
+
     def wait_gone(self, timeout: float = 10.0) -> None:
         """After the socket closed without an exit: wait until the monitor has really ended
         (its socket closes before it is dead, and a dying monitor still looks alive)."""
@@ -132,7 +193,7 @@ class Attachment:
         """The caller recorded the exit: tell the monitor, which then just exits (the runtime has
         deleted the container before the exit was reported, so nothing of it is left)."""
         try:
-            self.sock.sendall(DONE)
+            self.sock.sendall(pack(DONE))
         except OSError:
             pass
         finally:
@@ -149,6 +210,13 @@ class Attachment:
 
 
 _unreaped: list[int] = []
+
+
+def _isatty(f: BinaryIO) -> bool:
+    try:
+        return os.isatty(f.fileno())
+    except (OSError, ValueError):
+        return False
 
 
 def reap_children() -> None:

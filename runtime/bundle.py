@@ -140,11 +140,15 @@ def rlimits() -> list[dict[str, Any]]:
 
 
 def process(config: Mapping[str, Any], *, argv: Sequence[str], user: ExecUser, hostname: str,
-            cwd: str | None = None, extra_env: Sequence[str] = ()) -> dict[str, Any]:
-    """The spec's ``process`` (also what ``exec`` hands the runtime)."""
+            cwd: str | None = None, extra_env: Sequence[str] = (), tty: bool | None = None) -> dict[str, Any]:
+    """The spec's ``process`` (also what ``exec`` hands the runtime; ``tty`` None: the record's
+    ``Tty``)."""
     caps = list(DEFAULT_CAPABILITIES)
+    tty = bool(config.get("Tty")) if tty is None else tty
+    if tty and not any(str(e).startswith("TERM=") for e in list(config.get("Env") or []) + list(extra_env)):
+        extra_env = [*extra_env, "TERM=xterm"]  # as Docker sets for a terminal
     p: dict[str, Any] = {
-        "terminal": False,
+        "terminal": tty,
         "user": {"uid": user.uid, "gid": user.gid, "umask": 0o022},
         "args": list(argv),
         "env": environment(config, hostname, user, extra_env),

@@ -28,7 +28,7 @@ def inspect_state(st: State) -> dict[str, Any]:
         "Status": st.Status,
         "Running": st.Status in ACTIVE,
         "Paused": st.Status == "paused",
-        "Restarting": False,
+        "Restarting": st.Restarting and st.Status in ACTIVE,
         "OOMKilled": st.OOMKilled,
         "Dead": False,
         "Pid": st.Pid if st.Status in ACTIVE else 0,
@@ -53,7 +53,7 @@ def extra_inspect(store: "Store", c: "Container") -> dict[str, Any]:
         "ResolvConfPath": os.path.join(p.dir, "resolv.conf"),
         "HostnamePath": os.path.join(p.dir, "hostname"),
         "HostsPath": os.path.join(p.dir, "hosts"),
-        "RestartCount": 0,
+        "RestartCount": st.RestartCount,
         "Mounts": volumes.inspect_mounts(store, c),
         "Runtime": (st.Runtime or {}).get("name")
         or (c.config.get("HostConfig") or {}).get("Runtime") or DEFAULT_RUNTIME,

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from drivers.errors import Conflict, LaminaError, NotFound
-from runtime import spec, volumes
+from runtime import restart, spec, volumes
 from runtime.attach import Attachment
-from runtime.monitor import spawn
+from runtime.monitor import Options, spawn
 from runtime.oci import signal_number
 from runtime.paths import Paths, locked, paths_of
 from runtime.prepare import prepare
@@ -102,7 +102,7 @@ class Running(Record):
 
 
 def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool = False,
-          stdin: bool = False) -> Running:
+          stdin: bool = False, console_size: tuple[int, int] | None = None) -> Running:
     """Start a created or exited container (``docker start``); a running one is left as it is.
 
     Effect: rootfs mounted (held until exit), bundle rewritten, monitor and container started;
@@ -131,9 +131,11 @@ def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool 
         write_state(p, st)
         _phase("mount")
         try:
-            prepare(store, c, p, path, for_start=True)
+            prepare(store, c, p, path, for_start=True, console_size=console_size)
             _phase("bundle")
-            att = spawn(p, rt, store_root=str(store.root), stdin=stdin)
+            sp = spec.parse(c.config)
+            opts = Options(tty=sp.tty, restart=sp.restart, max_retries=sp.max_retries)
+            att = spawn(p, rt, store_root=str(store.root), stdin=stdin, options=opts)
             _phase("spawn")
             try:
                 info = att.handshake()
@@ -153,6 +155,7 @@ def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool 
         st.Status, st.Pid, st.Error = "running", info.pid, ""
         st.MonitorPid, st.MonitorStart = info.monitor_pid, info.monitor_start
         st.StartedAt, st.FinishedAt, st.ExitCode, st.OOMKilled = info.started_ns, 0, 0, False
+        st.RestartCount, st.Restarting = 0, False
         st.Runtime = rt.to_json()
         write_state(p, st)
         c = set_db_state(store, c, "running")
@@ -164,7 +167,8 @@ def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool 
 
 
 def run(store: "Store", image: str, *, name: str | None = None, config: dict[str, Any] | None = None,
-        runtime: str | None = None, attach: bool = True, stdin: bool = False) -> Running:
+        runtime: str | None = None, attach: bool = True, stdin: bool = False,
+        console_size: tuple[int, int] | None = None) -> Running:
     """``docker run``: create and start in one go (one mount). On any failure before the
     container runs, the container is removed again: nothing is left."""
     c, made = _new(store, image, name, config)
@@ -173,22 +177,26 @@ def run(store: "Store", image: str, *, name: str | None = None, config: dict[str
     try:
         with locked(p):
             write_state(p, State())
-        return start(store, c.id, runtime=runtime, attach=attach, stdin=stdin)
+        return start(store, c.id, runtime=runtime, attach=attach, stdin=stdin, console_size=console_size)
     except BaseException:
         _discard(store, c, p, made)
         raise
 
 
-def wait(store: "Store", running: Running, out: BinaryIO, err: BinaryIO) -> int:
+def wait(store: "Store", running: Running, out: BinaryIO, err: BinaryIO, *, tty_stdin: int | None = None) -> int:
     """Stream an attached container's output until it exits; record the exit (and remove the
     container if it was run with ``--rm``); the exit code. The runtime has deleted the container
     before its exit is reported, so nothing of a ``--rm`` container outlives the call (the
-    monitor, told that its caller took over, exits right after)."""
+    monitor, told that its caller took over, exits right after). A terminal container's output
+    is one stream (to ``out``); ``tty_stdin``: an fd whose bytes go to its pty (``-i -t``)."""
     att = running.attachment
     if att is None:
         raise LaminaError("wait: container not attached")
     try:
-        ex = att.stream(out, err)
+        if running.container.config.get("Tty"):
+            ex = att.stream_tty(out, tty_stdin)
+        else:
+            ex = att.stream(out, err)
         if ex is None:  # the monitor died: reconcile kills what is left and records it
             att.wait_gone()
             att.detach()
@@ -262,8 +270,9 @@ def stop(store: "Store", key: str, timeout: float = STOP_TIMEOUT) -> "Container"
         return c
     rt = st.runtime()
     assert rt is not None
+    restart.request_stop(p)  # no restart policy brings it back
     sig = signal_number(str(c.config.get("StopSignal") or "SIGTERM"))
-    with contextlib.suppress(Conflict):
+    with contextlib.suppress(Conflict, NotFound):  # NotFound: between two runs of a restart policy
         rt.kill(c.id, sig)
     if st.Status == "paused":
         with contextlib.suppress(LaminaError):
@@ -326,7 +335,8 @@ def remove(store: "Store", key: str, *, force: bool = False, volumes: bool = Fal
             raise Conflict(f"container {c.name} is {st.Status}: stop it first or use -f")
         rt = st.runtime()
         assert rt is not None
-        with contextlib.suppress(Conflict):
+        restart.request_stop(p)
+        with contextlib.suppress(Conflict, NotFound):
             rt.kill(c.id, signal.SIGKILL)
         if st.Status == "paused":
             with contextlib.suppress(LaminaError):

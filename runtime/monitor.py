@@ -30,6 +30,7 @@ The caller's end of the socket is ``runtime.attach``; the frames are ``runtime.f
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -44,11 +45,14 @@ from typing import Any
 from drivers.errors import LaminaError
 from runtime import logs
 from runtime.attach import Attachment, reap_children
-from runtime.frames import DONE, EXIT, FAILED, HELLO, STARTED, STDERR, STDOUT, send
+from runtime import restart
+from runtime import tty as ttys
+from runtime.frames import DONE, EXIT, FAILED, HELLO, RESIZE, STARTED, STDERR, STDIN, STDOUT, Reader, send
 from runtime.oci import OCIRuntime, load_libc, log_error, message_of
 from runtime.paths import Paths
 from runtime.proc import start_time
-from runtime.state import Exit, write_json
+from runtime.records import Record
+from runtime.state import EXIT_UNKNOWN, Exit, write_json
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NAME = 15
@@ -56,7 +60,21 @@ DRAIN_AFTER_EXIT = 5.0  # seconds to wait for the pipes to close after init exit
 TAKEOVER_TIMEOUT = 300.0  # an attached caller that neither answers nor goes away: clean up alone
 
 
-def spawn(paths: Paths, rt: OCIRuntime, *, store_root: str, stdin: bool = False) -> Attachment:
+class Options(Record):
+    """What the monitor does besides running the container once: ``tty`` (the runtime makes a
+    pty and sends its master over the console socket), ``restart`` (Docker's RestartPolicy
+    ``Name`` and ``MaximumRetryCount``), ``restart_count`` (restarts already done before this
+    start: Docker keeps counting across ``start``s only within one run, so normally 0)."""
+
+    __slots__ = ("tty", "restart", "max_retries")
+    _defaults = {"tty": False, "restart": "no", "max_retries": 0}
+    tty: bool
+    restart: str
+    max_retries: int
+
+
+def spawn(paths: Paths, rt: OCIRuntime, *, store_root: str, stdin: bool = False,
+          options: Options | None = None) -> Attachment:
     """Start the monitor (and through it the container) in the background; the caller then
     calls ``handshake`` on the returned attachment, and ``stream`` or ``detach``.
 
@@ -69,6 +87,7 @@ def spawn(paths: Paths, rt: OCIRuntime, *, store_root: str, stdin: bool = False)
     short life (``finish`` reaps it), and each fork of a Python process costs milliseconds.
     """
     reap_children()
+    opts = options or Options()
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     rt.preexec()  # load libc before forking
     sys.stdout.flush()
@@ -79,7 +98,7 @@ def spawn(paths: Paths, rt: OCIRuntime, *, store_root: str, stdin: bool = False)
         try:
             parent_sock.close()
             os.setsid()
-            code = _monitor_main(paths, rt, store_root, child_sock.fileno(), stdin)
+            code = _monitor_main(paths, rt, store_root, child_sock.fileno(), stdin and not opts.tty, opts)
         except BaseException:  # noqa: BLE001 - a forked child must never return into the caller
             try:
                 traceback.print_exc()
@@ -104,7 +123,8 @@ def _keep_only(keep: set[int]) -> None:
                 pass
 
 
-def _monitor_main(paths: Paths, rt: OCIRuntime, store_root: str, sock_fd: int, stdin: bool) -> int:
+def _monitor_main(paths: Paths, rt: OCIRuntime, store_root: str, sock_fd: int, stdin: bool,
+                  opts: Options) -> int:
     gc.disable()  # objects inherited from the caller must not be finalised here
     devnull = os.open(os.devnull, os.O_RDWR)
     errlog = os.open(paths.monitor_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
@@ -126,53 +146,31 @@ def _monitor_main(paths: Paths, rt: OCIRuntime, store_root: str, sock_fd: int, s
     client: socket.socket | None = socket.socket(fileno=sock_fd)
     me = os.getpid()
     client = send(client, HELLO, json.dumps({"pid": me, "start": start_time(me) or 0}).encode())
-    for stale in (paths.pid, paths.exit, paths.runtime_log):
+    for stale in (paths.exit, restart.stop_marker(paths)):
         try:
             os.unlink(stale)
         except FileNotFoundError:
             pass
-
-    import subprocess
-
-    from runtime import bundle, cgroups
-
-    try:  # before the container exists: an OOM kill in its first milliseconds is seen too
-        oom: Any = cgroups.OOMWatch(cgroups.mounts(), f"{bundle.CGROUP_PARENT}/{paths.container_id}")
-    except OSError:
-        oom = None
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    try:
-        proc = rt.popen(rt.run_command(paths.container_id, paths.bundle, paths.pid, paths.runtime_log),
-                        stdin=cin, stdout=out_w, stderr=err_w, close_fds=True)
-    except (OSError, subprocess.SubprocessError) as e:
-        if oom is not None:
-            oom.discard()
-        send(client, FAILED, json.dumps({"error": f"cannot run {rt.binary}: {e}"}).encode())
-        return 0
-    os.close(out_w)
-    os.close(err_w)
+    policy = restart.Policy(opts.restart, opts.max_retries)
+    reader = Reader()
+    count = 0
+    while True:
+        ex, run = _run_once(paths, rt, cin, wake_r, client, reader, opts.tty, first=count == 0)
+        client = run.client if run is not None else client
+        if ex is None:
+            if count == 0:
+                send(client, FAILED, json.dumps({"error": f"{rt.name}: {run.failure() if run else 'failed'}"}).encode())
+                return 0
+            ex = Exit(EXIT_UNKNOWN, time.time_ns(), False)  # a restart that could not start: stop here
+            break
+        if not policy.should_restart(ex.code, count, restart.stop_requested(paths)):
+            break
+        count += 1
+        if not restart.wait_backoff(paths, policy.delay(count, run.ran_for())):
+            break  # stop asked during the back-off
+        restart.record_restart(paths, count, ex)
     os.close(cin)
-    run = _Run(paths, rt, proc, out_r, err_r, wake_r, client, oom)
-    ex = run.loop()
-    proc.returncode = 0  # reaped by us: Popen must not wait for it again
-    client = run.client
-    if ex is None:  # the runtime failed before the container started
-        if oom is not None:
-            oom.discard()
-        if os.path.isdir(os.path.join(rt.state_root, paths.container_id)):
-            try:
-                rt.delete(paths.container_id, force=True)
-            except LaminaError:
-                pass
-        send(client, FAILED, json.dumps({"error": f"{rt.name}: {run.failure()}"}).encode())
-        return 0
     client = send(client, EXIT, json.dumps(ex.to_json()).encode())  # an attached caller first
-    if os.path.isdir(os.path.join(rt.state_root, paths.container_id)):
-        try:  # the runtime died before its own clean-up
-            rt.delete(paths.container_id, force=True)
-        except LaminaError as e:
-            print(f"monitor: {e}", file=sys.stderr)
     try:  # last: once exit.json exists, the runtime has forgotten the container
         write_json(paths.exit, ex.to_json())
     except FileNotFoundError:
@@ -181,12 +179,72 @@ def _monitor_main(paths: Paths, rt: OCIRuntime, store_root: str, sock_fd: int, s
     if client is not None:
         try:
             client.settimeout(TAKEOVER_TIMEOUT)
-            taken_over = client.recv(1) == DONE
-        except OSError:
+            while not taken_over:
+                data = client.recv(4096)
+                if not data:
+                    break
+                taken_over = any(kind == DONE for kind, _ in reader.feed(data))
+        except (OSError, ValueError):
             pass
     if not taken_over:
         _exec_cleanup(store_root, paths.container_id)
     return 0
+
+
+def _run_once(paths: Paths, rt: OCIRuntime, cin: int, wake_r: int, client: socket.socket | None,
+              reader: Reader, tty: bool, *, first: bool) -> "tuple[Exit | None, _Run | None]":
+    """One life of the container: the runtime's ``run``, output to the log (and the caller),
+    until the container has exited and the runtime has forgotten it. (None, run) if the runtime
+    failed before the container started."""
+    import subprocess
+
+    from runtime import bundle, cgroups
+
+    for stale in (paths.pid, paths.runtime_log):
+        try:
+            os.unlink(stale)
+        except FileNotFoundError:
+            pass
+    try:  # before the container exists: an OOM kill in its first milliseconds is seen too
+        oom: Any = cgroups.OOMWatch(cgroups.mounts(), f"{bundle.CGROUP_PARENT}/{paths.container_id}")
+    except OSError:
+        oom = None
+    listener = ttys.listen_console(paths.dir) if tty else None
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    cmd = rt.run_command(paths.container_id, paths.bundle, paths.pid, paths.runtime_log,
+                         console_socket=ttys.CONSOLE_SOCKET if tty else None)
+    try:
+        proc = rt.popen(cmd, stdin=cin, stdout=out_w, stderr=err_w, close_fds=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        if oom is not None:
+            oom.discard()
+        if listener is not None:
+            listener.close()
+        os.close(out_w)
+        os.close(err_w)
+        if first:
+            send(client, FAILED, json.dumps({"error": f"cannot run {rt.binary}: {e}"}).encode())
+        print(f"monitor: cannot run {rt.binary}: {e}", file=sys.stderr)
+        return None, None
+    os.close(out_w)
+    os.close(err_w)
+    run = _Run(paths, rt, proc, out_r, err_r, wake_r, client, oom, listener=listener, reader=reader,
+               detached=tty and rt.detaches_for_console(), first=first)
+    ex = run.loop()
+    proc.returncode = 0  # reaped by us: Popen must not wait for it again
+    if listener is not None:
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(paths.dir, ttys.CONSOLE_SOCKET))
+    if ex is None and oom is not None:
+        oom.discard()
+    if os.path.isdir(os.path.join(rt.state_root, paths.container_id)):
+        try:  # the runtime died before its own clean-up (or it ran detached: runc with a tty)
+            rt.delete(paths.container_id, force=True)
+        except LaminaError as e:
+            print(f"monitor: {e}", file=sys.stderr)
+    return ex, run
 
 
 class _Run:
@@ -197,9 +255,17 @@ class _Run:
     PID_POLL_MS = 1
 
     def __init__(self, paths: Paths, rt: OCIRuntime, proc: Any, out_r: int, err_r: int, wake_r: int,
-                 client: socket.socket | None, oom: Any) -> None:
+                 client: socket.socket | None, oom: Any, *, listener: socket.socket | None = None,
+                 reader: Reader | None = None, detached: bool = False, first: bool = True) -> None:
         self.paths, self.rt, self.proc = paths, rt, proc
         self.client = client
+        self.listener = listener  # the console socket (tty): the runtime sends the pty master
+        self.master: int | None = None
+        self.pending_size: tuple[int, int] | None = None
+        self.reader = reader or Reader()
+        self.detached = detached  # the runtime exits once the container runs (runc with a tty)
+        self.first = first
+        self.started_at = time.monotonic()
         self.wake_r = wake_r
         self.streams = {out_r: ("stdout", STDOUT), err_r: ("stderr", STDERR)}
         self.early: list[tuple[int, bytes]] = []  # output before the start is known
@@ -215,6 +281,12 @@ class _Run:
             self.poller.register(oom.fd, oom.events)
         if client is not None:
             self.poller.register(client.fileno(), select.POLLIN)
+        if listener is not None:
+            self.poller.register(listener.fileno(), select.POLLIN)
+
+    def ran_for(self) -> float:
+        """Seconds since this run began (Docker resets the back-off after 10 s up)."""
+        return time.monotonic() - self.started_at
 
     # -- start ------------------------------------------------------------------------------------
     def _read_pid(self) -> int | None:
@@ -227,7 +299,10 @@ class _Run:
 
     def _started(self, pid: int) -> None:
         self.init = pid
-        self.client = send(self.client, STARTED, json.dumps({"pid": pid, "started": time.time_ns()}).encode())
+        if self.first:
+            self.client = send(self.client, STARTED, json.dumps({"pid": pid, "started": time.time_ns()}).encode())
+        else:
+            restart.record_started(self.paths, pid)
         self.log = logs.LogWriter(self.paths.log)
         for kind, data in self.early:  # after STARTED: the caller's handshake reads no output
             self._output(kind, data)
@@ -249,15 +324,39 @@ class _Run:
 
     def _read(self, fd: int) -> None:
         name, kind = self.streams[fd]
-        data = os.read(fd, 65536)
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: a pty master once every slave end is closed
+            data = b""
         if data:
             self._output(kind, data)
             return
         self.poller.unregister(fd)
         os.close(fd)
         del self.streams[fd]
-        if self.log is not None:
+        if fd == self.master:
+            self.master = None
+        if self.log is not None and name not in (n for n, _k in self.streams.values()):
             self.log.end(name)
+
+    def _console(self) -> None:
+        """The runtime connects to the console socket and sends the pty master."""
+        assert self.listener is not None
+        self.poller.unregister(self.listener.fileno())
+        try:
+            fd = ttys.receive_master(self.listener)
+        except OSError as e:
+            print(f"monitor: console socket: {e}", file=sys.stderr)
+            return
+        finally:
+            self.listener.close()
+            self.listener = None
+        self.master = fd
+        self.streams[fd] = ("stdout", STDOUT)  # a terminal has one output stream
+        self.poller.register(fd, select.POLLIN)
+        if self.pending_size is not None:
+            with contextlib.suppress(OSError):
+                ttys.set_window_size(fd, *self.pending_size)
 
     # -- children ---------------------------------------------------------------------------------
     def _reap(self) -> None:
@@ -297,7 +396,7 @@ class _Run:
                     break
             elif self.init is None:
                 timeout = self.PID_POLL_MS
-            elif self.runtime_status is not None:
+            elif self.runtime_status is not None and not self.detached:
                 timeout = 10  # the runtime died, init lives on: look for it now and then
             else:
                 timeout = None
@@ -316,6 +415,8 @@ class _Run:
                         self.poller.unregister(fd)  # v2: the file is gone (v1 counts on)
                 elif self.client is not None and fd == self.client.fileno():
                     self._client_input()
+                elif self.listener is not None and fd == self.listener.fileno():
+                    self._console()
             if self.init is None and self.runtime_status is None:
                 pid = self._read_pid()
                 if pid is not None:
@@ -326,8 +427,22 @@ class _Run:
             self.streams.pop(fd)
         if self.log is not None:
             self.log.close()
+        self._reap()  # init may be a zombie not yet collected (we saw it gone before its SIGCHLD)
+        if self.detached and self.init_status is None and self.init:
+            end = time.monotonic() + 1.0
+            while self.init_status is None and time.monotonic() < end:
+                try:
+                    pid, st = os.waitpid(self.init, os.WNOHANG)
+                except ChildProcessError:
+                    break  # not ours after all
+                if pid:
+                    self.init_status = st
+                else:
+                    time.sleep(0.005)
         status = self.runtime_status or 0
-        if os.WIFSIGNALED(status) and self.init_status is not None:
+        if self.detached and self.init_status is not None:
+            status = self.init_status  # the runtime left once the container ran: init's status
+        elif os.WIFSIGNALED(status) and self.init_status is not None:
             status = self.init_status  # the runtime was killed; init's own end is the truth
         code = os.waitstatus_to_exitcode(status)
         if code < 0:
@@ -339,11 +454,24 @@ class _Run:
         return Exit(code, time.time_ns(), oom)
 
     def _client_input(self) -> None:
+        """Frames from the caller: keys for the pty, window sizes (``runtime.frames``)."""
         assert self.client is not None
         try:
-            data = self.client.recv(1)
-        except OSError:
-            data = b""
+            data = self.client.recv(65536)
+            frames = self.reader.feed(data) if data else []
+        except (OSError, ValueError):
+            data, frames = b"", []
+        for kind, body in frames:
+            if kind == STDIN and self.master is not None:
+                with contextlib.suppress(OSError):
+                    os.write(self.master, body)
+            elif kind == RESIZE:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    d = json.loads(body)
+                    self.pending_size = (int(d["h"]), int(d["w"]))
+                if self.master is not None and self.pending_size is not None:
+                    with contextlib.suppress(OSError):
+                        ttys.set_window_size(self.master, *self.pending_size)
         if not data:  # the caller went away: go on detached
             self.poller.unregister(self.client.fileno())
             self.client.close()

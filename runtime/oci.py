@@ -174,16 +174,32 @@ class OCIRuntime(Record):
                 pass
         return subprocess.Popen(list(argv), preexec_fn=self.preexec(), **kw)
 
-    def run_command(self, container_id: str, bundle: str, pid_file: str, log: str) -> list[str]:
+    def run_command(self, container_id: str, bundle: str, pid_file: str, log: str,
+                    console_socket: str | None = None) -> list[str]:
         """``run`` in the foreground: create, start, wait, delete, exit with the container's
         status (128+N for signal N). One runtime process per container life: ``run --detach``
         followed by ``delete`` costs twice as much here (each call pays a process, and crun
-        a private mount namespace). The monitor learns the start from ``pid_file``."""
-        return self.command("run", "--bundle", bundle, "--pid-file", pid_file, container_id, log=log)
+        a private mount namespace). The monitor learns the start from ``pid_file``.
+
+        ``console_socket``: the container has a terminal whose master goes to that socket. runc
+        refuses that in the foreground ("cannot use console socket if runc will not detach"),
+        so runc then runs ``--detach`` (``detaches_for_console``): it exits once the container
+        runs, and the monitor, a child subreaper, waits for init itself."""
+        args = ["run", "--bundle", bundle, "--pid-file", pid_file]
+        if console_socket is not None:
+            args += ["--console-socket", console_socket]
+            if self.detaches_for_console():
+                args.append("--detach")
+        return self.command(*args, container_id, log=log)
+
+    def detaches_for_console(self) -> bool:
+        return self.name == "runc"
 
     def exec_command(self, container_id: str, process_file: str, *, detach: bool = False,
-                     pid_file: str | None = None) -> list[str]:
+                     pid_file: str | None = None, console_socket: str | None = None) -> list[str]:
         args = ["exec", "--process", process_file]
+        if console_socket is not None:
+            args += ["--tty", "--console-socket", console_socket]
         if detach:
             args.append("--detach")
         if pid_file:

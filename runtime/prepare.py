@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from graph import Container, Store
 
 
-def prepare(store: "Store", c: "Container", p: Paths, rootfs_path: str, *, for_start: bool) -> dict[str, Any]:
+def prepare(store: "Store", c: "Container", p: Paths, rootfs_path: str, *, for_start: bool,
+            console_size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Resolve, check and write the bundle for the container whose tree is at ``rootfs_path``.
     ``for_start``: also the checks that only matter when it runs now (the program exists) and the
     changes Docker makes to the tree at start (the working directory and mount points are
@@ -26,6 +27,8 @@ def prepare(store: "Store", c: "Container", p: Paths, rootfs_path: str, *, for_s
     doc = bundle.spec(cfg, container_id=c.id, rootfs=rootfs_path, user=user, etc_dir=p.dir,
                       swap_limit=cgroups.swap_limit_supported())
     proc = doc["process"]
+    if proc.get("terminal") and console_size:
+        proc["consoleSize"] = {"height": console_size[0], "width": console_size[1]}
     cwd = proc["cwd"]
     if not cwd.startswith("/"):
         raise InvalidInput(f"container {c.name}: working directory {cwd!r} is not absolute")

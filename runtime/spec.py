@@ -218,13 +218,43 @@ def mounts(config: Mapping[str, Any]) -> list[Mount]:
     return out
 
 
-class Spec(Record):
-    """The parsed record: what ``runtime`` acts on besides the process (``runtime.bundle``)."""
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
 
-    __slots__ = ("mounts",)
+
+def restart_policy(config: Mapping[str, Any]) -> tuple[str, int]:
+    """``HostConfig.RestartPolicy`` (``{"Name": ..., "MaximumRetryCount": N}``) as (name, N)."""
+    hc = config.get("HostConfig") or {}
+    rp = hc.get("RestartPolicy") or {}
+    if not isinstance(rp, Mapping):
+        raise InvalidInput("invalid RestartPolicy: want an object with Name and MaximumRetryCount")
+    name = rp.get("Name") or "no"
+    if name not in RESTART_POLICIES:
+        raise InvalidInput(f"invalid restart policy {name!r}: want no, on-failure[:N], always or unless-stopped")
+    n = rp.get("MaximumRetryCount") or 0
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise InvalidInput(f"invalid restart policy: maximum retry count {n!r} must be a positive number")
+    if n and name != "on-failure":
+        raise InvalidInput(f"invalid restart policy {name!r}: a maximum retry count is only for on-failure")
+    if name != "no" and hc.get("AutoRemove"):
+        raise InvalidInput("conflicting options: --restart and --rm (a removed container cannot restart)")
+    return str(name), int(n)
+
+
+class Spec(Record):
+    """The parsed record: what ``runtime`` acts on besides the process (``runtime.bundle``):
+    ``mounts``; ``tty`` and ``open_stdin`` (``Config.Tty``, ``Config.OpenStdin``); ``restart``
+    and ``max_retries`` (``HostConfig.RestartPolicy``)."""
+
+    __slots__ = ("mounts", "tty", "open_stdin", "restart", "max_retries")
     mounts: list[Mount]
+    tty: bool
+    open_stdin: bool
+    restart: str
+    max_retries: int
 
 
 def parse(config: Mapping[str, Any]) -> Spec:
     """The record's spec, validated. Raises InvalidInput with one clear line."""
-    return Spec(mounts=mounts(config))
+    name, retries = restart_policy(config)
+    return Spec(mounts=mounts(config), tty=bool(config.get("Tty")), open_stdin=bool(config.get("OpenStdin")),
+                restart=name, max_retries=retries)

@@ -28,10 +28,10 @@ class State(Record):
     """What ``state.json`` holds (names as Docker's ``ContainerState``; times in ns)."""
 
     __slots__ = ("Status", "Pid", "MonitorPid", "MonitorStart", "StartedAt", "FinishedAt", "ExitCode",
-                 "Error", "OOMKilled", "Runtime", "Rootfs", "RootfsHeld")
+                 "Error", "OOMKilled", "Runtime", "Rootfs", "RootfsHeld", "RestartCount", "Restarting")
     _defaults = {"Status": "created", "Pid": 0, "MonitorPid": 0, "MonitorStart": 0, "StartedAt": 0,
                  "FinishedAt": 0, "ExitCode": 0, "Error": "", "OOMKilled": False, "Runtime": dict,
-                 "Rootfs": "", "RootfsHeld": False}
+                 "Rootfs": "", "RootfsHeld": False, "RestartCount": 0, "Restarting": False}
     Status: str
     Pid: int
     MonitorPid: int
@@ -44,6 +44,8 @@ class State(Record):
     Runtime: dict[str, Any]
     Rootfs: str
     RootfsHeld: bool
+    RestartCount: int  # restarts by the monitor's restart policy since the last start
+    Restarting: bool  # waiting for the next restart (the monitor's back-off)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "State":

@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def add_options(p: argparse.ArgumentParser) -> None:
+def add_options(p: argparse.ArgumentParser, *, terminal: bool = True) -> None:
     """The container options ``create`` takes (``run`` will take the same)."""
     p.add_argument("--name", help="container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)")
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
@@ -41,7 +41,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     # ---- issue 17 (volumes, terminals, restart, security): lamina/runopts.py ----
     from lamina import runopts
 
-    runopts.add_options(p)
+    runopts.add_options(p, terminal=terminal)
     # ---- end of issue 17's block ----
     p.add_argument("image", metavar="IMAGE", help="image name or ID")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="command and arguments")

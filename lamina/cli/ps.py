@@ -41,6 +41,8 @@ def status_of(c: "Container", st: Any = None, now: float | None = None) -> str:
     if st is None:
         return {"created": "Created", "running": "Up", "paused": "Up (Paused)"}.get(c.state, c.state.capitalize())
     now = time.time() if now is None else now
+    if st.Status in ACTIVE and getattr(st, "Restarting", False):
+        return f"Restarting ({st.ExitCode}) {output.human_duration(max(0.0, now - st.FinishedAt / 1e9))} ago"
     if st.Status in ACTIVE:
         up = "Up " + output.human_duration(max(0.0, now - st.StartedAt / 1e9))
         return up + (" (Paused)" if st.Status == "paused" else "")
