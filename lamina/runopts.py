@@ -27,6 +27,27 @@ def add_options(p: argparse.ArgumentParser, *, terminal: bool = True) -> None:
         p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
     p.add_argument("--restart", default="no", metavar="POLICY",
                    help="restart policy: no, on-failure[:N], always, unless-stopped")
+    sec = p.add_argument_group("security and process")
+    sec.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                     help="seccomp=unconfined|PROFILE.json, no-new-privileges")
+    sec.add_argument("--cap-add", action="append", default=[], metavar="CAP", help="add a capability (ALL: every one)")
+    sec.add_argument("--cap-drop", action="append", default=[], metavar="CAP", help="drop a capability (ALL: every one)")
+    sec.add_argument("--privileged", action="store_true", help="all capabilities, no seccomp, all devices")
+    sec.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
+    sec.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]", help="a resource limit")
+    sec.add_argument("--init", action="store_true", help="run an init (tini) as PID 1 that reaps zombies")
+    sec.add_argument("--shm-size", default=None, metavar="BYTES", help="size of /dev/shm (default 64m)")
+    sec.add_argument("--device", action="append", default=[], metavar="HOST[:CTR[:PERMS]]", help="add a host device")
+    sec.add_argument("--group-add", action="append", default=[], metavar="GROUP", help="an additional group")
+    sec.add_argument("--add-host", action="append", default=[], metavar="NAME:IP", help="a line for /etc/hosts")
+    sec.add_argument("--dns", action="append", default=[], metavar="IP", help="a name server for /etc/resolv.conf")
+    sec.add_argument("--dns-search", action="append", default=[], metavar="DOMAIN", help="a DNS search domain")
+    sec.add_argument("--dns-option", action="append", default=[], metavar="OPT", help="a resolv.conf option")
+    sec.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE", help="set a label")
+    sec.add_argument("--env-file", action="append", default=[], metavar="FILE", help="read KEY=VALUE lines")
+    sec.add_argument("--stop-signal", default=None, metavar="SIGNAL", help="signal that stops the container")
+    sec.add_argument("--stop-timeout", type=int, default=None, metavar="SECONDS",
+                     help="seconds from the stop signal to SIGKILL")
     g = p.add_argument_group("volumes")
     g.add_argument("-v", "--volume", action="append", default=[], metavar="[SRC:]DST[:MODE]",
                    help="bind mount a host path (created if missing) or mount a named volume; DST alone: "
@@ -124,6 +145,7 @@ def apply(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
     cfg["AttachStdin"] = cfg["OpenStdin"]
     cfg["StdinOnce"] = cfg["OpenStdin"]
     hc["RestartPolicy"] = parse_restart(getattr(args, "restart", "no") or "no")
+    _apply_security(args, cfg, hc)
     binds: list[str] = []
     volumes: dict[str, Any] = dict(cfg.get("Volumes") or {})
     for v in args.volume:
@@ -146,3 +168,129 @@ def apply(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
             tmpfs[target] = opts
         hc["Tmpfs"] = tmpfs
     return cfg
+
+
+def parse_ulimit(text: str) -> dict[str, Any]:
+    """``--ulimit nofile=1024:2048`` as Docker's ``Ulimit`` object."""
+    from graph.errors import InvalidInput
+
+    name, eq, value = text.partition("=")
+    soft, colon, hard = value.partition(":")
+    try:
+        s, h = int(soft), int(hard) if colon else int(soft)
+    except ValueError:
+        raise InvalidInput(f"invalid --ulimit {text!r}: want NAME=SOFT[:HARD]") from None
+    if not eq or not name:
+        raise InvalidInput(f"invalid --ulimit {text!r}: want NAME=SOFT[:HARD]")
+    return {"Name": name, "Soft": s, "Hard": h}
+
+
+def parse_device(text: str) -> dict[str, Any]:
+    """``--device /dev/x[:/dev/y[:rwm]]`` as Docker's ``DeviceMapping``."""
+    parts = text.split(":")
+    host = parts[0]
+    ctr = parts[1] if len(parts) > 1 and parts[1].startswith("/") else host
+    perms = parts[-1] if len(parts) > 1 and not parts[-1].startswith("/") else "rwm"
+    return {"PathOnHost": host, "PathInContainer": ctr, "CgroupPermissions": perms}
+
+
+def read_env_file(path: str) -> list[str]:
+    """Docker's ``--env-file``: KEY=VALUE lines; ``#`` comments and blank lines skipped; a bare
+    KEY takes the caller's value (dropped when unset)."""
+    from graph.errors import InvalidInput
+    from lamina import config
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise InvalidInput(f"--env-file {path}: {e.strerror}") from None
+    out = []
+    for line in lines:
+        line = line.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        key, eq, _v = line.partition("=")
+        if not key or any(ch.isspace() for ch in key):
+            raise InvalidInput(f"--env-file {path}: invalid line {line!r}")
+        if eq:
+            out.append(line)
+        else:
+            v = config.client_env(key)
+            if v is not None:
+                out.append(f"{key}={v}")
+    return out
+
+
+def _seccomp_opt(opt: str) -> str:
+    """``seccomp=FILE``: the CLI sends the file's content, as the docker CLI does."""
+    from graph.errors import InvalidInput
+
+    key, sep, value = opt.partition("=")
+    if key != "seccomp" or not sep or value in ("unconfined", "builtin", "default", ""):
+        return opt
+    try:
+        with open(value, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise InvalidInput(f"opening seccomp profile ({value}) failed: {e.strerror}") from None
+    import json
+
+    try:
+        json.loads(text)
+    except ValueError:
+        raise InvalidInput(f"seccomp profile {value}: not JSON") from None
+    return f"seccomp={text}"
+
+
+def _apply_security(args: argparse.Namespace, cfg: dict[str, Any], hc: dict[str, Any]) -> None:
+    from graph.errors import InvalidInput
+    from lamina.containerconfig import parse_memory
+
+    if args.security_opt:
+        hc["SecurityOpt"] = [_seccomp_opt(o) for o in args.security_opt]
+    if args.cap_add:
+        hc["CapAdd"] = list(args.cap_add)
+    if args.cap_drop:
+        hc["CapDrop"] = list(args.cap_drop)
+    if args.privileged:
+        hc["Privileged"] = True
+    if args.read_only:
+        hc["ReadonlyRootfs"] = True
+    if args.ulimit:
+        hc["Ulimits"] = [parse_ulimit(u) for u in args.ulimit]
+    if args.init:
+        hc["Init"] = True
+    if args.shm_size is not None:
+        hc["ShmSize"] = parse_memory(args.shm_size)
+    if args.device:
+        hc["Devices"] = [parse_device(d) for d in args.device]
+    if args.group_add:
+        hc["GroupAdd"] = list(args.group_add)
+    if args.add_host:
+        hc["ExtraHosts"] = [h.replace("=", ":", 1) if "=" in h else h for h in args.add_host]
+    if args.dns:
+        hc["Dns"] = list(args.dns)
+    if args.dns_search:
+        hc["DnsSearch"] = list(args.dns_search)
+    if args.dns_option:
+        hc["DnsOptions"] = list(args.dns_option)
+    if args.label:
+        labels = dict(cfg.get("Labels") or {})
+        for item in args.label:
+            k, _, v = item.partition("=")
+            if not k:
+                raise InvalidInput(f"invalid label {item!r}: want KEY=VALUE")
+            labels[k] = v
+        cfg["Labels"] = labels
+    if args.env_file:
+        keys = {e.partition("=")[0] for e in cfg.get("Env") or []}
+        from_files = [e for f in args.env_file for e in read_env_file(f)]
+        cfg["Env"] = [e for e in from_files if e.partition("=")[0] not in keys] + list(cfg.get("Env") or [])
+    if args.stop_signal:
+        from runtime.oci import signal_number
+
+        signal_number(args.stop_signal)
+        cfg["StopSignal"] = args.stop_signal
+    if args.stop_timeout is not None:
+        cfg["StopTimeout"] = args.stop_timeout

@@ -17,8 +17,10 @@ What goes in is what Docker puts in (moby ``oci/defaults.go`` and ``daemon/oci_l
   so a container over its limit is OOM-killed rather than swapping), ``--cpus`` (CFS quota over
   a 100 ms period), ``--pids-limit``; ``cgroupsPath`` ``/lamina/<id>``.
 
-Not there (yet): a seccomp profile, AppArmor, user namespaces, ``--privileged``, devices and
-volumes.
+Then ``runtime.prepare`` adds what ``HostConfig`` asks beyond that: mounts and volumes
+(``runtime.volumes``), seccomp, capabilities, ``--privileged``, read-only root, ulimits,
+``--init``, ``/dev/shm`` size, devices, groups (``runtime.security``), and the terminal. Not
+there: AppArmor, SELinux labels, user namespaces.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from drivers.errors import Conflict, InvalidInput, LaminaError, NotFound
-from runtime import bundle, rootfs, users
+from runtime import bundle, rootfs, security, users
 from runtime.lifecycle import active
 from runtime import tty as ttys
 from runtime.oci import OCIRuntime, load_libc, message_of
@@ -50,6 +50,9 @@ def exec_(store: "Store", key: str, argv: Sequence[str], *, env: Sequence[str] =
     if tty and detach:
         raise InvalidInput("exec: -t with -d is not supported (nobody would read the terminal)")
     proc = bundle.process(cfg, argv=argv, user=who, hostname=hostname, cwd=workdir or None, extra_env=env, tty=tty)
+    caps = security.capabilities(cfg.get("HostConfig") or {}, bundle.DEFAULT_CAPABILITIES)
+    proc["capabilities"] = {"bounding": list(caps), "effective": list(caps), "permitted": list(caps)}
+    proc["noNewPrivileges"] = security.security_opts(cfg.get("HostConfig") or {})[1]
     size = ttys.window_size(0) or ttys.window_size(1)
     if tty and size:
         proc["consoleSize"] = {"height": size[0], "width": size[1]}

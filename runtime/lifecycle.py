@@ -262,10 +262,14 @@ def _wait_exit(store: "Store", c: "Container", p: Paths, timeout: float) -> bool
         time.sleep(0.01)
 
 
-def stop(store: "Store", key: str, timeout: float = STOP_TIMEOUT) -> "Container":
+def stop(store: "Store", key: str, timeout: float | None = None) -> "Container":
     """``docker stop``: the stop signal (the image's ``StopSignal``, else SIGTERM), then SIGKILL
-    after ``timeout`` seconds. A stopped container is left as it is."""
+    after ``timeout`` seconds (None: the record's ``StopTimeout``, else 10). A stopped container
+    is left as it is."""
     c, st, p = active(store, key)
+    if timeout is None:
+        t = c.config.get("StopTimeout")
+        timeout = float(t) if isinstance(t, int) and t >= 0 else STOP_TIMEOUT
     if st.Status not in ACTIVE:
         return c
     rt = st.runtime()

@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from drivers.errors import InvalidInput, NotFound
-from runtime import bundle, cgroups, rootfs, users, volumes
+from runtime import bundle, cgroups, rootfs, security, users, volumes
 from runtime.paths import Paths
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ def prepare(store: "Store", c: "Container", p: Paths, rootfs_path: str, *, for_s
     user = users.resolve_user(rootfs_path, str(cfg.get("User") or ""))
     doc = bundle.spec(cfg, container_id=c.id, rootfs=rootfs_path, user=user, etc_dir=p.dir,
                       swap_limit=cgroups.swap_limit_supported())
+    security.apply(doc, cfg, _group_add(rootfs_path, cfg))
     proc = doc["process"]
     if proc.get("terminal") and console_size:
         proc["consoleSize"] = {"height": console_size[0], "width": console_size[1]}
@@ -37,12 +38,72 @@ def prepare(store: "Store", c: "Container", p: Paths, rootfs_path: str, *, for_s
     doc["mounts"] = [m for m in doc["mounts"] if m["destination"] not in targets] + user_mounts
     if for_start:
         env_path = next((e[5:] for e in proc["env"] if e.startswith("PATH=")), bundle.DEFAULT_PATH)
-        in_mount = any(proc["args"][0].startswith(t.rstrip("/") + "/") for t in targets)
+        binds = {m["destination"] for m in doc["mounts"] if m.get("type") == "bind"}
+        prog = proc["args"][0]
+        in_mount = any(prog == t or prog.startswith(t.rstrip("/") + "/") for t in binds)
         if not in_mount and rootfs.find_executable(rootfs_path, proc["args"][0], env_path, cwd) is None:
             raise NotFound(f"container {c.name}: executable {proc['args'][0]!r} not found in the image"
                            + ("" if "/" in proc["args"][0] else f" (PATH={env_path})"))
         rootfs.make_dirs(rootfs_path, cwd)
         bundle.write_etc_files(p.dir, doc["hostname"], bundle.network_of(cfg))
+        _etc_options(p.dir, cfg)
     bundle.write(p.config, doc)
     volumes.copied_done(store, c, copied)
     return doc
+
+
+def _group_add(root: str, cfg: dict[str, Any]) -> list[int]:
+    """``--group-add``: numbers, or names from the image's ``/etc/group``."""
+    wanted = list((cfg.get("HostConfig") or {}).get("GroupAdd") or [])
+    if not wanted:
+        return []
+    groups = {g.name: g.gid for g in users.parse_group(rootfs.read_file(root, "/etc/group") or b"")}
+    out = []
+    for g in wanted:
+        if str(g).isdigit():
+            out.append(int(g))
+        elif g in groups:
+            out.append(groups[g])
+        else:
+            raise InvalidInput(f"--group-add {g}: no such group in the image's /etc/group")
+    return out
+
+
+def _etc_options(etc_dir: str, cfg: dict[str, Any]) -> None:
+    """``--dns``/``--dns-search``/``--dns-option`` write ``resolv.conf``; ``--add-host`` adds
+    lines to ``hosts`` (Docker's order: its own entries first, then the extra hosts)."""
+    hc = cfg.get("HostConfig") or {}
+    dns, search, opts = hc.get("Dns") or [], hc.get("DnsSearch") or [], hc.get("DnsOptions") or []
+    if dns or search or opts:
+        lines = [f"nameserver {d}" for d in dns]
+        if not dns:
+            lines += [ln for ln in _read(os.path.join(etc_dir, "resolv.conf")).splitlines()
+                      if ln.startswith("nameserver")]
+        if search:
+            lines.append("search " + " ".join(search))
+        if opts:
+            lines.append("options " + " ".join(opts))
+        _write(os.path.join(etc_dir, "resolv.conf"), "\n".join(lines) + "\n")
+    extra = hc.get("ExtraHosts") or []
+    if extra:
+        text = _read(os.path.join(etc_dir, "hosts"))
+        add = []
+        for e in extra:
+            name, _, ip = str(e).partition(":")
+            add.append(f"{ip}\t{name}")
+        _write(os.path.join(etc_dir, "hosts"), text + "\n".join(add) + "\n")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def _write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)

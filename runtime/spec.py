@@ -256,5 +256,37 @@ class Spec(Record):
 def parse(config: Mapping[str, Any]) -> Spec:
     """The record's spec, validated. Raises InvalidInput with one clear line."""
     name, retries = restart_policy(config)
+    from runtime import security
+
+    security.check(config)
+    _check_etc(config)
     return Spec(mounts=mounts(config), tty=bool(config.get("Tty")), open_stdin=bool(config.get("OpenStdin")),
                 restart=name, max_retries=retries)
+
+
+def _check_etc(config: Mapping[str, Any]) -> None:
+    import ipaddress
+
+    hc = config.get("HostConfig") or {}
+    for d in hc.get("Dns") or []:
+        try:
+            ipaddress.ip_address(d)
+        except ValueError:
+            raise InvalidInput(f"invalid --dns {d!r}: not an IP address") from None
+    for e in hc.get("ExtraHosts") or []:
+        name, sep, ip = str(e).partition(":")
+        if ip == "host-gateway":
+            raise InvalidInput("--add-host host-gateway: lamina has no gateway to name")
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise InvalidInput(f"invalid --add-host {e!r}: want NAME:IP") from None
+        if not sep or not name:
+            raise InvalidInput(f"invalid --add-host {e!r}: want NAME:IP")
+    t = config.get("StopTimeout")
+    if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < -1):
+        raise InvalidInput(f"invalid --stop-timeout {t!r}: seconds")
+    if config.get("StopSignal"):
+        from runtime.oci import signal_number
+
+        signal_number(str(config["StopSignal"]))

@@ -11,6 +11,8 @@ APT_PACKAGES=(
   fuse3 libfuse3-dev pkg-config         # fuse driver (pyfuse3 builds against libfuse3)
   crun runc                             # OCI runtimes
   busybox-static                        # a static busybox for the runtime tests' images
+  tini                                  # --init: tini-static is bound into the container as /sbin/docker-init
+  gcc libc6-dev                         # the seccomp tests build a static probe (keyctl, unshare)
   docker-registry                       # local registry for distribution tests and the bench
   skopeo umoci                          # peers: images made by other tools; bench comparisons
   zstd pigz tar                         # roofline and peers
