@@ -173,3 +173,11 @@ def test_stop_signal_stop_timeout_labels_env_file(rt_store: Store, tmp_path: Pat
     assert [e.text for e in runtime.log_entries(rt_store, "sig")] == ["from-e b\n", "got USR1\n"]
     with pytest.raises(InvalidInput, match="--env-file"):
         runopts.read_env_file(str(tmp_path / "none"))
+
+
+def test_device(rt_store: Store) -> None:
+    code, out, err = sh(rt_store, "stat -c '%t %T %F' /dev/mynull; echo x > /dev/mynull && echo wrote",
+                        "--device", "/dev/null:/dev/mynull:rw")
+    assert (code, out) == (0, "1 3 character special file\nwrote\n"), err
+    with pytest.raises(InvalidInput, match="no such file"):
+        sh(rt_store, "true", "--device", "/dev/nonexistent-lamina")
