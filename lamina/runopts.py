@@ -48,6 +48,14 @@ def add_options(p: argparse.ArgumentParser, *, terminal: bool = True) -> None:
     sec.add_argument("--stop-signal", default=None, metavar="SIGNAL", help="signal that stops the container")
     sec.add_argument("--stop-timeout", type=int, default=None, metavar="SECONDS",
                      help="seconds from the stop signal to SIGKILL")
+    h = p.add_argument_group("health check")
+    h.add_argument("--health-cmd", default=None, metavar="CMD", help="command to run to check health (sh -c)")
+    h.add_argument("--health-interval", default=None, metavar="DURATION", help="time between checks (default 30s)")
+    h.add_argument("--health-timeout", default=None, metavar="DURATION", help="time a check may take (default 30s)")
+    h.add_argument("--health-retries", type=int, default=None, metavar="N", help="failures before unhealthy (default 3)")
+    h.add_argument("--health-start-period", default=None, metavar="DURATION",
+                   help="start-up time in which failures do not count")
+    h.add_argument("--no-healthcheck", action="store_true", help="disable the image's HEALTHCHECK")
     g = p.add_argument_group("volumes")
     g.add_argument("-v", "--volume", action="append", default=[], metavar="[SRC:]DST[:MODE]",
                    help="bind mount a host path (created if missing) or mount a named volume; DST alone: "
@@ -294,3 +302,43 @@ def _apply_security(args: argparse.Namespace, cfg: dict[str, Any], hc: dict[str,
         cfg["StopSignal"] = args.stop_signal
     if args.stop_timeout is not None:
         cfg["StopTimeout"] = args.stop_timeout
+    _apply_health(args, cfg)
+
+
+_UNITS = {"ns": 1, "us": 1000, "µs": 1000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
+          "h": 3_600_000_000_000}
+
+
+def parse_duration(text: str) -> int:
+    """A Go duration (``30s``, ``1m30s``, ``100ms``) in nanoseconds, as Docker's flags take."""
+    import re
+
+    from graph.errors import InvalidInput
+
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise InvalidInput(f"invalid duration {text!r}: want e.g. 30s, 1m30s, 500ms")
+    return int(sum(float(n) * _UNITS[u] for n, u in parts))
+
+
+def _apply_health(args: argparse.Namespace, cfg: dict[str, Any]) -> None:
+    from graph.errors import InvalidInput
+
+    if args.no_healthcheck:
+        if args.health_cmd:
+            raise InvalidInput("--no-healthcheck conflicts with --health-* options")
+        cfg["Healthcheck"] = {"Test": ["NONE"]}
+        return
+    hc: dict[str, Any] = {}
+    if args.health_cmd:
+        hc["Test"] = ["CMD-SHELL", args.health_cmd]
+    for flag, key in (("health_interval", "Interval"), ("health_timeout", "Timeout"),
+                      ("health_start_period", "StartPeriod")):
+        if getattr(args, flag) is not None:
+            hc[key] = parse_duration(getattr(args, flag))
+    if args.health_retries is not None:
+        if args.health_retries < 0:
+            raise InvalidInput("--health-retries cannot be negative")
+        hc["Retries"] = args.health_retries
+    if hc:
+        cfg["Healthcheck"] = hc

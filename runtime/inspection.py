@@ -23,8 +23,8 @@ def _rfc(ns: int) -> str:
 
 
 def inspect_state(st: State) -> dict[str, Any]:
-    """Docker's ``State`` object."""
-    return {
+    """Docker's ``State`` object (with ``Health`` when the container has a health check)."""
+    out = {
         "Status": st.Status,
         "Running": st.Status in ACTIVE,
         "Paused": st.Status == "paused",
@@ -37,6 +37,9 @@ def inspect_state(st: State) -> dict[str, Any]:
         "StartedAt": _rfc(st.StartedAt),
         "FinishedAt": _rfc(st.FinishedAt),
     }
+    if st.Health:
+        out["Health"] = dict(st.Health)
+    return out
 
 
 def describe(store: "Store", c: "Container") -> tuple["Container", State] | None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from drivers.errors import Conflict, LaminaError, NotFound
-from runtime import restart, spec, volumes
+from runtime import health, restart, spec, volumes
 from runtime.attach import Attachment
 from runtime.monitor import Options, spawn
 from runtime.oci import signal_number
@@ -134,7 +134,9 @@ def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool 
             prepare(store, c, p, path, for_start=True, console_size=console_size)
             _phase("bundle")
             sp = spec.parse(c.config)
-            opts = Options(tty=sp.tty, restart=sp.restart, max_retries=sp.max_retries)
+            check = health.parse(c.config)
+            opts = Options(tty=sp.tty, restart=sp.restart, max_retries=sp.max_retries,
+                           health=check.to_json() if check else None)
             att = spawn(p, rt, store_root=str(store.root), stdin=stdin, options=opts)
             _phase("spawn")
             try:
@@ -156,6 +158,7 @@ def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool 
         st.MonitorPid, st.MonitorStart = info.monitor_pid, info.monitor_start
         st.StartedAt, st.FinishedAt, st.ExitCode, st.OOMKilled = info.started_ns, 0, 0, False
         st.RestartCount, st.Restarting = 0, False
+        st.Health = {"Status": "starting", "FailingStreak": 0, "Log": []} if health.parse(c.config) else {}
         st.Runtime = rt.to_json()
         write_state(p, st)
         c = set_db_state(store, c, "running")

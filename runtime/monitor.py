@@ -66,11 +66,12 @@ class Options(Record):
     ``Name`` and ``MaximumRetryCount``), ``restart_count`` (restarts already done before this
     start: Docker keeps counting across ``start``s only within one run, so normally 0)."""
 
-    __slots__ = ("tty", "restart", "max_retries")
-    _defaults = {"tty": False, "restart": "no", "max_retries": 0}
+    __slots__ = ("tty", "restart", "max_retries", "health")
+    _defaults = {"tty": False, "restart": "no", "max_retries": 0, "health": None}
     tty: bool
     restart: str
     max_retries: int
+    health: dict[str, Any] | None  # runtime.health.Check as JSON
 
 
 def spawn(paths: Paths, rt: OCIRuntime, *, store_root: str, stdin: bool = False,
@@ -155,7 +156,7 @@ def _monitor_main(paths: Paths, rt: OCIRuntime, store_root: str, sock_fd: int, s
     reader = Reader()
     count = 0
     while True:
-        ex, run = _run_once(paths, rt, cin, wake_r, client, reader, opts.tty, first=count == 0)
+        ex, run = _run_once(paths, rt, cin, wake_r, client, reader, opts.tty, first=count == 0, health=opts.health)
         client = run.client if run is not None else client
         if ex is None:
             if count == 0:
@@ -192,7 +193,8 @@ def _monitor_main(paths: Paths, rt: OCIRuntime, store_root: str, sock_fd: int, s
 
 
 def _run_once(paths: Paths, rt: OCIRuntime, cin: int, wake_r: int, client: socket.socket | None,
-              reader: Reader, tty: bool, *, first: bool) -> "tuple[Exit | None, _Run | None]":
+              reader: Reader, tty: bool, *, first: bool,
+              health: dict[str, Any] | None = None) -> "tuple[Exit | None, _Run | None]":
     """One life of the container: the runtime's ``run``, output to the log (and the caller),
     until the container has exited and the runtime has forgotten it. (None, run) if the runtime
     failed before the container started."""
@@ -230,7 +232,7 @@ def _run_once(paths: Paths, rt: OCIRuntime, cin: int, wake_r: int, client: socke
     os.close(out_w)
     os.close(err_w)
     run = _Run(paths, rt, proc, out_r, err_r, wake_r, client, oom, listener=listener, reader=reader,
-               detached=tty and rt.detaches_for_console(), first=first)
+               detached=tty and rt.detaches_for_console(), first=first, health=health)
     ex = run.loop()
     proc.returncode = 0  # reaped by us: Popen must not wait for it again
     if listener is not None:
@@ -256,7 +258,8 @@ class _Run:
 
     def __init__(self, paths: Paths, rt: OCIRuntime, proc: Any, out_r: int, err_r: int, wake_r: int,
                  client: socket.socket | None, oom: Any, *, listener: socket.socket | None = None,
-                 reader: Reader | None = None, detached: bool = False, first: bool = True) -> None:
+                 reader: Reader | None = None, detached: bool = False, first: bool = True,
+                 health: dict[str, Any] | None = None) -> None:
         self.paths, self.rt, self.proc = paths, rt, proc
         self.client = client
         self.listener = listener  # the console socket (tty): the runtime sends the pty master
@@ -266,6 +269,9 @@ class _Run:
         self.detached = detached  # the runtime exits once the container runs (runc with a tty)
         self.first = first
         self.started_at = time.monotonic()
+        self.health_check = health
+        self.health: Any = None  # runtime.health.Runner once the container runs
+        self.reaped: dict[int, int] = {}
         self.wake_r = wake_r
         self.streams = {out_r: ("stdout", STDOUT), err_r: ("stderr", STDERR)}
         self.early: list[tuple[int, bytes]] = []  # output before the start is known
@@ -303,6 +309,12 @@ class _Run:
             self.client = send(self.client, STARTED, json.dumps({"pid": pid, "started": time.time_ns()}).encode())
         else:
             restart.record_started(self.paths, pid)
+        if self.health_check and pid:
+            from runtime import health
+
+            if not self.first:
+                health.reset(self.paths)
+            self.health = health.Runner(self.paths, self.rt, health.Check.from_json(self.health_check), self.reaped)
         self.log = logs.LogWriter(self.paths.log)
         for kind, data in self.early:  # after STARTED: the caller's handshake reads no output
             self._output(kind, data)
@@ -371,6 +383,8 @@ class _Run:
                 self.runtime_status = st
             elif self.init is not None and pid == self.init:
                 self.init_status = st
+            else:
+                self.reaped[pid] = st  # a health check's exec, say
 
     def _init_gone(self) -> bool:
         return self.init is None or self.init_status is not None or start_time(self.init) is None
@@ -400,6 +414,9 @@ class _Run:
                 timeout = 10  # the runtime died, init lives on: look for it now and then
             else:
                 timeout = None
+            if self.health is not None and self.runtime_status is None and deadline is None:
+                wait = self.health.timeout_ms()
+                timeout = wait if timeout is None else min(timeout, wait)
             for fd, _ev in self.poller.poll(timeout):
                 if fd in self.streams:
                     self._read(fd)
@@ -421,6 +438,11 @@ class _Run:
                 pid = self._read_pid()
                 if pid is not None:
                     self._started(pid)
+            if self.health is not None and self.runtime_status is None:
+                self.health.tick()
+        if self.health is not None:
+            self.health.close()
+            self.health = None
         for fd in list(self.streams):
             self.poller.unregister(fd)
             os.close(fd)

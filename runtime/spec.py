@@ -260,6 +260,9 @@ def parse(config: Mapping[str, Any]) -> Spec:
 
     security.check(config)
     _check_etc(config)
+    from runtime import health
+
+    health.parse(config)
     return Spec(mounts=mounts(config), tty=bool(config.get("Tty")), open_stdin=bool(config.get("OpenStdin")),
                 restart=name, max_retries=retries)
 

@@ -28,10 +28,12 @@ class State(Record):
     """What ``state.json`` holds (names as Docker's ``ContainerState``; times in ns)."""
 
     __slots__ = ("Status", "Pid", "MonitorPid", "MonitorStart", "StartedAt", "FinishedAt", "ExitCode",
-                 "Error", "OOMKilled", "Runtime", "Rootfs", "RootfsHeld", "RestartCount", "Restarting")
+                 "Error", "OOMKilled", "Runtime", "Rootfs", "RootfsHeld", "RestartCount", "Restarting",
+                 "Health")
     _defaults = {"Status": "created", "Pid": 0, "MonitorPid": 0, "MonitorStart": 0, "StartedAt": 0,
                  "FinishedAt": 0, "ExitCode": 0, "Error": "", "OOMKilled": False, "Runtime": dict,
-                 "Rootfs": "", "RootfsHeld": False, "RestartCount": 0, "Restarting": False}
+                 "Rootfs": "", "RootfsHeld": False, "RestartCount": 0, "Restarting": False,
+                 "Health": dict}
     Status: str
     Pid: int
     MonitorPid: int
@@ -46,6 +48,7 @@ class State(Record):
     RootfsHeld: bool
     RestartCount: int  # restarts by the monitor's restart policy since the last start
     Restarting: bool  # waiting for the next restart (the monitor's back-off)
+    Health: dict[str, Any]  # Docker's State.Health (runtime.health), {} without a health check
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "State":

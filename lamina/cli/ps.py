@@ -45,6 +45,9 @@ def status_of(c: "Container", st: Any = None, now: float | None = None) -> str:
         return f"Restarting ({st.ExitCode}) {output.human_duration(max(0.0, now - st.FinishedAt / 1e9))} ago"
     if st.Status in ACTIVE:
         up = "Up " + output.human_duration(max(0.0, now - st.StartedAt / 1e9))
+        health = (getattr(st, "Health", None) or {}).get("Status")
+        if health:
+            up += " (health: starting)" if health == "starting" else f" ({health})"
         return up + (" (Paused)" if st.Status == "paused" else "")
     if st.Status == "exited":
         if not st.FinishedAt:

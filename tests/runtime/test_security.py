@@ -181,3 +181,41 @@ def test_device(rt_store: Store) -> None:
     assert (code, out) == (0, "1 3 character special file\nwrote\n"), err
     with pytest.raises(InvalidInput, match="no such file"):
         sh(rt_store, "true", "--device", "/dev/nonexistent-lamina")
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+def test_health_check(rt_store: Store, rt: str) -> None:
+    import time
+
+    flags = ["--health-cmd", "test -f /tmp/ok && echo fine", "--health-interval", "100ms",
+             "--health-retries", "2", "--health-timeout", "5s"]
+    args = parser().parse_args(flags)
+    img = rt_store.resolve_image("bb:1")
+    cfg = cc.merge(runopts.apply(args, cc.user_config("bb:1", cmd=["sleep", "30"])), rt_store.images.config(img.id).config)
+    assert cfg["Healthcheck"] == {"Test": ["CMD-SHELL", "test -f /tmp/ok && echo fine"], "Interval": 100_000_000,
+                                  "Timeout": 5_000_000_000, "Retries": 2}
+    c = runtime.run(rt_store, "bb:1", name="h", config=cfg, runtime=rt, attach=False).container
+
+    def health() -> dict[str, Any]:
+        got = runtime.reconcile(rt_store, rt_store.containers.get(c.id))
+        assert got is not None
+        return runtime.inspect_state(got[1]).get("Health") or {}
+
+    deadline = time.monotonic() + 20
+    while health().get("Status") != "unhealthy":
+        assert time.monotonic() < deadline, health()
+        time.sleep(0.05)
+    assert health()["FailingStreak"] >= 2 and health()["Log"][-1]["ExitCode"] == 1
+    assert runtime.exec_(rt_store, "h", ["touch", "/tmp/ok"]) == 0
+    while health().get("Status") != "healthy":
+        assert time.monotonic() < deadline, health()
+        time.sleep(0.05)
+    last = health()["Log"][-1]
+    assert last["ExitCode"] == 0 and last["Output"] == "fine\n" and health()["FailingStreak"] == 0
+    from lamina.cli.ps import status_of
+
+    got = runtime.reconcile(rt_store, rt_store.containers.get(c.id))
+    assert got is not None and status_of(got[0], got[1]).endswith("(healthy)")
+    runtime.remove(rt_store, "h", force=True)
+    with pytest.raises(InvalidInput, match="invalid duration"):
+        runopts.apply(parser().parse_args(["--health-interval", "soon"]), cc.user_config("bb:1"))
