@@ -44,7 +44,9 @@ def test_volume_commands_and_data_across_containers(cli: Lamina) -> None:  # noq
 
 def test_bad_input_is_one_line_and_leaves_nothing(cli: Lamina, tmp_path: Path) -> None:  # noqa: F811
     for args in (["--mount", f"type=bind,source={tmp_path}/none,target=/x"], ["-v", "/tmp:rel"],
-                 ["-v", "a/b:/x"], ["--tmpfs", "/t:nonsense"]):
+                 ["-v", "a/b:/x"], ["--tmpfs", "/t:nonsense"], ["--restart", "maybe"],
+                 ["--security-opt", f"seccomp={tmp_path}/no.json"], ["--cap-add", "NOPE"],
+                 ["--ulimit", "nofile=1:99999999999"], ["--health-interval", "soon"]):
         cli.fails("run", "--rm", *args, "bb:1", "true", code=5)
         cli.fails("create", *args, "bb:1", "true", code=5)
     cli.fails("volume", "create", "a/b", code=5)
