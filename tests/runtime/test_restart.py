@@ -73,7 +73,8 @@ def test_always_restarts_until_stop(rt_store: Store, rt: str) -> None:
     n = s.RestartCount
     time.sleep(0.5)
     assert runtime.reconcile(rt_store, rt_store.containers.get("r"))[1].RestartCount == n  # type: ignore[index]
-    assert len([e for e in runtime.log_entries(rt_store, "r")]) == n + 1
+    # one line per run; the last restart may have been stopped before it printed
+    assert len([e for e in runtime.log_entries(rt_store, "r")]) in (n, n + 1)
 
 
 def test_bad_restart_policies(rt_store: Store) -> None:

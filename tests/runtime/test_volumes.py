@@ -4,6 +4,7 @@ conftest, which fails the test if a mount, runtime state, cgroup or monitor was 
 
 from __future__ import annotations
 
+import argparse
 import io
 from pathlib import Path
 from typing import Any
@@ -46,16 +47,18 @@ def store(rt_store: Store, vol_layout: Path) -> Store:
     return rt_store
 
 
-class Flags:
-    """Parsed ``run`` flags of this issue, as the CLI gives them to ``runopts.apply``."""
-
-    def __init__(self, volume: list[str] = (), mount: list[str] = (), tmpfs: list[str] = ()) -> None:  # type: ignore[assignment]
-        self.volume, self.mount, self.tmpfs = list(volume), list(mount), list(tmpfs)
+def flags_of(volume: list[str] = (), mount: list[str] = (), tmpfs: list[str] = ()) -> argparse.Namespace:  # type: ignore[assignment]
+    """Parsed ``run`` flags, as the CLI gives them to ``runopts.apply``."""
+    p = argparse.ArgumentParser()
+    runopts.add_options(p)
+    argv = [a for v in volume for a in ("-v", v)] + [a for m in mount for a in ("--mount", m)]
+    argv += [a for t in tmpfs for a in ("--tmpfs", t)]
+    return p.parse_args(argv)
 
 
 def config(store: Store, image: str, cmd: list[str], *, rm: bool = True, **flags: Any) -> dict[str, Any]:
     img = store.resolve_image(image)
-    user = runopts.apply(Flags(**flags), cc.user_config(image, cmd=cmd))  # type: ignore[arg-type]
+    user = runopts.apply(flags_of(**flags), cc.user_config(image, cmd=cmd))
     cfg = cc.merge(user, store.images.config(img.id).config)
     cfg["HostConfig"]["AutoRemove"] = rm
     return cfg
