@@ -6,7 +6,6 @@ owns the record and the RW layer's life (create, mount, changes, diff, remove).
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import sqlite3
@@ -14,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from drivers.base import CacheID, Change
+from drivers.base import CacheID, Change, HeldCounts
 from graph.db import DB
 from graph.digest import ChainID, Digest, ImageID
 from graph.errors import AlreadyExists, Conflict, InvalidInput, NotFound
@@ -116,6 +115,20 @@ class ContainerStore:
         with self.db.transaction() as conn:
             conn.execute("UPDATE containers SET state = ? WHERE id = ?", (state, c.id))
 
+    def rename(self, c: Container, name: str) -> Container:
+        """Give the container a new name (``docker rename``).
+        Raises: InvalidInput (bad name), AlreadyExists (name taken). Repeat: same name is a no-op."""
+        if not _NAME_RE.match(name):
+            raise InvalidInput(f"invalid container name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+        if name == c.name:
+            return c
+        try:
+            with self.db.transaction() as conn:
+                conn.execute("UPDATE containers SET name = ? WHERE id = ?", (name, c.id))
+        except sqlite3.IntegrityError as e:
+            raise AlreadyExists(f"container name {name!r} is already in use") from e
+        return self.get(c.id)
+
     def update_config(self, c: Container, config: dict[str, Any]) -> None:
         with self.db.transaction() as conn:
             conn.execute("UPDATE containers SET config = ? WHERE id = ?", (json.dumps(config), c.id))
@@ -127,8 +140,8 @@ class ContainerStore:
         self.layers.unmount(c.cache_id)
 
     def mounted(self, c: Container) -> int:
-        refs = getattr(self.layers.driver, "refs", None)
-        return refs.count(c.cache_id) if refs is not None else 0
+        driver = self.layers.driver
+        return driver.held_count(c.cache_id) if isinstance(driver, HeldCounts) else 0
 
     def changes(self, c: Container) -> list[Change]:
         return self.layers.changes(c.cache_id, c.parent_layer)
@@ -153,10 +166,7 @@ class ContainerStore:
             self.layers.unmount(c.cache_id)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM containers WHERE id = ?", (c.id,))
-            conn.execute(
-                "INSERT INTO pending (cache_id, pid, created) VALUES (?, ?, ?)",
-                (c.cache_id, os.getpid(), time.time()),
-            )
+            self.layers.orphan_rw(conn, c.cache_id)
         self.layers.remove_rw(c.cache_id)
         if c.parent_layer is not None:
             self.layers.release(c.parent_layer)

@@ -67,6 +67,22 @@ CREATE TABLE pending (                    -- driver data created but not yet rec
   cache_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, created REAL NOT NULL);
 """
 
+# v2: networks (owner: graph.networks). A network's row and its endpoints (which container is
+# attached, with which aliases and requested address; ``ip``/``mac``/``ifname`` set only while the
+# container runs). Endpoints go with their container (ON DELETE CASCADE).
+_SCHEMA_V2_NETWORKS = """
+CREATE TABLE networks (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, driver TEXT NOT NULL,
+  subnet TEXT UNIQUE, gateway TEXT, bridge TEXT UNIQUE, internal INTEGER NOT NULL DEFAULT 0,
+  options TEXT NOT NULL DEFAULT '{}', labels TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL);
+CREATE TABLE network_endpoints (
+  network_id TEXT NOT NULL REFERENCES networks(id),
+  container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+  aliases TEXT NOT NULL DEFAULT '[]', static_ip TEXT, ip TEXT, mac TEXT, ifname TEXT,
+  joined REAL NOT NULL, PRIMARY KEY (network_id, container_id), UNIQUE (network_id, ip));
+CREATE INDEX network_endpoints_container ON network_endpoints(container_id);
+"""
+
 # named and anonymous volumes (owner: graph/volumes.py). ``state`` is 'creating' or
 # 'removing' (with the pid doing it) while the directory is being made or deleted, 'ready'
 # otherwise; a row whose pid is dead is finished on open. ``volume_users`` says which containers
@@ -83,7 +99,7 @@ CREATE TABLE volume_users (
 CREATE INDEX volume_users_container ON volume_users(container);
 """
 
-MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_VOLUMES]  # on merge with branch network: [V1, V2_NETWORKS, VOLUMES]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2_NETWORKS, _SCHEMA_VOLUMES]
 """``MIGRATIONS[i]`` migrates schema version ``i`` to ``i + 1``. Append only; never edit one that
 has shipped."""
 

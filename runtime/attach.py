@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from typing import BinaryIO
 
-from drivers.errors import LaminaError
+from graph import LaminaError
 from runtime.frames import DONE, EXIT, FAILED, HEADER, HELLO, RESIZE, STARTED, STDERR, STDIN, STDOUT, pack, resize_body
 from runtime.paths import Paths
 from runtime.proc import start_time
@@ -204,12 +205,14 @@ class Attachment:
         """Collect the monitor's exit status once it has ended (no zombie while we live on):
         now if it is over, else at the next ``spawn`` of this process."""
         if self.child:
-            _unreaped.append(self.child)
+            with _unreaped_lock:
+                _unreaped.append(self.child)
             self.child = 0
         reap_children()
 
 
 _unreaped: list[int] = []
+_unreaped_lock = threading.Lock()  # the daemon starts and reaps monitors from many threads
 
 
 def _isatty(f: BinaryIO) -> bool:
@@ -220,10 +223,11 @@ def _isatty(f: BinaryIO) -> bool:
 
 
 def reap_children() -> None:
-    for pid in list(_unreaped):
-        try:
-            done = os.waitpid(pid, os.WNOHANG)[0] != 0
-        except ChildProcessError:
-            done = True
-        if done:
-            _unreaped.remove(pid)
+    with _unreaped_lock:
+        for pid in list(_unreaped):
+            try:
+                done = os.waitpid(pid, os.WNOHANG)[0] != 0
+            except ChildProcessError:
+                done = True
+            if done:
+                _unreaped.remove(pid)

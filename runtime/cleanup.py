@@ -11,7 +11,7 @@ import sys
 def cleanup(store_root: str, container_id: str) -> int:
     """Reconcile one container: exit recorded, rootfs unmounted, removed if ``--rm``."""
     from graph import Store
-    from graph.errors import NotFound
+    from graph import NotFound
     from runtime.reconcile import reconcile
 
     with Store(store_root) as store:

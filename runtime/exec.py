@@ -8,10 +8,10 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from drivers.errors import Conflict, InvalidInput, LaminaError, NotFound
+from graph import Conflict, InvalidInput, LaminaError, NotFound
 from runtime import bundle, rootfs, security, users
 from runtime.lifecycle import active
 from runtime import tty as ttys
@@ -25,9 +25,14 @@ if TYPE_CHECKING:
 
 
 def exec_(store: "Store", key: str, argv: Sequence[str], *, env: Sequence[str] = (), workdir: str = "",
-          user: str | None = None, detach: bool = False, stdin: bool = False, tty: bool = False) -> int:
+          user: str | None = None, detach: bool = False, stdin: bool = False, tty: bool = False,
+          stdio: tuple[int | None, int | None, int | None] | None = None,
+          started: Callable[[int], None] | None = None) -> int:
     """Run another process in a running container (``docker exec``), attached to this
     process's stdout and stderr (and stdin with ``stdin``); its exit code (0 with ``detach``).
+    ``stdio``: file descriptors for the process's stdin, stdout and stderr instead (None: as
+    above), for a caller that relays them (the daemon); ``started`` is called with the pid of
+    the runtime's exec process once it runs.
     ``tty``: in a new pty of the container, copied to this process's stdout (and from its
     stdin with ``stdin``; the caller puts its terminal in raw mode).
 
@@ -49,6 +54,8 @@ def exec_(store: "Store", key: str, argv: Sequence[str], *, env: Sequence[str] =
     hostname = bundle.hostname_of(cfg, c.id)
     if tty and detach:
         raise InvalidInput("exec: -t with -d is not supported (nobody would read the terminal)")
+    if tty and stdio is not None:
+        raise InvalidInput("exec: -t with relayed stdio is not supported")
     proc = bundle.process(cfg, argv=argv, user=who, hostname=hostname, cwd=workdir or None, extra_env=env, tty=tty)
     caps = security.capabilities(cfg.get("HostConfig") or {}, bundle.DEFAULT_CAPABILITIES)
     proc["capabilities"] = {"bounding": list(caps), "effective": list(caps), "permitted": list(caps)}
@@ -70,8 +77,14 @@ def exec_(store: "Store", key: str, argv: Sequence[str], *, env: Sequence[str] =
                 os.unlink(pf)
     try:
         cmd = rt.exec_command(c.id, pf, detach=detach)
-        proc = rt.popen(cmd, stdin=None if stdin else subprocess.DEVNULL,
-                        stderr=subprocess.PIPE if detach else None)
+        if stdio is not None and not detach:
+            proc = rt.popen(cmd, stdin=subprocess.DEVNULL if stdio[0] is None else stdio[0],
+                            stdout=stdio[1], stderr=stdio[2])
+        else:
+            proc = rt.popen(cmd, stdin=None if stdin else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE if detach else None)
+        if started is not None:
+            started(proc.pid)
         _out, said = proc.communicate()
     finally:
         with contextlib.suppress(FileNotFoundError):

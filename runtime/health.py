@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from drivers.errors import InvalidInput
+from graph import InvalidInput
 from runtime import logs
 from runtime.oci import OCIRuntime
 from runtime.paths import Paths, locked

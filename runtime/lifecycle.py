@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from drivers.errors import Conflict, LaminaError, NotFound
+from graph import Conflict, LaminaError, NotFound
 from runtime import health, restart, spec, volumes
+from runtime.network import setup as network  # bridge networks: join at create, attach at start
 from runtime.attach import Attachment
 from runtime.monitor import Options, spawn
 from runtime.oci import signal_number
@@ -75,10 +76,13 @@ def _new(store: "Store", image: str, name: str | None, config: dict[str, Any] | 
     sp = spec.parse(config or {})
     volumes.check_sources(sp)
     c = store.create_container(image, name=name, config=config)
+    made: list[str] = []
     try:
-        return volumes.attach(store, c, sp)
+        c, made = volumes.attach(store, c, sp)
+        network.join_configured(store, c)
+        return c, made
     except BaseException:
-        _discard(store, c, paths_of(store, c), [])
+        _discard(store, c, paths_of(store, c), made)
         raise
 
 
@@ -102,7 +106,7 @@ class Running(Record):
 
 
 def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool = False,
-          stdin: bool = False, console_size: tuple[int, int] | None = None) -> Running:
+          stdin: bool | int = False, console_size: tuple[int, int] | None = None) -> Running:
     """Start a created or exited container (``docker start``); a running one is left as it is.
 
     Effect: rootfs mounted (held until exit), bundle rewritten, monitor and container started;
@@ -137,6 +141,8 @@ def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool 
             check = health.parse(c.config)
             opts = Options(tty=sp.tty, restart=sp.restart, max_retries=sp.max_retries,
                            health=check.to_json() if check else None)
+            network.attach(store, c)
+            _phase("network")
             att = spawn(p, rt, store_root=str(store.root), stdin=stdin, options=opts)
             _phase("spawn")
             try:
@@ -152,6 +158,8 @@ def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool 
         except BaseException as e:
             st.Error = str(e) if isinstance(e, LaminaError) else st.Error
             with contextlib.suppress(LaminaError, OSError):
+                network.release(store, c.id)
+            with contextlib.suppress(LaminaError, OSError):
                 release_rootfs(store, c, p, st)
             raise
         st.Status, st.Pid, st.Error = "running", info.pid, ""
@@ -163,6 +171,7 @@ def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool 
         write_state(p, st)
         c = set_db_state(store, c, "running")
         _phase("recorded")
+        network.started(store, c, info.monitor_pid)
     if not attach:
         att.detach()
         return Running(c, st)
@@ -170,7 +179,7 @@ def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool 
 
 
 def run(store: "Store", image: str, *, name: str | None = None, config: dict[str, Any] | None = None,
-        runtime: str | None = None, attach: bool = True, stdin: bool = False,
+        runtime: str | None = None, attach: bool = True, stdin: bool | int = False,
         console_size: tuple[int, int] | None = None) -> Running:
     """``docker run``: create and start in one go (one mount). On any failure before the
     container runs, the container is removed again: nothing is left."""

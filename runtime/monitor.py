@@ -38,11 +38,12 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from typing import Any
 
-from drivers.errors import LaminaError
+from graph import LaminaError
 from runtime import logs
 from runtime.attach import Attachment, reap_children
 from runtime import restart
@@ -74,7 +75,7 @@ class Options(Record):
     health: dict[str, Any] | None  # runtime.health.Check as JSON
 
 
-def spawn(paths: Paths, rt: OCIRuntime, *, store_root: str, stdin: bool = False,
+def spawn(paths: Paths, rt: OCIRuntime, *, store_root: str, stdin: bool | int = False,
           options: Options | None = None) -> Attachment:
     """Start the monitor (and through it the container) in the background; the caller then
     calls ``handshake`` on the returned attachment, and ``stream`` or ``detach``.
@@ -83,7 +84,8 @@ def spawn(paths: Paths, rt: OCIRuntime, *, store_root: str, stdin: bool = False,
     Effect: a forked process in a session of its own (``setsid``: no terminal, no signals from
     the caller's terminal) that outlives the caller, re-parented to init when the caller exits;
     its stdio is /dev/null and ``monitor.log`` (its own errors), so it never holds the caller's
-    terminal or pipes (except stdin with ``stdin=True``, handed to the container). One fork, not
+    terminal or pipes (except stdin with ``stdin=True``, handed to the container; an int is a
+    file descriptor handed instead, such as a pipe the daemon feeds from its client). One fork, not
     the classic two: the second would only spare the caller a zombie for the rest of its own
     short life (``finish`` reaps it), and each fork of a Python process costs milliseconds.
     """
@@ -99,7 +101,7 @@ def spawn(paths: Paths, rt: OCIRuntime, *, store_root: str, stdin: bool = False,
         try:
             parent_sock.close()
             os.setsid()
-            code = _monitor_main(paths, rt, store_root, child_sock.fileno(), stdin and not opts.tty, opts)
+            code = _monitor_main(paths, rt, store_root, child_sock.fileno(), False if opts.tty else stdin, opts)
         except BaseException:  # noqa: BLE001 - a forked child must never return into the caller
             try:
                 traceback.print_exc()
@@ -124,12 +126,17 @@ def _keep_only(keep: set[int]) -> None:
                 pass
 
 
-def _monitor_main(paths: Paths, rt: OCIRuntime, store_root: str, sock_fd: int, stdin: bool,
+def _monitor_main(paths: Paths, rt: OCIRuntime, store_root: str, sock_fd: int, stdin: bool | int,
                   opts: Options) -> int:
     gc.disable()  # objects inherited from the caller must not be finalised here
     devnull = os.open(os.devnull, os.O_RDWR)
     errlog = os.open(paths.monitor_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    cin = os.dup(0) if stdin else os.dup(devnull)
+    if stdin is True:
+        cin = os.dup(0)
+    elif stdin is False:
+        cin = os.dup(devnull)
+    else:
+        cin = os.dup(stdin)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.dup2(errlog, 2)

@@ -11,11 +11,11 @@ Every operation on a container takes the directory's exclusive ``flock`` (``lock
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from drivers.sys.flock import Flock
 from runtime.records import Record
 
 if TYPE_CHECKING:
@@ -70,9 +70,5 @@ def paths_of(store: "Store", c: "Container") -> Paths:
 def locked(p: Paths) -> Iterator[None]:
     """The container directory's exclusive ``flock`` (the directory is created if missing)."""
     os.makedirs(p.dir, mode=0o711, exist_ok=True)
-    fd = os.open(p.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with Flock(p.dir):
         yield
-    finally:
-        os.close(fd)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from drivers.errors import InvalidInput, NotFound
+from graph import InvalidInput, NotFound
 from runtime import bundle, cgroups, rootfs, security, users, volumes
+from runtime.network import setup as network  # the container's network namespace, if it has one
 from runtime.paths import Paths
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ def prepare(store: "Store", c: "Container", p: Paths, rootfs_path: str, *, for_s
     cfg = c.config
     user = users.resolve_user(rootfs_path, str(cfg.get("User") or ""))
     doc = bundle.spec(cfg, container_id=c.id, rootfs=rootfs_path, user=user, etc_dir=p.dir,
-                      swap_limit=cgroups.swap_limit_supported())
+                      swap_limit=cgroups.swap_limit_supported(), netns=network.netns_for(store, c))
     security.apply(doc, cfg, _group_add(rootfs_path, cfg))
     proc = doc["process"]
     if proc.get("terminal") and console_size:

@@ -14,14 +14,16 @@ Every function here takes (or requires) the container directory's lock (``runtim
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import time
 from typing import TYPE_CHECKING
 
-from drivers.errors import Conflict, LaminaError, NotFound
+from graph import Conflict, LaminaError, NotFound
 from runtime import volumes as rvolumes
+from runtime.network import setup as network  # bridge networks: attach at start, release at exit
 from runtime.oci import DEFAULT_RUNTIME, OCIRuntime, open_runtime
 from runtime.paths import Paths, locked, paths_of
 from runtime.proc import start_time, wait_gone
@@ -69,6 +71,7 @@ def record_exit(store: "Store", c: "Container", p: Paths, st: State, ex: Exit, e
     st.Error = error
     st.Pid = 0
     write_state(p, st)
+    network.release(store, c.id)
     release_rootfs(store, c, p, st)
     return set_db_state(store, c, "exited")
 
@@ -157,6 +160,26 @@ def reconcile_all(store: "Store") -> None:
                 orphan = read_state(Paths(entry.path, entry.name))
                 if not orphan.monitor_alive():
                     shutil.rmtree(entry.path, ignore_errors=True)
+    network.sweep(store, lambda cid: network_active(store, cid))
+
+
+def network_active(store: "Store", cid: str) -> bool:
+    """For the network sweep: whether the container runs, or is busy (its lock is held: a
+    start in progress has set up its network before it is recorded as running)."""
+    p = Paths(str(store.root / "containers" / cid), cid)
+    try:
+        fd = os.open(p.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        st = read_state(p)
+        return st.Status in ACTIVE and st.monitor_alive()
+    finally:
+        os.close(fd)
 
 
 def _exists(store: "Store", cid: str) -> bool:
@@ -235,6 +258,7 @@ def remove_locked(store: "Store", c: "Container", p: Paths, st: State, *, force:
     if rt is not None and not st.monitor_alive():
         with contextlib.suppress(LaminaError):
             rt.delete(c.id, force=True)
+    network.release(store, c.id)
     release_rootfs(store, c, p, st)
     anonymous = rvolumes.anonymous_of(store, c) if volumes else []
     store.remove_container(c.id, force=force)

@@ -22,7 +22,7 @@ import stat
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from drivers.errors import InvalidInput
+from graph import InvalidInput
 
 SECCOMP_DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seccomp_default.json")
 INIT_PATH = "/sbin/docker-init"  # where Docker puts its init in the container

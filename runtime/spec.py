@@ -16,7 +16,7 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
-from drivers.errors import InvalidInput
+from graph import InvalidInput
 from runtime.records import Record
 
 BIND, VOLUME, TMPFS = "bind", "volume", "tmpfs"

@@ -25,7 +25,7 @@ import posixpath
 import subprocess
 from typing import TYPE_CHECKING, Any
 
-from drivers.errors import InvalidInput, LaminaError, NotFound
+from graph import InvalidInput, LaminaError, NotFound
 from runtime import rootfs
 from runtime.spec import BIND, TMPFS, VOLUME, Mount, Spec
 

@@ -22,6 +22,7 @@ from lamina import __version__, config
 from lamina.cli import (
     commit,
     create,
+    daemon,
     diff,
     export,
     images,
@@ -42,10 +43,12 @@ from lamina.cli import (
 )
 from lamina.cli import exec as exec_command  # runtime commands (the module's name shadows a builtin)
 from lamina.cli import kill, logs, pause, run, start, stats, stop
+from lamina.cli import network, port  # networks and published ports
 
 COMMANDS: list[ModuleType] = [
     pull, push, login, load, save, images, tag, rmi, inspect, create, mount, umount, diff, commit, export, rm, ps, system,
-    run, start, stop, kill, pause, logs, exec_command, stats, volume,
+    run, start, stop, kill, pause, logs, exec_command, stats, daemon, volume,
+    network, port,
 ]
 
 EXIT_OS_ERROR = 1
@@ -68,9 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "else the root's own, else overlay where the kernel has it, else vfs)")
     p.add_argument("--runtime", choices=config.RUNTIMES, default=None,
                    help="OCI runtime for containers (recorded now, used when containers run)")
+    p.add_argument("--host", default=config.daemon_host(), metavar="URL",
+                   help="talk to a lamina daemon (unix:///PATH, tcp://127.0.0.1:PORT) instead of opening "
+                        "the store (default: $LAMINA_HOST)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     p.add_argument("--version", action="version", version=f"lamina {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = p.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)  # run's "command" is its argv
     for module in COMMANDS:
         module.register(sub)
     return p
@@ -79,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # usage errors: argparse prints usage and exits 2
+    if args.host and args.subcommand != "daemon":
+        from lamina.cli import remote  # the standard library only: no store, no runtime
+
+        return remote.dispatch(args)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -107,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from lamina.cli.common import open_store
 
+    if not getattr(args, "opens_store", True):  # the daemon opens its own stores
+        return int(args.run(args, None) or 0)
     with open_store(args) as store:
         rc = args.run(args, store)
     sys.stdout.flush()

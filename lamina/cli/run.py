@@ -8,7 +8,7 @@ and leaves the container running under its monitor. ``--rm`` removes it once it 
 (restored on exit; the window size follows). ``--restart`` restarts it by policy.
 
 Options as ``create``: ``--name``, ``-e``, ``-w``, ``-u``, ``--entrypoint``, ``--hostname``,
-``--network none|host``, ``--memory``, ``--cpus``, ``--pids-limit``; the runtime is the global
+``--network none|host|bridge|NAME``, ``--ip``, ``--network-alias``, ``-p``, ``-P``, ``--memory``, ``--cpus``, ``--pids-limit``; the runtime is the global
 ``--runtime crun|runc`` (default crun).
 """
 

@@ -74,8 +74,11 @@ def test_bad_options_are_refused_and_nothing_is_created(loaded: Lamina) -> None:
         (["--pids-limit", "-5"], 5),
     ]:
         loaded.fails("create", *args, "app:1.0", code=code)
-    r = loaded("create", "--network", "bridge", "app:1.0", expect=2)  # argparse choices
-    assert "usage:" in r.err
+    r = loaded.fails("create", "--network", "nosuch", "app:1.0", code=2)  # no such network
+    assert "nosuch" in r.err
+    loaded.fails("create", "--network", "bad name!", "app:1.0", code=5)
+    loaded.fails("create", "-p", "80", "app:1.0", code=5)  # ports need a bridge network
+    loaded.fails("create", "--network", "bridge", "-p", "1:2:3:4", "app:1.0", code=5)
     assert _containers(loaded) == 0
     loaded.check_clean()
 
