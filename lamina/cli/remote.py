@@ -292,7 +292,7 @@ def _create(c: Client, args: argparse.Namespace) -> int:
 
 def _run(c: Client, args: argparse.Namespace) -> int:
     if args.tty:
-        raise RemoteError("-t: lamina does not allocate terminals; use -i for stdin", 7)
+        raise RemoteError("-t is not supported through --host yet (the daemon does not relay terminals); use -i for stdin", 7)
     if args.interactive:
         raise RemoteError("-i is not supported through --host yet", 7)
     got = c.call("POST", "/containers/create", _create_body(args), name=args.name)

@@ -89,7 +89,7 @@ def build_config(d: "Daemon", store: "Store", body: dict[str, Any]) -> tuple[str
     if not isinstance(image, str) or not image:
         raise InvalidInput("config: Image is required")
     if body.get("Tty"):
-        raise InvalidInput("lamina does not allocate terminals (-t): run without a TTY")
+        raise InvalidInput("the daemon does not relay terminals yet (-t): run without a TTY")
     hc = body.get("HostConfig")
     hc = {} if hc is None else hc
     if not isinstance(hc, dict):
