@@ -27,6 +27,7 @@ from graph.images import Image
 from graph.layers import Layer
 from graph.oci.reference import Reference, parse_reference
 from graph.store import Problem, PruneReport, Store
+from graph.volumes import Volume, check_name as check_volume_name
 
 __all__ = [
     "AlreadyExists",
@@ -54,8 +55,10 @@ __all__ = [
     "RegistryOptions",
     "Store",
     "Unsupported",
+    "Volume",
     "chain_id",
     "chain_ids",
+    "check_volume_name",
     "load_archive",
     "parse_reference",
     "pull",

@@ -1,5 +1,5 @@
 """The metadata database: one SQLite file (``lamina.db``) for references, images, manifests,
-layers, containers, leases and pending driver work. Every change of metadata is one transaction.
+layers, containers, leases, pending driver work and volumes. Every change of metadata is one transaction.
 
 Settings, and why:
 
@@ -83,7 +83,23 @@ CREATE TABLE network_endpoints (
 CREATE INDEX network_endpoints_container ON network_endpoints(container_id);
 """
 
-MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2_NETWORKS]
+# named and anonymous volumes (owner: graph/volumes.py). ``state`` is 'creating' or
+# 'removing' (with the pid doing it) while the directory is being made or deleted, 'ready'
+# otherwise; a row whose pid is dead is finished on open. ``volume_users`` says which containers
+# reference a volume (removed with the container by the foreign key's cascade).
+_SCHEMA_VOLUMES = """
+CREATE TABLE volumes (
+  name TEXT PRIMARY KEY, driver TEXT NOT NULL DEFAULT 'local', labels TEXT NOT NULL DEFAULT '{}',
+  options TEXT NOT NULL DEFAULT '{}', anonymous INTEGER NOT NULL DEFAULT 0,
+  state TEXT NOT NULL, pid INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL);
+CREATE TABLE volume_users (
+  volume TEXT NOT NULL REFERENCES volumes(name),
+  container TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+  PRIMARY KEY (volume, container));
+CREATE INDEX volume_users_container ON volume_users(container);
+"""
+
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2_NETWORKS, _SCHEMA_VOLUMES]
 """``MIGRATIONS[i]`` migrates schema version ``i`` to ``i + 1``. Append only; never edit one that
 has shipped."""
 

@@ -31,6 +31,7 @@ from graph.leases import Leases
 from graph.oci.reference import Reference, parse_reference
 from graph.references import ReferenceStore
 from graph.verify import TeeReader
+from graph.volumes import VolumeStore
 
 DRIVER_FILE = "driver"
 
@@ -93,6 +94,7 @@ class Store:
             self.images = ImageStore(self.db, self.content, self.layers, self.layer_blobs)
             self.refs = ReferenceStore(self.db)
             self.containers = ContainerStore(self.db, self.layers)
+            self.volumes = VolumeStore(self.db, self.root / "volumes")
             self.recover()
         except BaseException:
             self.db.close()
@@ -125,8 +127,10 @@ class Store:
     def recover(self, budget: float | None = OPEN_BUDGET) -> GCReport:
         """Finish what interrupted operations left: temp files of dead ingests, then a garbage
         collection (``graph.gc``: dead leases, pending driver data, unreferenced layers and
-        blobs, stale pull locks), stopped after ``budget`` seconds of removal work."""
+        blobs, stale pull locks), stopped after ``budget`` seconds of removal work; volumes whose
+        creating or removing process died."""
         self.content.sweep()
+        self.volumes.recover()
         return self.gc(budget)
 
     def gc(self, budget: float | None = None) -> GCReport:

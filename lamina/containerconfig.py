@@ -127,6 +127,10 @@ def merge(user: Mapping[str, Any], image: Mapping[str, Any]) -> dict[str, Any]:
         out["WorkingDir"] = image.get("WorkingDir") or ""
     if image.get("StopSignal") and not out.get("StopSignal"):
         out["StopSignal"] = image["StopSignal"]
+    if image.get("Healthcheck"):  # Docker merges the health check field by field
+        mine = dict(out.get("Healthcheck") or {})
+        if mine.get("Test") != ["NONE"]:
+            out["Healthcheck"] = {**dict(image["Healthcheck"]), **mine}
     user_env = list(out.get("Env") or [])
     keys = {e.partition("=")[0] for e in user_env}
     out["Env"] = user_env + [e for e in (image.get("Env") or []) if e.partition("=")[0] not in keys]

@@ -17,8 +17,10 @@ What goes in is what Docker puts in (moby ``oci/defaults.go`` and ``daemon/oci_l
   so a container over its limit is OOM-killed rather than swapping), ``--cpus`` (CFS quota over
   a 100 ms period), ``--pids-limit``; ``cgroupsPath`` ``/lamina/<id>``.
 
-Not there (yet): a seccomp profile, AppArmor, user namespaces, ``--privileged``, devices and
-volumes.
+Then ``runtime.prepare`` adds what ``HostConfig`` asks beyond that: mounts and volumes
+(``runtime.volumes``), seccomp, capabilities, ``--privileged``, read-only root, ulimits,
+``--init``, ``/dev/shm`` size, devices, groups (``runtime.security``), and the terminal. Not
+there: AppArmor, SELinux labels, user namespaces.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def hostname_of(config: Mapping[str, Any], container_id: str) -> str:
 
 def network_of(config: Mapping[str, Any]) -> str:
     """``none``, ``host``, or a bridge network's name (``runtime.network`` sets those up)."""
-    from runtime.network.setup import mode_of
+    from runtime.network.mode import mode_of
 
     return mode_of(config)
 
@@ -140,11 +142,15 @@ def rlimits() -> list[dict[str, Any]]:
 
 
 def process(config: Mapping[str, Any], *, argv: Sequence[str], user: ExecUser, hostname: str,
-            cwd: str | None = None, extra_env: Sequence[str] = ()) -> dict[str, Any]:
-    """The spec's ``process`` (also what ``exec`` hands the runtime)."""
+            cwd: str | None = None, extra_env: Sequence[str] = (), tty: bool | None = None) -> dict[str, Any]:
+    """The spec's ``process`` (also what ``exec`` hands the runtime; ``tty`` None: the record's
+    ``Tty``)."""
     caps = list(DEFAULT_CAPABILITIES)
+    tty = bool(config.get("Tty")) if tty is None else tty
+    if tty and not any(str(e).startswith("TERM=") for e in list(config.get("Env") or []) + list(extra_env)):
+        extra_env = [*extra_env, "TERM=xterm"]  # as Docker sets for a terminal
     p: dict[str, Any] = {
-        "terminal": False,
+        "terminal": tty,
         "user": {"uid": user.uid, "gid": user.gid, "umask": 0o022},
         "args": list(argv),
         "env": environment(config, hostname, user, extra_env),

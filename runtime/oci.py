@@ -41,7 +41,7 @@ MNT_DETACH = 2
 _libc: Any = None
 
 
-def _lib() -> Any:
+def load_libc() -> Any:
     global _libc
     if _libc is None:
         from drivers.sys.libc import libc
@@ -54,7 +54,7 @@ def _hide_cgroup2(mount_point: str) -> Callable[[], None]:
     """A pre-exec function: enter a private mount namespace and unmount ``mount_point`` there.
     Runs in the forked child (async-signal-safe enough: three syscalls through a loaded libc).
     The fallback of ``OCIRuntime.popen`` for a process with threads."""
-    libc = _lib()
+    libc = load_libc()
     target = mount_point.encode()
 
     def pre() -> None:
@@ -87,7 +87,7 @@ def _private_mount_namespace(mount_point: str) -> Iterator[None]:
     namespace is inherited by the children started in the block and dies with the last of
     them. Requires a single-threaded process (``setns`` of a mount namespace refuses otherwise).
     """
-    libc = _lib()
+    libc = load_libc()
     fds: list[int] = []
     try:
         for path, flags in (("/proc/self/ns/mnt", os.O_RDONLY), ("/", os.O_PATH | os.O_DIRECTORY),
@@ -176,16 +176,32 @@ class OCIRuntime(Record):
                 pass
         return subprocess.Popen(list(argv), preexec_fn=self.preexec(), **kw)
 
-    def run_command(self, container_id: str, bundle: str, pid_file: str, log: str) -> list[str]:
+    def run_command(self, container_id: str, bundle: str, pid_file: str, log: str,
+                    console_socket: str | None = None) -> list[str]:
         """``run`` in the foreground: create, start, wait, delete, exit with the container's
         status (128+N for signal N). One runtime process per container life: ``run --detach``
         followed by ``delete`` costs twice as much here (each call pays a process, and crun
-        a private mount namespace). The monitor learns the start from ``pid_file``."""
-        return self.command("run", "--bundle", bundle, "--pid-file", pid_file, container_id, log=log)
+        a private mount namespace). The monitor learns the start from ``pid_file``.
+
+        ``console_socket``: the container has a terminal whose master goes to that socket. runc
+        refuses that in the foreground ("cannot use console socket if runc will not detach"),
+        so runc then runs ``--detach`` (``detaches_for_console``): it exits once the container
+        runs, and the monitor, a child subreaper, waits for init itself."""
+        args = ["run", "--bundle", bundle, "--pid-file", pid_file]
+        if console_socket is not None:
+            args += ["--console-socket", console_socket]
+            if self.detaches_for_console():
+                args.append("--detach")
+        return self.command(*args, container_id, log=log)
+
+    def detaches_for_console(self) -> bool:
+        return self.name == "runc"
 
     def exec_command(self, container_id: str, process_file: str, *, detach: bool = False,
-                     pid_file: str | None = None) -> list[str]:
+                     pid_file: str | None = None, console_socket: str | None = None) -> list[str]:
         args = ["exec", "--process", process_file]
+        if console_socket is not None:
+            args += ["--tty", "--console-socket", console_socket]
         if detach:
             args.append("--detach")
         if pid_file:
@@ -208,7 +224,7 @@ class OCIRuntime(Record):
             proc.communicate()
             raise LaminaError(f"{self.name} {what}: no answer in {CALL_TIMEOUT:.0f} s") from None
         if proc.returncode != 0:
-            msg = _message(stderr) or f"exit status {proc.returncode}"
+            msg = message_of(stderr) or f"exit status {proc.returncode}"
             if _is_missing(msg):
                 if ok_missing:
                     return ""
@@ -268,7 +284,7 @@ class OCIRuntime(Record):
         return cls(str(d["name"]), str(d["binary"]), str(d["state_root"]), d.get("hide_cgroup2"))
 
 
-def _message(stderr: bytes) -> str:
+def message_of(stderr: bytes) -> str:
     """The runtime's error, one line (the last non-empty line; JSON log lines unwrapped)."""
     lines = [ln.strip() for ln in stderr.decode("utf-8", errors="replace").splitlines() if ln.strip()]
     if not lines:

@@ -6,12 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  python3-venv python3-dev gcc libc6-dev # the venv (ensurepip) and pyfuse3's C build (no wheel on PyPI)
+  python3-venv python3-dev gcc libc6-dev # the venv (ensurepip) and pyfuse3's C build (no wheel on PyPI);
+                                        # gcc -static also builds the seccomp tests' probe
   e2fsprogs util-linux libarchive13     # loop filesystems for tests and bench; tar parsing (libarchive-c)
   btrfs-progs                           # btrfs driver
   fuse3 libfuse3-dev pkg-config         # fuse driver (pyfuse3 builds against libfuse3)
   crun runc                             # OCI runtimes
   busybox-static                        # a static busybox for the runtime tests' images
+  tini                                  # --init: tini-static is bound into the container as /sbin/docker-init
   iproute2 iptables                     # bridge networks: ip (links, addresses), isolation/NAT rules
   docker-registry                       # local registry for distribution tests and the bench
   docker.io                             # the docker CLI (20.10, API 1.41) the daemon tests drive; its

@@ -62,7 +62,7 @@ def store(own_netns: str, tmp_path: Path) -> Iterator[Any]:  # noqa: F811
 @pytest.mark.parametrize("mode", ["none", "bridge", "user"])
 def test_run_rm(benchmark: Any, store: Any, mode: str) -> None:
     import runtime
-    from runtime import containers
+    from runtime import lifecycle as containers
 
     marks: dict[str, list[float]] = defaultdict(list)
     last = [0.0]

@@ -25,7 +25,7 @@ What each benchmark times:
 - ``python_start``: ``python -c pass`` (the interpreter with site and the editable install's
   import hook); ``python_imports``: ``python -c 'import lamina.cli.main, graph, runtime'``.
 - ``phases[overlay|vfs]``: ``runtime.run`` + ``runtime.wait`` in this process (imports warm),
-  with ``runtime.containers.phase_hook`` marking the steps; ``extra_info`` has the median of each
+  with ``runtime.lifecycle.phase_hook`` marking the steps; ``extra_info`` has the median of each
   step: store open, create (record + RW layer), mount, bundle (user, spec, checks, files),
   spawn (fork of the monitor), started (the monitor starts the runtime's foreground ``run``
   until the pid file appears), recorded (state written), exited (the container ran
@@ -248,7 +248,7 @@ def test_phases(benchmark: Any, fx: Fixture, driver: str) -> None:
     import runtime
     from graph import Store
     from lamina import containerconfig as cc
-    from runtime import containers as rc
+    from runtime import lifecycle as rc
 
     root = _root(fx, driver)
     steps: dict[str, list[float]] = defaultdict(list)

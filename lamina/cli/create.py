@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def add_options(p: argparse.ArgumentParser) -> None:
+def add_options(p: argparse.ArgumentParser, *, terminal: bool = True) -> None:
     """The container options ``create`` takes (``run`` will take the same)."""
     p.add_argument("--name", help="container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)")
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
@@ -43,6 +43,11 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", "-m", default=None, metavar="BYTES", help="memory limit, e.g. 512m, 1g")
     p.add_argument("--cpus", default=None, help="number of CPUs, e.g. 1.5")
     p.add_argument("--pids-limit", type=int, default=None, metavar="N", help="process limit (-1: unlimited)")
+    # ---- issue 17 (volumes, terminals, restart, security): lamina/runopts.py ----
+    from lamina import runopts
+
+    runopts.add_options(p, terminal=terminal)
+    # ---- end of issue 17's block ----
     p.add_argument("image", metavar="IMAGE", help="image name or ID")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="command and arguments")
 
@@ -68,8 +73,10 @@ def build_config(args: argparse.Namespace, store: "Store") -> dict[str, Any]:
         pids_limit=args.pids_limit,
         runtime=args.runtime,
     )
+    from lamina import runopts  # issue 17's flags
     from lamina.cli import network as network_cli
 
+    runopts.apply(args, user)
     return network_cli.apply_container_options(args, cc.merge(user, image_cfg))
 
 

@@ -60,7 +60,7 @@ def container_json(store: "Store", c: "Container", *, size: bool = False) -> dic
 
         raise NotFound(f"no such container: {c.name} (removed on exit)")
     c, st = got
-    cfg = {k: v for k, v in c.config.items() if k != "HostConfig"}
+    cfg = {k: v for k, v in c.config.items() if k not in ("HostConfig", "MountPoints")}
     argv = list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
     out: dict[str, Any] = {
         "Id": c.id,
@@ -82,7 +82,7 @@ def container_json(store: "Store", c: "Container", *, size: bool = False) -> dic
             },
         },
     }
-    out.update(runtime.extra_inspect(store, c))
+    out.update(runtime.extra_inspect(store, c))  # with Mounts
     from runtime.network import api as network_api
 
     out["NetworkSettings"] = network_api.settings(store, c)

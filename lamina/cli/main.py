@@ -58,6 +58,7 @@ COMMAND_TABLE: list[tuple[str, tuple[str, ...], str, str]] = [
     ("network", (), "network", "manage networks"),
     ("port", (), "port", "list a container's published ports"),
     ("daemon", (), "daemon", "serve the Docker Engine API on a unix socket"),
+    ("volume", (), "volume", "manage volumes"),
 ]
 
 _GLOBAL_WITH_VALUE = ("--root", "--driver", "--runtime", "--host")

@@ -41,8 +41,13 @@ def status_of(c: "Container", st: Any = None, now: float | None = None) -> str:
     if st is None:
         return {"created": "Created", "running": "Up", "paused": "Up (Paused)"}.get(c.state, c.state.capitalize())
     now = time.time() if now is None else now
+    if st.Status in ACTIVE and getattr(st, "Restarting", False):
+        return f"Restarting ({st.ExitCode}) {output.human_duration(max(0.0, now - st.FinishedAt / 1e9))} ago"
     if st.Status in ACTIVE:
         up = "Up " + output.human_duration(max(0.0, now - st.StartedAt / 1e9))
+        health = (getattr(st, "Health", None) or {}).get("Status")
+        if health:
+            up += " (health: starting)" if health == "starting" else f" ({health})"
         return up + (" (Paused)" if st.Status == "paused" else "")
     if st.Status == "exited":
         if not st.FinishedAt:
@@ -52,7 +57,7 @@ def status_of(c: "Container", st: Any = None, now: float | None = None) -> str:
 
 
 def rows(store: "Store", all_: bool) -> list[dict[str, Any]]:
-    from runtime import containers as rc
+    import runtime as rc
 
     rc.reconcile_all(store)  # containers whose monitor died, or that exited unseen, are recorded first
     out = []

@@ -278,6 +278,9 @@ def _create_body(args: argparse.Namespace) -> dict[str, Any]:
                             "HostConfig": hc}
     if args.entrypoint is not None:
         body["Entrypoint"] = [args.entrypoint] if args.entrypoint else []
+    from lamina import runopts  # issue 17's flags (volumes, restart, security, health): HostConfig as the local create
+
+    runopts.apply(args, body)
     return body
 
 
@@ -289,7 +292,7 @@ def _create(c: Client, args: argparse.Namespace) -> int:
 
 def _run(c: Client, args: argparse.Namespace) -> int:
     if args.tty:
-        raise RemoteError("-t: lamina does not allocate terminals; use -i for stdin", 7)
+        raise RemoteError("-t is not supported through --host yet (the daemon does not relay terminals); use -i for stdin", 7)
     if args.interactive:
         raise RemoteError("-i is not supported through --host yet", 7)
     got = c.call("POST", "/containers/create", _create_body(args), name=args.name)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 def register(sub: Any) -> None:
     p = sub.add_parser("rm", help="remove containers", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("-f", "--force", action="store_true", help="remove even if mounted or running")
+    p.add_argument("-v", "--volumes", action="store_true", help="remove the container's anonymous volumes too")
     p.add_argument("containers", nargs="+", metavar="CONTAINER", help="container name, ID or ID prefix")
     p.set_defaults(run=run)
 
@@ -24,6 +25,6 @@ def run(args: argparse.Namespace, store: "Store") -> int:
     import runtime
 
     for name in args.containers:
-        runtime.remove(store, name, force=args.force)  # -f kills a running container first
+        runtime.remove(store, name, force=args.force, volumes=args.volumes)  # -f kills a running container first
         print(name, flush=True)
     return 0

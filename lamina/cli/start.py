@@ -30,10 +30,13 @@ def run(args: argparse.Namespace, store: "Store") -> int:
             raise InvalidInput("-a and -i attach to one container only")
         from lamina.cli.run import attached
 
-        r = runtime.start(store, args.containers[0], runtime=args.runtime, attach=True, stdin=args.interactive)
+        from lamina.cli.run import _terminal_size
+
+        r = runtime.start(store, args.containers[0], runtime=args.runtime, attach=True, stdin=args.interactive,
+                          console_size=_terminal_size())
         if r.attachment is None:  # it was running already: nothing to attach to
             raise InvalidInput(f"container {args.containers[0]} is already running; lamina cannot attach to it")
-        return attached(store, r)
+        return attached(store, r, args.interactive)
     for name in args.containers:
         runtime.start(store, name, runtime=args.runtime)
         print(name, flush=True)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("stop", help="stop running containers", description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("-t", "--time", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("-t", "--time", type=float, default=None, metavar="SECONDS",
                    help="seconds to wait before SIGKILL (default 10)")
     p.add_argument("containers", nargs="+", metavar="CONTAINER", help="container name, ID or ID prefix")
     p.set_defaults(run=run)
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace, store: "Store") -> int:
     import runtime
     from graph.errors import InvalidInput
 
-    if args.time < 0:
+    if args.time is not None and args.time < 0:
         raise InvalidInput(f"invalid -t {args.time:g}: must not be negative")
     for name in args.containers:
         runtime.stop(store, name, timeout=args.time)

@@ -1,8 +1,9 @@
 """``lamina system df | prune [-f] | check [--quick]``: the store as a whole.
 
-- ``df``: how much space images, containers and the content store take, and what is reclaimable.
-- ``prune``: remove images without a name or container, then layers and blobs nothing needs.
-  Asks first unless ``-f``.
+- ``df``: how much space images, containers, volumes and the content store take, and what is
+  reclaimable.
+- ``prune``: remove images without a name or container, then layers and blobs nothing needs
+  (``--volumes``: and anonymous volumes no container uses). Asks first unless ``-f``.
 - ``check``: verify every blob against its digest and the metadata against the driver's data;
   prints ``ok``, or lists each problem and exits 6 (corrupt).
 """
@@ -30,6 +31,7 @@ def register(sub: Any) -> None:
     df.set_defaults(run=run_df)
     prune = ssub.add_parser("prune", help="remove unused images, layers and blobs")
     prune.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    prune.add_argument("--volumes", action="store_true", help="also remove anonymous volumes no container uses")
     prune.add_argument("--partials-older-than", metavar="DURATION", default="24h", type=_duration,
                        help="remove partial downloads not written to for this long (default 24h; 90m, 3600s)")
     prune.add_argument("--all-partials", action="store_true",
@@ -92,6 +94,7 @@ def usage(store: "Store") -> dict[str, Any]:
             "Size": raw["layers"]["size"],
             "Reclaimable": raw["layers"]["reclaimable"],
         },
+        "Volumes": _volume_usage(store),
         "Partials": {
             "Total": raw["partials"]["count"],
             "Active": None,
@@ -100,6 +103,14 @@ def usage(store: "Store") -> dict[str, Any]:
         },
         "Driver": {"Name": store.driver_name, "Status": raw.get("driver", {})},
     }
+
+
+def _volume_usage(store: "Store") -> dict[str, Any]:
+    vols = store.volumes.list()
+    used = store.volumes.in_use()
+    sizes = {v.name: store.volumes.size(v.name) for v in vols}
+    return {"Total": len(vols), "Active": sum(1 for v in vols if v.name in used), "Size": sum(sizes.values()),
+            "Reclaimable": sum(s for n, s in sizes.items() if n not in used)}
 
 
 def _size_or_zero(store: "Store", c: Any) -> int:
@@ -124,11 +135,11 @@ def run_df(args: argparse.Namespace, store: "Store") -> int:
         output.print_json(u)
         return 0
     rows = []
-    for kind in ("Images", "Containers", "Layers", "Blobs", "Partials"):
+    for kind in ("Images", "Containers", "Volumes", "Layers", "Blobs", "Partials"):
         x = u[kind]
         rows.append(
             (
-                kind,
+                "Local Volumes" if kind == "Volumes" else kind,  # Docker's name for the row
                 x["Total"],
                 "-" if x["Active"] is None else x["Active"],
                 output.human_size(x["Size"]),
@@ -146,14 +157,15 @@ WARNING = """WARNING! This will remove:
   - all layers and blobs that no image or container needs
   - driver data that the store has no record of
   - partial downloads older than the limit (--partials-older-than, --all-partials)
-Are you sure you want to continue? [y/N] """
+{volumes}Are you sure you want to continue? [y/N] """
 
 
 def run_prune(args: argparse.Namespace, store: "Store") -> int:
     from graph.errors import LaminaError
 
     if not args.force:
-        sys.stderr.write(WARNING)
+        sys.stderr.write(WARNING.format(volumes="  - all anonymous volumes not used by at least one container\n"
+                                            if args.volumes else ""))
         sys.stderr.flush()
         line = sys.stdin.readline()
         if not line.endswith("\n") or not sys.stdin.isatty():
@@ -162,6 +174,12 @@ def run_prune(args: argparse.Namespace, store: "Store") -> int:
         if answer not in ("y", "yes"):
             raise LaminaError("system prune has been cancelled")
     rep = store.prune(partial_age=None if args.all_partials else args.partials_older_than)
+    vols, vol_bytes = store.volumes.prune() if args.volumes else ([], 0)
+    if vols:
+        print("Deleted Volumes:")
+        for name in vols:
+            print(name)
+        print()
     for title, items in (
         ("Deleted Images", rep.images),
         ("Deleted Layers", rep.layers),
@@ -174,7 +192,7 @@ def run_prune(args: argparse.Namespace, store: "Store") -> int:
             for item in items:
                 print(f"deleted: {item}")
             print()
-    print(f"Total reclaimed space: {output.human_size(rep.reclaimed)}")
+    print(f"Total reclaimed space: {output.human_size(rep.reclaimed + vol_bytes)}")
     return 0
 
 

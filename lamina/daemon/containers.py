@@ -89,7 +89,7 @@ def build_config(d: "Daemon", store: "Store", body: dict[str, Any]) -> tuple[str
     if not isinstance(image, str) or not image:
         raise InvalidInput("config: Image is required")
     if body.get("Tty"):
-        raise InvalidInput("lamina does not allocate terminals (-t): run without a TTY")
+        raise InvalidInput("the daemon does not relay terminals yet (-t): run without a TTY")
     hc = body.get("HostConfig")
     hc = {} if hc is None else hc
     if not isinstance(hc, dict):
@@ -167,7 +167,7 @@ def _status_text(c: "Container", st: Any) -> str:
 
 def list_containers(store: "Store", *, all_: bool, flt: dict[str, list[str]], size: bool = False,
                     limit: int | None = None) -> list[dict[str, Any]]:
-    from runtime import containers as rc
+    import runtime as rc
 
     rc.reconcile_all(store)
     out = []
@@ -382,7 +382,7 @@ async def stop(d: "Daemon", request: web.Request, id: str) -> web.StreamResponse
         got = runtime.describe(store, c)
         if got is None or got[1].Status not in ACTIVE:
             return c.id, False
-        runtime.stop(store, c.id, timeout=float(t if t is not None and t >= 0 else runtime.containers.STOP_TIMEOUT))
+        runtime.stop(store, c.id, timeout=float(t) if t is not None and t >= 0 else None)  # None: the record's StopTimeout
         return c.id, True
 
     cid, did = await d.call(do)
@@ -688,12 +688,11 @@ async def rename(d: "Daemon", request: web.Request, id: str) -> web.StreamRespon
 
 def _prune(store: "Store") -> dict[str, Any]:
     import runtime
-    from runtime import containers as rc
 
-    rc.reconcile_all(store)
+    runtime.reconcile_all(store)
     gone, reclaimed = [], 0
     for c in store.containers.list():
-        st = rc.read_state(rc.paths_of(store, c), c.state)
+        st = runtime.read_state(runtime.paths_of(store, c), c.state)
         if st.Status in ACTIVE:
             continue
         with contextlib.suppress(Exception):
@@ -786,7 +785,7 @@ async def stats(d: "Daemon", request: web.Request, id: str) -> web.StreamRespons
 
 def _procs(store: "Store", key: str) -> list[int]:
     import runtime
-    from runtime import containers as rc
+    from runtime import inspection as rc
 
     c = store.containers.get(key)
     got = runtime.describe(store, c)

@@ -81,7 +81,7 @@ async def create(d: "Daemon", request: web.Request, id: str) -> web.StreamRespon
     if not cmd or not isinstance(cmd, list):
         raise ApiError(400, "No exec command specified")
     if body.get("Tty"):
-        raise ApiError(400, "lamina does not allocate terminals (-t): exec without a TTY")
+        raise ApiError(400, "the daemon does not relay terminals yet (-t): exec without a TTY")
 
     def look(store: "Store") -> str:
         c = store.containers.get(id)

@@ -4,7 +4,7 @@ network's subnet (``graph.networks`` keeps the records and hands out addresses),
 kept current so containers on a user-defined network find each other by name and alias, and
 published ports through a userland proxy.
 
-- ``runtime.network.setup``: per container, what ``runtime.containers`` calls at create
+- ``runtime.network.setup``: per container, what ``runtime.lifecycle``, ``runtime.prepare`` and ``runtime.reconcile`` call at create
   (``join_configured``), before the process starts (``attach``), once it runs (``started``),
   and when it has exited or is removed (``release``); ``sweep`` after a crash;
 - ``runtime.network.api``: the operations of ``lamina network ...`` and ``lamina port``

@@ -81,19 +81,20 @@ def prune_networks(store: "Store") -> list[str]:
 
 def sweep(store: "Store") -> list[str]:
     """Clean the network of containers that are no longer running (crash leftovers)."""
-    from runtime import containers
+    from runtime.reconcile import network_active  # (runtime.reconcile the name is the function)
 
-    return setup.sweep(store, lambda cid: containers._network_active(store, cid))
+    return setup.sweep(store, lambda cid: network_active(store, cid))
 
 
 def _running(store: "Store", key: str) -> tuple["Container", bool]:
-    from runtime import containers
+    from runtime.reconcile import reconcile
+    from runtime.state import ACTIVE
 
     c = store.containers.get(key)
-    got = containers.reconcile(store, c)
+    got = reconcile(store, c)
     if got is None:
         raise NotFound(f"no such container: {key}")
-    return got[0], got[1].Status in containers.ACTIVE
+    return got[0], got[1].Status in ACTIVE
 
 
 def connect(store: "Store", net_key: str, container_key: str, *, aliases: Sequence[str] = (),

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from graph import InvalidInput, LaminaError, NotFound
 from runtime.network import etc, links, netns, ports
+from runtime.network.mode import mode_of
 
 if TYPE_CHECKING:
     from graph import Container, Store
@@ -37,17 +38,6 @@ _pending_ports: dict[str, list[tuple[socket.socket, ports.Binding]]] = {}
 
 
 # ---- modes and names ------------------------------------------------------------------------------
-def mode_of(config: Mapping[str, Any]) -> str:
-    """``HostConfig.NetworkMode``: ``none`` (lamina's default), ``host``, ``bridge`` (also for
-    Docker's ``default``) or a network's name or ID. Raises InvalidInput for ``container:``."""
-    mode = str((config.get("HostConfig") or {}).get("NetworkMode") or "none")
-    if mode == "default":
-        return "bridge"
-    if mode.startswith("container:"):
-        raise InvalidInput("--network container:NAME is not supported")
-    return mode
-
-
 def on_bridge(config: Mapping[str, Any]) -> bool:
     return mode_of(config) not in NOT_BRIDGE
 
@@ -202,7 +192,7 @@ def started(store: "Store", c: "Container", monitor_pid: int) -> None:
         target = next((e.ip for e in eps if e.ip), None)
         if target is None:
             return
-        from runtime.monitor import start_time
+        from runtime.proc import start_time
 
         pid = ports.spawn_proxy(bound, target, monitor_pid)
         with locked(store):
@@ -377,7 +367,7 @@ def release_locked(store: "Store", nets: "NetworkStore", cid: str) -> None:
 
 
 def _kill_proxy(pid: int, start: int) -> None:
-    from runtime.monitor import start_time
+    from runtime.proc import start_time
 
     if pid > 0 and start and start_time(pid) == start:
         with contextlib.suppress(ProcessLookupError):

@@ -174,7 +174,8 @@ def gz(data: bytes) -> bytes:
 def build_image(layers: Sequence[Sequence[E]], *, gzip_layers: Sequence[int] = (),
                 cmd: Sequence[str] = ("/bin/sh",), env: Sequence[str] = (),
                 workdir: str = "", created: str = "2024-01-02T03:04:05Z",
-                arch: str | None = None, labels: dict[str, str] | None = None) -> TestImage:
+                arch: str | None = None, labels: dict[str, str] | None = None,
+                extra_config: dict[str, object] | None = None) -> TestImage:
     tars = [make_tar(list(entries)) for entries in layers]
     blobs = [Blob(MEDIA_LAYER_GZIP, gz(t)) if i in gzip_layers else Blob(MEDIA_LAYER, t) for i, t in enumerate(tars)]
     diff_ids = [sha256(t) for t in tars]
@@ -183,6 +184,7 @@ def build_image(layers: Sequence[Sequence[E]], *, gzip_layers: Sequence[int] = (
         runtime["WorkingDir"] = workdir
     if labels:
         runtime["Labels"] = labels
+    runtime.update(extra_config or {})
     config = {
         "architecture": arch or host_arch(),
         "os": "linux",

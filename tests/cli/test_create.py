@@ -26,7 +26,7 @@ def test_create_prints_the_id_and_records_image_defaults(loaded: Lamina) -> None
     assert cfg["WorkingDir"] == "/app"
     assert cfg["Labels"] == {"org.example.test": "yes"}
     assert d["HostConfig"] == {"NetworkMode": "none", "Memory": 0, "NanoCpus": 0, "PidsLimit": None,
-                               "Runtime": None}
+                               "Runtime": None, "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}}
     assert d["Name"].startswith("/") and len(d["Name"]) > 1  # a generated name
 
 
@@ -43,7 +43,8 @@ def test_options_are_recorded_as_docker_fields(loaded: Lamina) -> None:
     assert cfg["Entrypoint"] == ["/bin/sh"] and cfg["Cmd"] == ["-c", "echo hi"]
     assert d["Path"] == "/bin/sh" and d["Args"] == ["-c", "echo hi"]
     assert d["HostConfig"] == {"NetworkMode": "host", "Memory": 512 << 20, "NanoCpus": 1_500_000_000,
-                               "PidsLimit": 64, "Runtime": None}
+                               "PidsLimit": 64, "Runtime": None,
+                               "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}}
 
 
 def test_entrypoint_given_drops_the_image_command(loaded: Lamina) -> None:

@@ -16,10 +16,11 @@ def test_df_table_and_json(loaded: Lamina) -> None:
     loaded("create", "--name", "c", "app:1.0")
     r = loaded("system", "df")
     assert r.lines[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
-    assert [line.split()[0] for line in r.lines[1:6]] == ["Images", "Containers", "Layers", "Blobs", "Partials"]
+    assert [line.split()[0] for line in r.lines[1:7]] == ["Images", "Containers", "Local", "Layers", "Blobs", "Partials"]
     assert r.lines[-1] == "Driver: vfs"
     df = _df(loaded)
-    assert list(df) == ["Images", "Containers", "Blobs", "Layers", "Partials", "Driver"]
+    assert list(df) == ["Images", "Containers", "Blobs", "Layers", "Volumes", "Partials", "Driver"]
+    assert df["Volumes"] == {"Total": 0, "Active": 0, "Size": 0, "Reclaimable": 0}
     assert df["Partials"] == {"Total": 0, "Active": None, "Size": 0, "Reclaimable": 0}
     assert df["Images"]["Total"] == 1 and df["Images"]["Active"] == 1 and df["Images"]["Reclaimable"] == 0
     assert df["Containers"] == {"Total": 1, "Active": 0, "Size": 0, "Reclaimable": 0}
@@ -115,7 +116,7 @@ def test_partials_have_their_own_df_line_and_expire_by_prune(loaded: Lamina) -> 
     data = base.with_suffix(".data")
     df = _df(loaded)["Partials"]
     assert df == {"Total": 1, "Active": None, "Size": 5000, "Reclaimable": 0}  # young: kept
-    assert [line.split()[0] for line in loaded("system", "df").lines[1:6]][-1] == "Partials"
+    assert [line.split()[0] for line in loaded("system", "df").lines[1:7]][-1] == "Partials"  # after Images, Containers, Local Volumes, Layers, Blobs
     loaded("system", "prune", "-f")
     assert data.exists()
     os.utime(data, (1, 1))  # last written long ago

@@ -28,6 +28,8 @@ TABLES = {
     "pending": ["cache_id", "pid", "created"],
     "networks": ["id", "name", "driver", "subnet", "gateway", "bridge", "internal", "options", "labels", "created"],
     "network_endpoints": ["network_id", "container_id", "aliases", "static_ip", "ip", "mac", "ifname", "joined"],
+    "volumes": ["name", "driver", "labels", "options", "anonymous", "state", "pid", "created"],
+    "volume_users": ["volume", "container"],
 }
 
 

@@ -165,7 +165,8 @@ def test_signals_reach_the_container(cli: Lamina) -> None:
     (["--memory", "1k", "bb:1", "true"], 5, "minimum is 6 MiB"),
     (["--cpus", "64", "bb:1", "true"], 5, "--cpus"),
     (["--memory", "lots", "bb:1", "true"], 5, "invalid memory size"),
-    (["-t", "bb:1", "true"], 7, "terminal"),
+    (["--restart", "maybe", "bb:1", "true"], 5, "invalid restart policy 'maybe'"),
+    (["--restart", "always", "bb:1", "true"], 5, "--restart and --rm"),
 ])
 def test_bad_input_fails_with_one_line_and_leaves_nothing(cli: Lamina, args: list[str], code: int, words: str) -> None:
     r = cli.fails("run", "--rm", *args, code=code)

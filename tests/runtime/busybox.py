@@ -66,9 +66,11 @@ def busybox_layers(extra: list[E] | None = None) -> list[list[E]]:
 
 
 def write_busybox_layout(path: Path, tag: str = "bb:1", extra: list[E] | None = None,
-                         cmd: tuple[str, ...] = ("/bin/sh",)) -> Path:
-    """An OCI layout at ``path`` holding the busybox image as ``tag``."""
-    img = build_image(busybox_layers(extra), cmd=cmd, env=["PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+                         cmd: tuple[str, ...] = ("/bin/sh",), extra_config: dict[str, object] | None = None) -> Path:
+    """An OCI layout at ``path`` holding the busybox image as ``tag`` (``extra``: a second layer;
+    ``extra_config``: more fields of the image's runtime config, e.g. ``Volumes``)."""
+    img = build_image(busybox_layers(extra), cmd=cmd, env=["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+                      extra_config=extra_config)
     return write_oci_layout(path, [(img, tag)])
 
 
@@ -84,7 +86,7 @@ def monitor_pids(root: Path) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
-    from runtime.monitor import start_time
+    from runtime.proc import start_time
 
     return start_time(pid) is not None
 

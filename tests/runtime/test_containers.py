@@ -18,8 +18,8 @@ import runtime
 from graph import Store
 from graph.errors import Conflict, InvalidInput, NotFound
 from runtime import cgroups
-from runtime import containers as rc
-from runtime.monitor import start_time
+from runtime import inspection, paths, state as rstate
+from runtime.proc import start_time
 from tests.runtime.busybox import leftovers, wait_pids_gone
 
 RUNTIMES = [n for n in ("crun", "runc") if __import__("shutil").which(n)]
@@ -49,7 +49,7 @@ def run_detached(store: Store, *cmd: str, rt: str | None = None, name: str | Non
     return r.container
 
 
-def state(store: Store, key: str) -> rc.State:
+def state(store: Store, key: str) -> rstate.State:
     got = runtime.reconcile(store, store.containers.get(key))
     assert got is not None
     return got[1]
@@ -105,7 +105,7 @@ def test_run_without_rm_keeps_an_exited_container_with_json_file_log(rt_store: S
 @pytest.mark.parametrize("rt", RUNTIMES)
 def test_detached_container_runs_under_its_own_monitor(rt_store: Store, rt: str) -> None:
     c = run_detached(rt_store, "sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.1; done", rt=rt, name="d")
-    st = rc.read_state(rc.paths_of(rt_store, c))
+    st = rstate.read_state(paths.paths_of(rt_store, c))
     assert st.Status == "running" and st.Pid > 0 and st.monitor_alive()
     assert os.getsid(st.MonitorPid) != os.getsid(0)  # its own session: survives its caller
     # follow the log until the container exits
@@ -113,13 +113,13 @@ def test_detached_container_runs_under_its_own_monitor(rt_store: Store, rt: str)
     assert texts == ["line 1\n", "line 2\n", "line 3\n"]
     wait_pids_gone([st.MonitorPid])  # the monitor recorded the exit itself and went
     c = rt_store.containers.get("d")
-    assert c.state == "exited" and rc.read_state(rc.paths_of(rt_store, c)).ExitCode == 0
+    assert c.state == "exited" and rstate.read_state(paths.paths_of(rt_store, c)).ExitCode == 0
     assert rt_store.containers.mounted(c) == 0
 
 
 def test_detached_rm_container_is_removed_by_its_monitor(rt_store: Store) -> None:
     c = run_detached(rt_store, "true", rm=True)
-    pid = rc.read_state(rc.paths_of(rt_store, c)).MonitorPid
+    pid = rstate.read_state(paths.paths_of(rt_store, c)).MonitorPid
     assert wait_pids_gone([pid]) == []
     assert rt_store.containers.list() == []
     assert leftovers(rt_store.root, [c.id]) == []
@@ -185,7 +185,7 @@ def test_paused_container_makes_no_progress(rt_store: Store, rt: str) -> None:
                      name="p", rt=rt)
     wait_for(lambda: len(log_lines(rt_store, "p")) >= 3, what="output")
     runtime.pause(rt_store, "p")
-    cg = rc.cgroup_of(c)
+    cg = inspection.cgroup_of(c)
     assert cgroups.frozen(cg) is True
     assert rt_store.containers.get("p").state == "paused" and state(rt_store, "p").Status == "paused"
     before = len(log_lines(rt_store, "p"))
@@ -264,14 +264,14 @@ def test_stats_read_the_container_cgroup(rt_store: Store) -> None:
 
 # ---- limits ---------------------------------------------------------------------------------------
 def _cg_file(c: Any, controller: str, name: str) -> str | None:
-    d = rc.cgroup_of(c).dir(controller)
+    d = inspection.cgroup_of(c).dir(controller)
     return cgroups.read_text(os.path.join(d, name)) if d else None
 
 
 @pytest.mark.parametrize("rt", RUNTIMES)
 def test_memory_limit_is_set_and_enforced(rt_store: Store, rt: str) -> None:
     c = run_detached(rt_store, "sleep", "60", name="m", memory=32 << 20, rt=rt)
-    if rc.cgroup_of(c).v1.get("memory"):
+    if inspection.cgroup_of(c).v1.get("memory"):
         assert _cg_file(c, "memory", "memory.limit_in_bytes") == str(32 << 20)
         if cgroups.swap_limit_supported():
             assert _cg_file(c, "memory", "memory.memsw.limit_in_bytes") == str(32 << 20)
@@ -296,7 +296,7 @@ def test_pids_limit_is_set_and_enforced(rt_store: Store) -> None:
 
 def test_cpu_limit_is_set_and_throttles(rt_store: Store) -> None:
     c = run_detached(rt_store, "sh", "-c", "while :; do :; done", name="cpu", nano_cpus=500_000_000)
-    if rc.cgroup_of(c).v1.get("cpu"):
+    if inspection.cgroup_of(c).v1.get("cpu"):
         assert _cg_file(c, "cpu", "cpu.cfs_quota_us") == "50000"
         assert _cg_file(c, "cpu", "cpu.cfs_period_us") == "100000"
     else:
@@ -399,7 +399,7 @@ def test_bad_input_is_refused_with_nothing_left(rt_store: Store) -> None:
 @pytest.mark.parametrize("rt", RUNTIMES)
 def test_killed_monitor_is_noticed_and_the_container_cleaned_up(rt_store: Store, rt: str) -> None:
     c = run_detached(rt_store, "sleep", "60", name="orphan", rt=rt)
-    st = rc.read_state(rc.paths_of(rt_store, c))
+    st = rstate.read_state(paths.paths_of(rt_store, c))
     os.kill(st.MonitorPid, signal.SIGKILL)
     assert wait_pids_gone([st.MonitorPid]) == []
     assert start_time(st.Pid) is not None  # the container goes on without its monitor...
@@ -431,7 +431,7 @@ def test_everything_killed_at_once_leaves_nothing_after_next_use(rt_store: Store
     b = run_detached(rt_store, "sleep", "60", name="b", rm=True)
     pids = []
     for c in (a, b):
-        st = rc.read_state(rc.paths_of(rt_store, c))
+        st = rstate.read_state(paths.paths_of(rt_store, c))
         pids += [st.MonitorPid, st.Pid]
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
@@ -439,7 +439,7 @@ def test_everything_killed_at_once_leaves_nothing_after_next_use(rt_store: Store
     runtime.reconcile_all(rt_store)
     st = state(rt_store, "a")
     assert st.Status == "exited" and st.ExitCode in (137, 255)
-    left = [(c.name, c.state, rc.read_state(rc.paths_of(rt_store, c)).as_dict()) for c in rt_store.containers.list()]
+    left = [(c.name, c.state, rstate.read_state(paths.paths_of(rt_store, c)).as_dict()) for c in rt_store.containers.list()]
     assert [x[0] for x in left] == ["a"], left  # b (--rm) was removed once found dead
     assert rt_store.containers.mounted(a) == 0
     assert leftovers(rt_store.root, [a.id, b.id]) == [f"container dir {rt_store.root / 'containers' / a.id}"]
@@ -448,17 +448,17 @@ def test_everything_killed_at_once_leaves_nothing_after_next_use(rt_store: Store
 def test_interrupted_start_releases_the_rootfs(rt_store: Store) -> None:
     """A start that died after mounting (no monitor recorded): the mount is released."""
     c = runtime.create(rt_store, "bb:1", name="half", config=config(rt_store, ["true"]))
-    p = rc.paths_of(rt_store, c)
+    p = paths.paths_of(rt_store, c)
     path = rt_store.containers.mount(c)
-    rc._write_state(p, rc.State(Status="created", RootfsHeld=True, Rootfs=path, MonitorPid=0))
+    rstate.write_state(p, rstate.State(Status="created", RootfsHeld=True, Rootfs=path, MonitorPid=0))
     runtime.reconcile_all(rt_store)
     assert rt_store.containers.mounted(c) == 0
-    assert rc.read_state(p).RootfsHeld is False
+    assert rstate.read_state(p).RootfsHeld is False
 
 
 def test_stale_runtime_state_without_a_record_is_deleted(rt_store: Store) -> None:
     c = run_detached(rt_store, "sleep", "60", name="ghost")
-    st = rc.read_state(rc.paths_of(rt_store, c))
+    st = rstate.read_state(paths.paths_of(rt_store, c))
     os.kill(st.MonitorPid, signal.SIGKILL)
     wait_pids_gone([st.MonitorPid])
     # the record disappears behind the runtime's back (a crash inside rm)
