@@ -121,12 +121,27 @@ def build_config(d: "Daemon", store: "Store", body: dict[str, Any]) -> tuple[str
               "OpenStdin", "StdinOnce", "Domainname"):
         if body.get(k) is not None:
             user[k] = body[k]
+    for k in ("Healthcheck", "StopTimeout"):
+        if body.get(k) is not None:
+            user[k] = body[k]
     user["Tty"] = False
     user["HostConfig"]["AutoRemove"] = bool(hc.get("AutoRemove"))
-    for k in ("Binds", "Mounts", "PortBindings", "Privileged", "CapAdd", "CapDrop", "ReadonlyRootfs"):
-        if hc.get(k):
-            raise InvalidInput(f"HostConfig.{k} is not supported by lamina yet")
+    # The record is Docker's Config + HostConfig, as `lamina run` writes it (lamina/runopts.py):
+    # these fields are kept as the client sent them and validated by runtime.spec.parse when the
+    # container is created, so the CLI and the daemon honour them the same way.
+    for k in _HOST_CONFIG_PASSED:
+        if hc.get(k) not in (None, [], {}, "", False, 0):
+            user["HostConfig"][k] = hc[k]
+    if hc.get("PortBindings"):
+        raise InvalidInput("HostConfig.PortBindings is not supported by the daemon yet (lamina run -p is)")
     return str(img.id), cc.merge(user, image_cfg)
+
+
+_HOST_CONFIG_PASSED = (
+    "Binds", "Mounts", "Tmpfs", "RestartPolicy", "SecurityOpt", "CapAdd", "CapDrop", "Privileged",
+    "ReadonlyRootfs", "Ulimits", "Init", "ShmSize", "Devices", "GroupAdd", "ExtraHosts", "Dns",
+    "DnsSearch", "DnsOptions",
+)
 
 
 def _create(store: "Store", d: "Daemon", body: dict[str, Any], name: str | None) -> "Container":

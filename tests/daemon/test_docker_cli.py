@@ -42,6 +42,32 @@ def test_run_rm_removes_the_container_and_keeps_the_exit_code(docker: DockerCLI)
     assert name not in docker("ps", "-a", "--format", "{{.Names}}").out.split()
 
 
+def test_run_options_reach_the_runtime_as_with_lamina_run(docker: DockerCLI, tmp_path: Path) -> None:
+    """HostConfig from `docker run` (binds, read-only rootfs, capabilities, restart policy) is
+    honoured by the same runtime.spec as `lamina run`'s flags."""
+    src = tmp_path / "shared"
+    src.mkdir()
+    (src / "hello").write_text("from the host\n")
+    r = docker("run", "--rm", "-v", f"{src}:/mnt:ro", "bb:1", "sh", "-c",
+               "cat /mnt/hello; touch /mnt/x 2>/dev/null && echo wrote || echo refused")
+    assert r.out == "from the host\nrefused\n"
+    assert not (src / "x").exists()
+    r = docker("run", "--rm", "--read-only", "bb:1", "sh", "-c", "touch /x 2>/dev/null && echo wrote || echo ro")
+    assert r.out == "ro\n"
+    r = docker("run", "--rm", "--cap-drop", "ALL", "bb:1", "sh", "-c", "grep CapEff /proc/self/status")
+    assert r.out.split() == ["CapEff:", "0000000000000000"]
+    name = uniq("rp")
+    docker("run", "-d", "--name", name, "--restart", "on-failure:2", "bb:1", "sh", "-c", "exit 3")
+    rc = ""
+    for _ in range(100):
+        rc = docker("inspect", "--format", "{{.RestartCount}} {{.State.Status}}", name).out.strip()
+        if rc == "2 exited":
+            break
+        time.sleep(0.1)
+    assert rc == "2 exited"
+    docker("rm", "-f", name)
+
+
 def test_unknown_image_is_a_404_and_exit_125(docker: DockerCLI) -> None:
     r = docker("create", "127.0.0.1:1/nothing-here:1", expect=None)
     assert r.rc != 0
