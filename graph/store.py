@@ -36,7 +36,8 @@ DRIVER_FILE = "driver"
 
 @dataclass
 class Problem:
-    """One finding of ``Store.check``."""
+    """One finding of ``Store.check`` (damage) or ``Store.notes`` (information: a normal state
+    worth showing, such as a resumable download, never a reason to fail a check)."""
 
     kind: str
     object: str
@@ -498,11 +499,21 @@ class Store:
                 problems.append(Problem("container", c.name, f"RW layer {c.cache_id} missing"))
         for cid in self.layers.orphans():
             problems.append(Problem("driver", cid, "layer data not known to the store"))
-        for r in self.db.query("SELECT cache_id FROM pending"):
-            problems.append(Problem("pending", r["cache_id"], "operation in flight or interrupted"))
-        for ing in self.content.ingests():
-            problems.append(Problem("ingest", str(ing.ref), "partial ingest (resumable)"))
+        for r in self.db.query("SELECT cache_id, pid FROM pending"):
+            if not _pid_alive(r["pid"]):
+                problems.append(Problem("pending", r["cache_id"], "interrupted operation not rolled back"))
         return problems
+
+    def notes(self) -> list[Problem]:
+        """What ``check`` shows as information, not damage: operations in flight in live
+        processes, and resumable partial downloads (an interrupted pull resumes from them)."""
+        out: list[Problem] = []
+        for r in self.db.query("SELECT cache_id, pid FROM pending"):
+            if _pid_alive(r["pid"]):
+                out.append(Problem("pending", r["cache_id"], f"operation in flight (pid {r['pid']})"))
+        for ing in self.content.ingests():
+            out.append(Problem("ingest", str(ing.ref), f"partial ingest, resumable from byte {ing.offset}"))
+        return out
 
     def layer_of(self, chain: ChainID) -> Layer:
         return self.layers.get(chain)
