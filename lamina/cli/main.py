@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        code, line = _describe(e, args.debug)
+        code, line = _describe(e, args.debug, args.root)
         print(f"lamina: {line}", file=sys.stderr)
         return code
 
@@ -146,13 +146,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     return int(rc or 0)
 
 
-def _describe(e: BaseException, debug: bool) -> tuple[int, str]:
+def _describe(e: BaseException, debug: bool, root: str = "") -> tuple[int, str]:
     """(exit code, one line) for an exception that reached the top."""
     try:
-        from graph.errors import LaminaError
+        from graph.errors import LaminaError, no_space
     except Exception:  # the library itself failed to import: that error is the unexpected one
         LaminaError = ()  # type: ignore[assignment,misc]
+        no_space = None  # type: ignore[assignment]
 
+    full = no_space(e, root or None) if no_space is not None else None
+    if full is not None:  # whichever write path and driver met it: one line, one code
+        return full.exit_code, f"{full} (store {root})" if root else str(full)
     if isinstance(e, LaminaError):
         return e.exit_code, _one_line(str(e)) or type(e).__name__
     if isinstance(e, OSError):
