@@ -328,6 +328,10 @@ class LayerStore:
         try:
             _step("create_rw:pending")
             self.driver.create_rw(cid, parent_cid)
+            # data first, metadata last: the container row that records this cache-id is synced
+            # at commit, so the layer's names must be on disk before it (a power cut right after
+            # ``create`` left a container whose RW layer was gone: tests/powercut)
+            syncfs(self.driver.home)
             _step("create_rw:created")
         except BaseException:
             self._discard(cid)
