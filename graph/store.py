@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Iterator
 
 import drivers
 from drivers.base import GraphDriver
+from drivers.fsync import fsync_dir
 from graph.containers import Container, ContainerStore
 from graph.content import ContentStore
 from graph.db import DB
@@ -105,8 +106,12 @@ class Store:
         if reason is not None:
             raise Unsupported(f"graph driver {name} cannot run here: {reason}")
         tmp = path.with_name(f".{DRIVER_FILE}.{os.getpid()}")
-        tmp.write_text(name + "\n")
+        with open(tmp, "w") as f:
+            f.write(name + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # a power cut must not leave the binding empty (tests/powercut)
         os.replace(tmp, path)
+        fsync_dir(self.root)
         return name
 
     def recover(self) -> None:

@@ -72,6 +72,6 @@ def test_power_cuts_leave_a_store_that_checks_clean_and_works(driver: str, tmp_p
         finally:
             m.close()
     print(f"\npowercut {driver} seed {seed}: {fig.summary()}")
-    assert not fig.failures, f"seed {seed}:\n" + "\n".join(fig.failures)
+    assert not fig.failures, f"seed {seed}:\n" + "\n".join(fig.failures) + "\n\n" + "\n".join(fig.log)
     assert fig.cuts_inside + fig.cuts_after == CUTS
     assert fig.cuts_inside >= CUTS // 3, fig.summary()  # most cuts land inside an operation

@@ -180,3 +180,14 @@ def test_a_container_created_just_before_a_power_cut_has_its_rw_layer(machine: M
     r = machine.lamina("system", "check")
     assert (r.rc, r.out) == (0, "ok\n"), r.out + r.err
     assert machine.lamina("rm", "c").rc == 0
+
+
+def test_a_new_store_keeps_its_driver_binding_through_a_power_cut(machine: Machine) -> None:
+    """Found by the trials: the ``driver`` file was written without fsync, while SQLite synced
+    the directory holding it (at its WAL's creation), so a cut could leave it empty and the next
+    open would bind another driver to a store full of the first one's layers."""
+    machine.root.mkdir()
+    _fsync_dir(machine.mountpoint)  # the user's root directory exists for good
+    assert machine.lamina("images").rc == 0  # creates the store, bound to vfs
+    _cut(machine)
+    assert (machine.root / "driver").read_text() == "vfs\n"

@@ -57,6 +57,7 @@ class Figures:
     requests: Counter[str] = field(default_factory=Counter)  # every mutating request served
     empty_files_after_cut: int = 0
     failures: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # one line per trial, for a failure's story
 
     def summary(self) -> str:
         return (f"{self.trials} trials: {self.cuts_inside} cuts inside an operation, {self.cuts_after} right after; "
@@ -85,7 +86,7 @@ class Trials:
         (a CLI run per listing would double the time of a trial)."""
         from graph import Store
 
-        with Store(self.m.root) as store:
+        with Store(self.m.root, driver=self.m.driver) as store:
             images = {r.reference.familiar(): str(r.image_id) for r in store.refs.list()}
             containers = [c.name for c in store.containers.list()]
         return images, containers
@@ -132,6 +133,8 @@ class Trials:
             self.m.control("cut_at", 1)  # power off right after it reported done: nothing more happens
             self.fig.cuts_after += 1
             done = r.rc == 0
+        self.fig.log.append(f"trial {self.fig.trials} gen {self.m.generation}: {args} cut_at {cut_at} "
+                            f"cut {st['cut']} ({st['cut_op']}) rc {r.rc} {r.err.strip()[:200]}")
         counts = self.m.power_cut_and_reboot()
         self.fig.empty_files_after_cut += counts.get("empty-file", 0)
         self._verify(args, done, images, containers)
@@ -207,7 +210,7 @@ class Trials:
         from graph.errors import LaminaError
 
         try:
-            store = Store(self.m.root)
+            store = Store(self.m.root, driver=self.m.driver)
         except LaminaError as e:
             self._fail(f"after {args} cut: store does not open: {e}")
             return
