@@ -256,7 +256,8 @@ class SimFS(pyfuse3.Operations):
                 p = os.path.join(dirpath, name)
                 st = os.lstat(p)
                 rec.entries[os.fsencode(name)] = st.st_ino
-                if name in filenames and st.st_ino not in self.records:
+                # not "name in filenames": os.walk lists a symlink to a directory in dirnames
+                if not stat.S_ISDIR(st.st_mode) and st.st_ino not in self.records:
                     self.records[st.st_ino] = self._record_of(p, st)
             self.records[dst.st_ino] = rec
         for r in old.values():
@@ -276,8 +277,8 @@ class SimFS(pyfuse3.Operations):
             for name, ino in sorted(rec.entries.items()):
                 child = self.records.get(ino)
                 p = os.path.join(path, os.fsdecode(name))
-                if child is None:
-                    continue  # cannot happen: a durable entry's inode got a record with it
+                if child is None:  # a durable entry's inode gets its record with it: a model bug
+                    raise RuntimeError(f"simfs: durable entry {p} has no record (inode {ino})")
                 if ino in done and child.kind != "dir":
                     os.link(done[ino], p, follow_symlinks=False)
                     continue

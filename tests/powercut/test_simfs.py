@@ -103,10 +103,17 @@ def test_hard_links_and_symlinks_keep_their_identity(machine: Machine) -> None:
     _write(mp / "f", b"linked", fsync=True)
     os.link(mp / "f", mp / "g")
     os.symlink("f", mp / "s")
+    os.mkdir(mp / "d")
+    os.symlink("d", mp / "to-dir")
+    os.symlink("d", mp / "to-dir-synced-by-syncfs")
     _fsync_dir(mp)
     after = _cut(machine)
     assert os.stat(after / "f").st_ino == os.stat(after / "g").st_ino
     assert os.readlink(after / "s") == "f" and (after / "g").read_bytes() == b"linked"
+    assert os.readlink(after / "to-dir") == "d"
+    machine.sync()  # the same through the whole-tree walk of a syncfs
+    after = _cut(machine)
+    assert os.readlink(after / "to-dir-synced-by-syncfs") == "d" and os.readlink(after / "s") == "f"
 
 
 def test_syncfs_is_invisible_to_the_server_so_lamina_s_call_is_observed(machine: Machine) -> None:
