@@ -58,12 +58,13 @@ class Figures:
     empty_files_after_cut: int = 0
     failures: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)  # one line per trial, for a failure's story
+    known: dict[str, int] = field(default_factory=dict)  # open bugs met (see _refused)
 
     def summary(self) -> str:
         return (f"{self.trials} trials: {self.cuts_inside} cuts inside an operation, {self.cuts_after} right after; "
                 f"by operation {dict(self.by_op)}; cut before {dict(self.cut_at_request)}; "
                 f"requests served {dict(self.requests)}; empty files after cuts {self.empty_files_after_cut}; "
-                f"{len(self.failures)} failures")
+                f"known open bugs met {self.known}; {len(self.failures)} failures")
 
 
 class Trials:
@@ -248,13 +249,26 @@ class Trials:
         return None
 
 
+KNOWN: Counter[str] = Counter()  # open bugs met, by name (reported, with a strict xfail test each)
+
+
 def _refused(args: list[str], rc: int, err: str) -> bool:
-    """A refusal the store owes the user, not a failure: rmi of an image a container uses."""
-    return args[0] == "rmi" and rc == 4 and "is used by container" in err
+    """A refusal the store owes the user (rmi of an image a container uses), or the one open
+    bug the trials know: a mount count left on disk by a process that died inside ``create``
+    (``test_simfs.py::test_rm_of_a_container_whose_create_died_while_it_was_mounted``, strict
+    xfail: when it is fixed, that test fails and this exception must go)."""
+    if args[0] == "rmi" and rc == 4 and "is used by container" in err:
+        return True
+    if args[0] == "rm" and rc == 4 and "is mounted: umount it first" in err:
+        KNOWN["stale mount count after an interrupted create"] += 1
+        return True
+    return False
 
 
 def run_trials(m: Machine, n: int, **kw: Any) -> Figures:
+    KNOWN.clear()
     t = Trials(m, **kw)
     for _ in range(n):
         t.trial()
+    t.fig.known = dict(KNOWN)
     return t.fig
