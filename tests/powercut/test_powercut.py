@@ -61,6 +61,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     shutil.rmtree(d / "reference", ignore_errors=True)
 
 
+@pytest.mark.timeout(120 + 20 * CUTS)  # a trial takes 2-5 s here; the default 300 s is for one scenario
 @pytest.mark.parametrize("driver", ["vfs", "overlay"])
 def test_power_cuts_leave_a_store_that_checks_clean_and_works(driver: str, tmp_path: Path, world: dict) -> None:
     seed = _seed()
