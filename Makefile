@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 # which pytest's own (recursive) clean-up of old temp dirs cannot remove.
 TEST_TMP ?= /tmp/lamina-tests
 
-.PHONY: setup setup-bench test test-fast test-powercut bench bench-quick clean
+.PHONY: setup setup-bench test test-fast test-powercut test-crash-long bench bench-quick clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,11 @@ POWERCUT_CUTS ?= 250
 test-powercut: setup
 	rm -rf $(TEST_TMP)
 	POWERCUT_CUTS=$(POWERCUT_CUTS) $(PY) -m pytest --basetemp=$(TEST_TMP) -s tests/powercut $(PYTEST_ARGS)
+
+# The long profile of the random-kill trials on btrfs (make test runs 3 per operation).
+test-crash-long: setup
+	rm -rf $(TEST_TMP)
+	LAMINA_GC_BTRFS_TRIALS=$${LAMINA_GC_BTRFS_TRIALS:-40} $(PY) -m pytest --basetemp=$(TEST_TMP) tests/graph/test_gc_btrfs.py $(PYTEST_ARGS)
 
 bench: setup-bench
 	$(PY) -m bench run --profile default

@@ -6,7 +6,7 @@ One repetition of a (driver, workload) cell runs the lifecycle below in a fresh 
 (``bench.worker``), on a fresh store on the bench's own filesystem:
 
 ====================  ===========================================================================
-pull                  ``graph.pull.pull`` from the bench's local registry into an empty store:
+pull                  ``graph.pull`` from the bench's local registry into an empty store:
                       download, verify, decompress and apply every layer (overlapped), record
                       the image and its reference. Its own store, removed afterwards.
 load                  ``graph.archive.load_archive`` of the workload's OCI layout (gzip layers)
@@ -175,8 +175,8 @@ def write_one_byte(path: str) -> None:
 def pull_function() -> tuple[Callable[..., Any] | None, str | None]:
     """``(pull, None)`` when ``graph.pull`` exists, else ``(None, reason)``."""
     try:
-        from graph.pull import pull
-        from graph.registry import RegistryOptions
+        from graph import pull
+        from graph import RegistryOptions
     except ImportError as e:
         return None, f"graph.pull is not available: {e}"
 
@@ -227,7 +227,7 @@ def _preimport() -> None:
     import importlib
 
     for name in ("httpx", "zstandard", "isal.igzip", "isal.isal_zlib", "gzip", "lzma", "bz2", "xxhash",
-                 "graph", "graph.pull", "graph.registry", "graph.archive", "graph.unpack", "runtime"):
+                 "graph", "graph.distribution.pull", "graph.distribution.registry", "graph.archive", "graph.unpack", "runtime"):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
 
@@ -355,7 +355,7 @@ class Lifecycle:
         if "load" not in self.wanted:
             return
         from graph import Store
-        from graph.archive import load_archive
+        from graph import load_archive
 
         root = self._root("load")
         destroy_store(root, self.driver)

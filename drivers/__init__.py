@@ -1,6 +1,6 @@
 """Graphdrivers by name: the registry, the support probes and the default choice.
 
-A driver is a class implementing ``drivers.base.GraphDriver`` in its own module, plus a module
+A driver is a class implementing ``drivers.base.Driver`` (``GraphDriver`` + ``DiffDriver``) in its own module, plus a module
 function ``supported(home: Path) -> str | None`` (None: usable here; else the reason, one line).
 Registering one is one line in ``DRIVERS``; its module is imported only when that driver is
 probed or opened, so ``import drivers`` stays cheap (the CLI imports it on every start).
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from drivers.errors import NotFound, Unsupported
 
 if TYPE_CHECKING:
-    from drivers.base import GraphDriver
+    from drivers.base import Driver
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class DriverInfo:
     def load(self) -> Any:
         return importlib.import_module(self.module)
 
-    def factory(self) -> Callable[..., "GraphDriver"]:
+    def factory(self) -> Callable[..., "Driver"]:
         """The driver class; called as ``cls(home, **options)``."""
         return getattr(self.load(), self.cls)  # type: ignore[no-any-return]
 
@@ -88,9 +88,10 @@ def supported(name: str, home: Path) -> str | None:
     return _info(name).supported(Path(home))
 
 
-def open_driver(name: str, home: Path | str, **options: Any) -> "GraphDriver":
+def open_driver(name: str, home: Path | str, **options: Any) -> "Driver":
     """Open driver ``name`` with its data in ``home`` (created if missing).
 
+    A driver without the ``DiffDriver`` half comes back wrapped in ``naive_diff.NaiveDiff``.
     Raises NotFound (no such driver), Unsupported (its probe's reason).
     """
     info = _info(name)
@@ -98,7 +99,14 @@ def open_driver(name: str, home: Path | str, **options: Any) -> "GraphDriver":
     reason = info.supported(home)
     if reason is not None:
         raise Unsupported(f"graph driver {name} cannot run here: {reason}")
-    return info.factory()(home, **options)
+    driver = info.factory()(home, **options)
+    from drivers.base import DiffDriver
+
+    if not isinstance(driver, DiffDriver):  # only the layer half: diff by comparing trees
+        from drivers.naive_diff import NaiveDiff
+
+        return NaiveDiff(driver)  # type: ignore[return-value]
+    return driver
 
 
 def available(home: Path | str) -> dict[str, str | None]:
@@ -125,7 +133,7 @@ def default_driver(home: Path | str, *, per_driver: bool = False) -> str:
 
 
 def _backing_fs(home: Path) -> str:
-    from drivers import mountapi
+    from drivers.sys import mount as mountapi
 
     p = home
     while not p.exists() and p.parent != p:

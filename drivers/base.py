@@ -34,14 +34,15 @@ raises (*Raises*, always a ``drivers.errors`` class) and what a repeat does (*Re
 from __future__ import annotations
 
 import enum
-import fcntl
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, NewType, Protocol, runtime_checkable
 
-from drivers.errors import Bug, InvalidInput
+from drivers.errors import InvalidInput
+from drivers.sys.durable import syncfs
+from drivers.sys.flock import Flock
 
 CacheID = NewType("CacheID", str)
 
@@ -80,7 +81,8 @@ class Change:
 
 @runtime_checkable
 class GraphDriver(Protocol):
-    """A graphdriver; see the module docstring for the model."""
+    """The layer half of a graphdriver (moby's ``ProtoDriver``): layers made, mounted, removed.
+    See the module docstring for the model."""
 
     name: str
     home: Path
@@ -141,6 +143,33 @@ class GraphDriver(Protocol):
         """Whether the layer's data exists. Never raises for a well-formed id."""
         ...
 
+    def status(self) -> dict[str, str]:
+        """Facts a user needs: backing filesystem, layer count, options in force. Never raises."""
+        ...
+
+    def cleanup(self) -> None:
+        """Release every mount this driver made (all refcounts dropped).
+
+        Requires: nothing.  Effect: nothing of this driver stays mounted.  Raises: nothing for
+        an already clean state.  Repeat: yes, harmless.
+        """
+        ...
+
+    def sync(self) -> None:
+        """Make every layer's data durable (the store syncs before it records a layer).
+
+        Requires: nothing.  Effect: data written so far reaches the disk (``syncfs`` of the
+        driver's filesystem for the drivers here).  Raises: OSError from the kernel.
+        Repeat: yes, cheap when nothing is dirty.
+        """
+        ...
+
+
+@runtime_checkable
+class DiffDriver(Protocol):
+    """The file half (moby's ``DiffDriver``): layer tars in and out. A driver without a native
+    way to diff gets ``drivers.naive_diff.NaiveDiff``, which compares the trees ``get`` returns."""
+
     def apply_diff(self, id: CacheID, parent: CacheID | None, tar: BinaryIO) -> int:
         """Apply an uncompressed OCI layer tar to a layer made by ``create``.
 
@@ -179,17 +208,93 @@ class GraphDriver(Protocol):
         """
         ...
 
-    def status(self) -> dict[str, str]:
-        """Facts a user needs: backing filesystem, layer count, options in force. Never raises."""
+
+@runtime_checkable
+class Driver(GraphDriver, DiffDriver, Protocol):
+    """A complete driver: what ``drivers.open_driver`` returns and the layer store uses."""
+
+
+# ---- optional abilities: one small protocol each, found with ``isinstance`` ---------------------
+
+
+@runtime_checkable
+class ParallelApply(Protocol):
+    """``apply_diff`` of a layer never reads its parent's data (overlay, fuse: each layer its own
+    directory), so a pull may apply a stack's layers at once, in any order."""
+
+    parallel_apply: bool
+
+
+@runtime_checkable
+class HeldCounts(Protocol):
+    """The driver counts ``get``s on disk and can say how many are outstanding."""
+
+    def held_count(self, id: CacheID) -> int:
+        """``get`` calls on ``id`` not yet matched by a ``put`` (0 for an unknown id)."""
         ...
 
-    def cleanup(self) -> None:
-        """Release every mount this driver made (all refcounts dropped).
 
-        Requires: nothing.  Effect: nothing of this driver stays mounted.  Raises: nothing for
-        an already clean state.  Repeat: yes, harmless.
+@runtime_checkable
+class LayerListing(Protocol):
+    """The driver can list the layers it holds: what lets ``system check`` find driver data no
+    metadata row knows (an orphan), and ``system prune`` remove it. A separate protocol checked
+    with ``isinstance``: a ``getattr`` on a misspelt name made the orphan check silently dead."""
+
+    def layer_ids(self) -> list[str]:
+        """Cache-ids of every layer whose data this driver holds, complete or not (a layer
+        directory missing some of its files is listed: it is data to account for).
+
+        Requires: nothing.  Effect: none.
+        Raises: nothing for a concurrent create or remove (a layer that appears or vanishes
+        meanwhile may or may not be listed).
+        Repeat: yes. Temporary names of creates and removes in flight (or interrupted) are
+        never listed: they are the driver's own crash debris, swept by the driver.
         """
         ...
+
+
+@runtime_checkable
+class Sweeper(Protocol):
+    """A driver whose creates and removes use temporary names, and that can tell the ones an
+    interrupted operation left (debris) from the ones a live operation is working on.
+
+    The driver sweeps its debris by itself when it is opened; ``system check`` reports what is
+    still there (``leftovers``) and ``system prune`` removes it (``sweep``).
+    """
+
+    def leftovers(self) -> list[str]:
+        """Paths, relative to the driver's home, of temporary data that no live create or
+        remove owns.
+
+        Requires: nothing.  Effect: none.  Raises: nothing for concurrent work.
+        Repeat: yes. A live operation's temporary names are never listed.
+        """
+        ...
+
+    def sweep(self) -> list[str]:
+        """Delete what ``leftovers`` lists (never a live operation's data); return the paths.
+
+        Requires: nothing.  Effect: as above.  Raises: nothing for concurrent work (what is
+        busy stays for the next sweep).  Repeat: yes, harmless.
+        """
+        ...
+
+
+class LocalDriver:
+    """What the drivers here share: data under ``home`` on a local filesystem, ``get`` counts
+    in ``self.refs`` (``RefCounts``). Gives them ``sync`` and ``HeldCounts``."""
+
+    home: Path
+    refs: "RefCounts"
+
+    def held_count(self, id: CacheID) -> int:
+        """``get`` calls on ``id`` not yet matched by a ``put`` (``HeldCounts``)."""
+        return self.refs.count(id)
+
+    def sync(self) -> None:
+        """``syncfs`` of the filesystem holding ``home`` (``GraphDriver.sync``): one flush of
+        everything applied, far cheaper than an fsync per file."""
+        syncfs(self.home)
 
 
 class RefCounts:
@@ -205,12 +310,10 @@ class RefCounts:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_path = home / "refs.lock"
 
-    def locked(self) -> "_Flock":
+    def locked(self) -> Flock:
         """Hold the counts' lock, for a driver that must check a count and act atomically
         (remove refuses a held layer; get verifies a standing count still has its mount)."""
-        return _Flock(self._lock_path)
-
-    _locked = locked
+        return Flock(self._lock_path)
 
     def count(self, id: CacheID) -> int:
         try:
@@ -219,10 +322,7 @@ class RefCounts:
             return 0
 
     def set(self, id: CacheID, n: int) -> None:
-        """Write a count; the caller holds ``locked()``."""
-        self._write(id, n)
-
-    def _write(self, id: CacheID, n: int) -> None:
+        """Write a count (0 removes it); the caller holds ``locked()``."""
         p = self.dir / id
         if n <= 0:
             p.unlink(missing_ok=True)
@@ -232,49 +332,35 @@ class RefCounts:
         os.replace(tmp, p)
 
     def held(self) -> Iterator[CacheID]:
+        """The ids with a count above zero."""
         for p in self.dir.iterdir():
             if not p.name.startswith("."):
                 yield CacheID(p.name)
 
     def reset(self) -> None:
+        """Drop every count (after ``cleanup`` unmounted everything)."""
         for id in list(self.held()):
-            self._write(id, 0)
+            self.set(id, 0)
 
     def increment(self, id: CacheID, on_first: Callable[[], None] | None = None) -> int:
         """Add one; run ``on_first`` (the mount) under the lock on the 0 -> 1 step. If it raises,
         the count is not changed."""
-        with self._locked():
+        with self.locked():
             n = self.count(id)
             if n == 0 and on_first is not None:
                 on_first()
-            self._write(id, n + 1)
+            self.set(id, n + 1)
             return n + 1
 
     def decrement(self, id: CacheID, on_last: Callable[[], None] | None = None) -> int:
         """Take one away; run ``on_last`` (the unmount) under the lock on the 1 -> 0 step. A
         decrement at 0 is a no-op and returns 0."""
-        with self._locked():
+        with self.locked():
             n = self.count(id)
             if n == 0:
                 return 0
             if n == 1 and on_last is not None:
                 on_last()
-            self._write(id, n - 1)
+            self.set(id, n - 1)
             return n - 1
 
-
-class _Flock:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd = -1
-
-    def __enter__(self) -> "_Flock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd < 0:
-            raise Bug("flock released twice")
-        os.close(self.fd)  # closing drops the lock
-        self.fd = -1

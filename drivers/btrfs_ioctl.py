@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -37,6 +36,8 @@ import struct
 import uuid
 from dataclasses import dataclass
 from typing import Iterator
+
+from drivers.sys.libc import libc as _libc
 
 # --- request numbers (asm-generic ioctl encoding, as on x86, arm, riscv) ------------------------
 
@@ -126,7 +127,6 @@ SUPER_MAGIC = 0x9123683E        # statfs f_type of btrfs
 U64 = (1 << 64) - 1
 NAME_MAX = 255                  # BTRFS_VOL_NAME_MAX: a subvolume name
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 # --- small helpers ------------------------------------------------------------------------------

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import base64
 import errno
-import fcntl
 import os
 import secrets
 import shutil
@@ -44,38 +43,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from drivers.base import CacheID, Change, RefCounts, check_cache_id
+from drivers.base import CacheID, Change, LocalDriver, RefCounts, check_cache_id
 from drivers.errors import AlreadyExists, Conflict, NotFound
-from drivers.fsync import fsync_dir
+from drivers.sys.durable import fsync_dir
+from drivers.sys.flock import Flock
 
 LINK_LEN = 26  # 16 random bytes in base32, as overlay2's ``l/`` names
 
 
-class SweepLock:
+def SweepLock(home: Path, exclusive: bool) -> Flock:
     """``home/sweep.lock``: creators hold it shared while a temporary name exists; the open
-    sweep takes it exclusive (non-blocking) so it never deletes another process's work."""
-
-    def __init__(self, home: Path, exclusive: bool) -> None:
-        self.path = home / "sweep.lock"
-        self.exclusive = exclusive
-        self.fd = -1
-        self.acquired = False
-
-    def __enter__(self) -> "SweepLock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            if self.exclusive:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            else:
-                fcntl.flock(self.fd, fcntl.LOCK_SH)
-            self.acquired = True
-        except BlockingIOError:
-            self.acquired = False
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
-        self.fd = -1
+    sweep takes it exclusive (non-blocking) so it never deletes another process's work
+    (``acquired`` says whether it got it)."""
+    return Flock(home / "sweep.lock", shared=not exclusive, wait=not exclusive)
 
 
 @dataclass(frozen=True)
@@ -103,7 +83,7 @@ class Layer:
         return self.dir / "merged"
 
 
-class DiffDirDriver:
+class DiffDirDriver(LocalDriver):
     """The shared part of the diff-dir drivers (see the module docstring). Subclasses set
     ``name`` and implement ``_mount``, ``_unmount`` and ``_mounted``; ``__init__`` of the
     subclass calls ``_init_layout`` first."""
@@ -187,9 +167,11 @@ class DiffDirDriver:
         return [os.path.realpath(self._link_path(k)) for k in links]
 
     def layer_ids(self) -> list[CacheID]:
-        """Every complete layer (temporary names excluded)."""
+        """Every layer directory, complete or not (see ``drivers.base.LayerListing``):
+        ``*.creating`` / ``*.removing`` names hold a '.', which a cache-id never does."""
         try:
-            return [CacheID(p.name) for p in self.layers.iterdir() if (p / "link").is_file()]
+            return sorted(CacheID(e.name) for e in os.scandir(self.layers)
+                          if is_id(e.name) and e.is_dir(follow_symlinks=False))
         except OSError:
             return []
 
@@ -245,7 +227,7 @@ class DiffDirDriver:
         """Delete the layer (see ``GraphDriver.remove``); a stale mount with no count is
         unmounted first. Raises Conflict while ``get`` holds it."""
         d = self._dir(id)
-        with self.refs._locked():
+        with self.refs.locked():
             if self.refs.count(id) > 0:
                 raise Conflict(f"{self.name} layer {id} is mounted ({self.refs.count(id)} holders)")
             if not d.exists():
@@ -284,31 +266,31 @@ class DiffDirDriver:
         mount is gone (a reboot, someone's umount, a dead helper) mounts again, so the bare
         mount point is never handed out (writes would land in an empty dir)."""
         layer = self._layer(id)
-        with self.refs._locked():
+        with self.refs.locked():
             n = self.refs.count(id)
             if n == 0 or not self._mounted(layer):
                 self._mount(layer)
-            self.refs._write(id, n + 1)
+            self.refs.set(id, n + 1)
         return str(layer.merged)
 
     def put(self, id: CacheID) -> None:
         """Release one ``get``; unmount at zero (lazily if something still holds the tree open).
         A put at count 0 is a no-op."""
         layer = self._layer(id)
-        with self.refs._locked():
+        with self.refs.locked():
             n = self.refs.count(id)
             if n == 0:
                 return
             if n == 1:
                 self._unmount(layer)
-            self.refs._write(id, n - 1)
+            self.refs.set(id, n - 1)
 
     # -- data ----------------------------------------------------------------------------------
 
     def apply_diff(self, id: CacheID, parent: CacheID | None, tar: BinaryIO) -> int:
         """Extract an OCI layer tar into ``<id>/diff`` with overlay whiteouts; returns bytes of
         file content written. Safe to run for several layers of a stack at once."""
-        from drivers.tarapply import Whiteouts, apply_tar
+        from drivers.tar.apply import Whiteouts, apply_tar
 
         layer = self._layer(id)
         if layer.parent != parent:
@@ -326,10 +308,10 @@ class DiffDirDriver:
         if parent is not None:
             self._layer(parent)  # NotFound
         if self._native(layer, parent):
-            from drivers.tardiff import upper_changes
+            from drivers.tar.diff import upper_changes
 
             return upper_changes(str(layer.diff), self._diff_dirs(layer.chain))
-        from drivers.tardiff import tree_changes
+        from drivers.tar.diff import tree_changes
 
         with MountedPair(self, id, parent) as (root, proot):
             return tree_changes(root, proot)
@@ -338,7 +320,7 @@ class DiffDirDriver:
         """The layer's changes as an OCI layer tar, produced as it is read (overlay whiteouts
         become ``.wh.`` entries, opaque dirs ``.wh..wh..opq``). The naive path keeps both trees
         mounted until the stream is closed."""
-        from drivers.tardiff import diff_stream, tree_changes, upper_changes
+        from drivers.tar.diff import diff_stream, tree_changes, upper_changes
 
         layer = self._layer(id)
         if parent is not None:
@@ -358,7 +340,7 @@ class DiffDirDriver:
     def diff_size(self, id: CacheID, parent: CacheID | None) -> int:
         """Bytes of regular-file content added or modified against ``parent`` (a hard-linked
         inode counts once)."""
-        from drivers.tardiff import diff_size, tree_changes
+        from drivers.tar.diff import diff_size, tree_changes
 
         layer = self._layer(id)
         if parent is not None:
@@ -369,6 +351,26 @@ class DiffDirDriver:
             return diff_size(root, tree_changes(root, proot))
 
     # -- sweeping ------------------------------------------------------------------------------
+
+    def _sweep(self, startup: bool) -> None:
+        """Reconcile mounts with counts and, at ``startup``, sweep temporary names (subclass)."""
+        raise NotImplementedError
+
+    def leftovers(self) -> list[str]:
+        """``*.creating`` / ``*.removing`` names of interrupted creates and removes, relative to
+        ``home`` (``drivers.base.Sweeper``); none while a create runs (they cannot be told
+        apart then)."""
+        with SweepLock(self.home, exclusive=True) as lock:
+            if not lock.acquired:
+                return []
+            return sorted(os.path.relpath(p, self.home) for p in [*self.home.iterdir(), *self.layers.iterdir()]
+                          if p.name.endswith((".creating", ".removing")))
+
+    def sweep(self) -> list[str]:
+        """Delete what ``leftovers`` lists (with any mount below it); return those names."""
+        before = self.leftovers()
+        self._sweep(startup=True)
+        return [n for n in before if not os.path.lexists(self.home / n)]
 
     def _sweep_names(self, unmount_under: Callable[[Path], None]) -> None:
         """Remove what interrupted creates and removes left (``*.creating``, ``*.removing``,

@@ -85,11 +85,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from drivers import mountapi
+from drivers.sys import mount as mountapi
 from drivers.base import CacheID
 from drivers.diffdirs import LINK_LEN, DiffDirDriver, Layer, SweepLock, is_id
 from drivers.errors import Bug, Corrupt, NotFound, Unsupported
-from drivers.fsync import syncfs
+from drivers.sys.durable import syncfs
 
 MAX_LOWER = 500
 """overlayfs' stack limit (``OVL_MAX_STACK`` in fs/overlayfs/params.h)."""
@@ -482,7 +482,7 @@ class OverlayDriver(DiffDirDriver):
     def _sweep(self, startup: bool) -> None:
         """Reconcile mounts with counts. ``startup``: only what a crash left inconsistent (a
         mount with no count; a count with no mount) and temporary names; else everything."""
-        with self.refs._locked():
+        with self.refs.locked():
             mounted: set[CacheID] = set()
             for m in reversed(list(self._overlay_mounts())):
                 rel = os.path.relpath(m.mount_point, self.home).split(os.sep)
@@ -498,7 +498,7 @@ class OverlayDriver(DiffDirDriver):
                     _umount(m.mount_point)
             for id in list(self.refs.held()):
                 if not startup or id not in mounted:
-                    self.refs._write(id, 0)
+                    self.refs.set(id, 0)
         if startup:
             self._sweep_names_and_mounts()
 

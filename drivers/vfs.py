@@ -25,21 +25,18 @@ exclusive without waiting and skips its turn if anyone holds it, so it never del
 process's work in progress.
 
 ``diff``/``changes``/``diff_size`` compare the layer's tree with its parent's
-(``drivers.tardiff.tree_changes``). Trees unpacked from tars carry whole-second mtimes, for
+(``drivers.tar.diff.tree_changes``). Trees unpacked from tars carry whole-second mtimes, for
 which the differ must compare file contents; the ``copied/<id>`` marker spares that for every
 file whose ctime shows it was not touched after the copy (a 100 MB layer: 0.4 s of reading
 becomes none). ``apply_diff`` unpacks with whiteouts that delete
 (``Whiteouts.REMOVE``). Durability is the caller's: the layer store syncs the filesystem
-(``drivers.fsync.syncfs``) once before it records a layer, which is cheaper than syncing here per
+(``drivers.sys.durable.syncfs``) once before it records a layer, which is cheaper than syncing here per
 copy.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
-import fcntl
 import os
 import secrets
 import shutil
@@ -48,13 +45,12 @@ import subprocess
 from pathlib import Path
 from typing import BinaryIO
 
-from drivers import tardiff
-from drivers.base import CacheID, Change, RefCounts, check_cache_id
+from drivers.tar import diff as tardiff
+from drivers.base import CacheID, Change, LocalDriver, RefCounts, check_cache_id
 from drivers.errors import AlreadyExists, Conflict, LaminaError, NotFound, Unsupported
+from drivers.sys.flock import Flock
+from drivers.sys.libc import RENAME_NOREPLACE, renameat2
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
 
 
 def supported(home: Path) -> str | None:
@@ -75,10 +71,7 @@ def supported(home: Path) -> str | None:
 
 def _rename_noreplace(src: str, dst: str) -> None:
     """rename(2) that fails with EEXIST instead of replacing an (empty) dir at ``dst``."""
-    if _libc.renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
-                       _RENAME_NOREPLACE) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), dst)
+    renameat2(src, dst, RENAME_NOREPLACE)
 
 
 def _rmtree(path: str) -> None:
@@ -102,31 +95,13 @@ def _rmtree(path: str) -> None:
     shutil.rmtree(path, onerror=onerror)
 
 
-class _SweepLock:
+def _SweepLock(path: Path, exclusive: bool) -> Flock:
     """``home/sweep.lock``, held shared by creators and removers and exclusively (without
     waiting) by the sweep; ``acquired`` says whether the lock was obtained."""
-
-    def __init__(self, path: Path, exclusive: bool) -> None:
-        self.path = path
-        self.exclusive = exclusive
-        self.fd = -1
-        self.acquired = False
-
-    def __enter__(self) -> "_SweepLock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB if self.exclusive else fcntl.LOCK_SH)
-            self.acquired = True
-        except BlockingIOError:
-            self.acquired = False
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)  # drops the lock
-        self.fd = -1
+    return Flock(path, shared=not exclusive, wait=not exclusive)
 
 
-class VfsDriver:
+class VfsDriver(LocalDriver):
     """The copy driver. ``home`` is created if missing. See the module docstring."""
 
     name = "vfs"
@@ -276,7 +251,7 @@ class VfsDriver:
 
     def apply_diff(self, id: CacheID, parent: CacheID | None, tar: BinaryIO) -> int:
         """Unpack the tar into the layer's copy of its parent; whiteouts delete."""
-        from drivers.tarapply import Whiteouts, apply_tar
+        from drivers.tar.apply import Whiteouts, apply_tar
 
         path = self._existing(id)
         if parent is not None:
@@ -296,33 +271,32 @@ class VfsDriver:
     def diff(self, id: CacheID, parent: CacheID | None) -> BinaryIO:
         """The changes as an OCI layer tar stream. The stream holds a reference to the layer
         (as a ``get``) until it is closed, so the layer cannot be removed under a reader."""
-        root, changes = self._tree_changes(id, parent)
-        self.get(id)
-        try:
-            return tardiff.diff_stream(root, changes, on_close=lambda: self.put(id))
-        except BaseException:
-            self.put(id)
-            raise
+        from drivers.naive_diff import diff_holding
+
+        return diff_holding(self, id, *self._tree_changes(id, parent))
 
     def diff_size(self, id: CacheID, parent: CacheID | None) -> int:
         return tardiff.diff_size(*self._tree_changes(id, parent))
 
     # -- status / cleanup -------------------------------------------------------------------------
 
-    def layers(self) -> list[CacheID]:
-        """Cache-ids of the complete layers (temporary dot-names excluded), sorted."""
+    def layer_ids(self) -> list[CacheID]:
+        """Cache-ids of the layers (temporary dot-names excluded), sorted
+        (``drivers.base.LayerListing``)."""
         return sorted(CacheID(e.name) for e in os.scandir(self.dir)
                       if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
 
+    layers = layer_ids
+
     def status(self) -> dict[str, str]:
-        from drivers import mountapi
+        from drivers.sys import mount as mountapi
 
         try:
             fs = mountapi.fstype_of(self.home)
         except OSError:
             fs = "unknown"
         try:
-            n = str(len(self.layers()))
+            n = str(len(self.layer_ids()))
         except OSError:
             n = "unknown"
         try:
@@ -331,6 +305,15 @@ class VfsDriver:
             held = "unknown"
         return {"driver": self.name, "home": str(self.home), "backing_fs": fs, "layers": n,
                 "held": held, "copy": "cp -a --reflink=auto"}
+
+    def leftovers(self) -> list[str]:
+        """Temporary dot-names of interrupted creates and removes (``drivers.base.Sweeper``);
+        none while some create or remove runs (their names cannot be told apart then)."""
+        with _SweepLock(self._sweep_lock, exclusive=True) as lock:
+            if not lock.acquired:
+                return []
+            return sorted(f"dir/{e.name}" for e in os.scandir(self.dir)
+                          if e.name.startswith(".") and e.name.endswith(("-tmp", "-removing")))
 
     def sweep(self) -> list[str]:
         """Delete what interrupted ``create``s and ``remove``s left (dot-names), unless some

@@ -25,7 +25,7 @@ from graph.errors import (
 )
 from graph.images import Image
 from graph.layers import Layer
-from graph.refs import Reference, parse_reference
+from graph.oci.reference import Reference, parse_reference
 from graph.store import Problem, PruneReport, Store
 
 __all__ = [
@@ -69,12 +69,12 @@ _LAZY = {
     "LoadedImage": "graph.archive",
     "load_archive": "graph.archive",
     "save_archive": "graph.archive",
-    "pull": "graph.pull",
-    "PullResult": "graph.pull",
-    "push": "graph.push",
-    "PushResult": "graph.push",
-    "RegistryOptions": "graph.registry",
-    "Credentials": "graph.auth",
+    "pull": "graph.distribution.pull",
+    "PullResult": "graph.distribution.pull",
+    "push": "graph.distribution.push",
+    "PushResult": "graph.distribution.push",
+    "RegistryOptions": "graph.distribution.registry",
+    "Credentials": "graph.distribution.auth",
 }
 
 

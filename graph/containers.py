@@ -6,7 +6,6 @@ owns the record and the RW layer's life (create, mount, changes, diff, remove).
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import sqlite3
@@ -14,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from drivers.base import CacheID, Change
+from drivers.base import CacheID, Change, HeldCounts
 from graph.db import DB
 from graph.digest import ChainID, Digest, ImageID
 from graph.errors import AlreadyExists, Conflict, InvalidInput, NotFound
@@ -127,8 +126,8 @@ class ContainerStore:
         self.layers.unmount(c.cache_id)
 
     def mounted(self, c: Container) -> int:
-        refs = getattr(self.layers.driver, "refs", None)
-        return refs.count(c.cache_id) if refs is not None else 0
+        driver = self.layers.driver
+        return driver.held_count(c.cache_id) if isinstance(driver, HeldCounts) else 0
 
     def changes(self, c: Container) -> list[Change]:
         return self.layers.changes(c.cache_id, c.parent_layer)
@@ -153,10 +152,7 @@ class ContainerStore:
             self.layers.unmount(c.cache_id)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM containers WHERE id = ?", (c.id,))
-            conn.execute(
-                "INSERT INTO pending (cache_id, pid, created) VALUES (?, ?, ?)",
-                (c.cache_id, os.getpid(), time.time()),
-            )
+            self.layers.orphan_rw(conn, c.cache_id)
         self.layers.remove_rw(c.cache_id)
         if c.parent_layer is not None:
             self.layers.release(c.parent_layer)

@@ -68,6 +68,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Callable, Iterator
 
+from drivers.sys.durable import fsync_dir, start_writeback
+from drivers.sys.flock import Flock
 from graph.digest import Digest
 from graph.errors import Conflict, Corrupt, DigestMismatch, InvalidInput, NotFound, Unsupported
 from graph.verify import CHUNK, hash_stream
@@ -218,6 +220,14 @@ class ContentStore:
                 if entry.is_file(follow_symlinks=False):
                     yield Digest.from_hex(name), st.st_size
 
+    def hex_names(self) -> set[str]:
+        """The hex part of every committed blob's name, without a stat per blob: the cheap
+        listing a garbage collector compares with its live set (``walk`` gives sizes).
+
+        Requires: nothing.  Effect: none.  Raises: nothing for concurrent changes.  Repeat: yes.
+        """
+        return {n for n in os.listdir(self._blobs) if len(n) == 64 and not n.strip("0123456789abcdef")}
+
     def verify(self, d: Digest) -> None:
         """Re-hash stored blob ``d`` (``lamina system check``).
 
@@ -357,7 +367,7 @@ class ContentStore:
         Repeat: yes; called whenever a store is opened.
         """
         keys: set[str] = set()
-        with _Flock(self._sweep_lock_path, shared=False):
+        with Flock(self._sweep_lock_path, mode=_DATA_MODE):
             with os.scandir(self._ingest) as it:
                 names = [e.name for e in it]
             for name in names:
@@ -382,7 +392,7 @@ class ContentStore:
         except FileExistsError:
             return
         if self.durable:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     def _set_done_if_stored(self, w: "Writer") -> bool:
         assert w.expected is not None
@@ -398,7 +408,7 @@ class ContentStore:
     def _open_temp(self, w: "Writer") -> None:
         # The shared sweep lock covers the moment between creating the file and locking it, so
         # a concurrent sweep never mistakes a newborn temp file for a dead writer's.
-        with _Flock(self._sweep_lock_path, shared=True):
+        with Flock(self._sweep_lock_path, shared=True, mode=_DATA_MODE):
             while True:
                 path = self._ingest / f"tmp-{secrets.token_hex(16)}"
                 try:
@@ -472,7 +482,7 @@ class ContentStore:
             # may not have synced the directory yet, so sync it before reporting success
         _crash_point("linked")
         if self.durable:
-            _fsync_dir(self._blobs)
+            fsync_dir(self._blobs)
 
     def _sweep_ref(self, base: Path, key: str) -> None:
         fd = _lock(base.with_suffix(".lock"), blocking=False)
@@ -771,7 +781,7 @@ class Writer:
         """Ask the kernel to start writing the bytes since the last call (durable stores only;
         advisory: commit's fsync is what guarantees durability)."""
         if self._store.durable and self._fd >= 0:
-            _sync_file_range(self._fd, self._flushed, self.offset - self._flushed)
+            start_writeback(self._fd, self._flushed, self.offset - self._flushed)
         self._flushed = self.offset
 
     def _drop_ref_files(self) -> None:
@@ -797,28 +807,6 @@ class Writer:
 
 
 # -- file helpers -----------------------------------------------------------------------------------
-
-
-class _Flock:
-    """flock on a file that is never removed (``ingest/sweep.lock``)."""
-
-    def __init__(self, path: Path, shared: bool) -> None:
-        self.path = path
-        self.op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        self.fd = -1
-
-    def __enter__(self) -> "_Flock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _DATA_MODE)
-        try:
-            fcntl.flock(self.fd, self.op)
-        except BaseException:
-            os.close(self.fd)
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
-        self.fd = -1
 
 
 def _lock(path: Path, blocking: bool) -> int | None:
@@ -926,30 +914,6 @@ def _write_all(fd: int, mv: memoryview) -> None:
         mv = mv[n:]
 
 
-_sync_file_range_fn: Callable[[int, int, int, int], int] | None = None
-_sync_file_range_probed = False
-
-
-def _sync_file_range(fd: int, offset: int, nbytes: int) -> None:
-    """``sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)``: start writeback of the
-    range, do not wait. Linux only; where libc lacks it this does nothing. Errors are ignored:
-    this only moves work earlier, fsync still follows."""
-    global _sync_file_range_fn, _sync_file_range_probed
-    if not _sync_file_range_probed:
-        _sync_file_range_probed = True
-        try:
-            import ctypes  # local: only durable writes of large blobs need it
-
-            fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-            fn.restype = ctypes.c_int
-            _sync_file_range_fn = fn
-        except (OSError, AttributeError):
-            _sync_file_range_fn = None
-    if _sync_file_range_fn is not None:
-        _sync_file_range_fn(fd, offset, nbytes, 2)  # SYNC_FILE_RANGE_WRITE
-
-
 def _unlink(path: Path) -> None:
     try:
         os.unlink(path)
@@ -957,9 +921,3 @@ def _unlink(path: Path) -> None:
         pass
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -67,7 +67,23 @@ CREATE TABLE pending (                    -- driver data created but not yet rec
   cache_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, created REAL NOT NULL);
 """
 
-MIGRATIONS: list[str] = [_SCHEMA_V1]
+# v2: networks (owner: graph.networks). A network's row and its endpoints (which container is
+# attached, with which aliases and requested address; ``ip``/``mac``/``ifname`` set only while the
+# container runs). Endpoints go with their container (ON DELETE CASCADE).
+_SCHEMA_V2_NETWORKS = """
+CREATE TABLE networks (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, driver TEXT NOT NULL,
+  subnet TEXT UNIQUE, gateway TEXT, bridge TEXT UNIQUE, internal INTEGER NOT NULL DEFAULT 0,
+  options TEXT NOT NULL DEFAULT '{}', labels TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL);
+CREATE TABLE network_endpoints (
+  network_id TEXT NOT NULL REFERENCES networks(id),
+  container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+  aliases TEXT NOT NULL DEFAULT '[]', static_ip TEXT, ip TEXT, mac TEXT, ifname TEXT,
+  joined REAL NOT NULL, PRIMARY KEY (network_id, container_id), UNIQUE (network_id, ip));
+CREATE INDEX network_endpoints_container ON network_endpoints(container_id);
+"""
+
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2_NETWORKS]
 """``MIGRATIONS[i]`` migrates schema version ``i`` to ``i + 1``. Append only; never edit one that
 has shipped."""
 

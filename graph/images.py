@@ -18,7 +18,9 @@ from graph.content import ContentStore
 from graph.db import DB
 from graph.digest import ChainID, Digest, ImageID, chain_ids
 from graph.errors import AlreadyExists, InvalidInput, NotFound
-from graph.formats import ImageConfig, parse_config
+from graph.oci.formats import ImageConfig, parse_config
+from graph import leases
+from graph.layer_blobs import LayerBlobs
 from graph.layers import LayerStore
 
 
@@ -40,10 +42,11 @@ class ManifestRecord:
 
 
 class ImageStore:
-    def __init__(self, db: DB, content: ContentStore, layers: LayerStore) -> None:
+    def __init__(self, db: DB, content: ContentStore, layers: LayerStore, layer_blobs: LayerBlobs) -> None:
         self.db = db
         self.content = content
         self.layers = layers
+        self.layer_blobs = layer_blobs
 
     @staticmethod
     def _row(r: sqlite3.Row) -> Image:
@@ -74,10 +77,7 @@ class ImageStore:
                 (cfg.id, top, time.time()),
             )
             if lease is not None:
-                c.execute(
-                    "INSERT OR IGNORE INTO lease_resources (lease, kind, key) VALUES (?, 'image', ?)",
-                    (lease, cfg.id),
-                )
+                leases.hold(c, lease, "image", cfg.id)
         return self.get(cfg.id)
 
     def add_manifest(
@@ -96,6 +96,45 @@ class ImageStore:
                 " ON CONFLICT(digest) DO UPDATE SET parent_index = coalesce(excluded.parent_index, parent_index)",
                 (digest, media_type, image_id, parent_index),
             )
+
+    def has_manifest(self, digest: Digest) -> bool:
+        return self.db.one("SELECT 1 FROM manifests WHERE digest = ?", (digest,)) is not None
+
+    def image_of_manifest(self, digest: Digest) -> ImageID | None:
+        """The image a recorded manifest describes (None: no such manifest row)."""
+        r = self.db.one("SELECT image_id FROM manifests WHERE digest = ?", (digest,))
+        return ImageID(Digest(r["image_id"])) if r is not None else None
+
+    def remove_manifest(self, digest: Digest) -> None:
+        """Forget a manifest row (the bytes stay in the content store until collected)."""
+        with self.db.transaction() as c:
+            c.execute("DELETE FROM manifests WHERE digest = ?", (digest,))
+
+    def manifest_digests(self) -> set[str]:
+        """Every recorded manifest and parent index digest (blobs a sweep must keep)."""
+        live = {r["digest"] for r in self.db.query("SELECT digest FROM manifests")}
+        live |= {r["parent_index"] for r in self.db.query(
+            "SELECT parent_index FROM manifests WHERE parent_index IS NOT NULL")}
+        return live
+
+    def ids(self) -> set[str]:
+        return {r["id"] for r in self.db.query("SELECT id FROM images")}
+
+    def build_manifest(self, img: Image) -> bytes:
+        """A canonical OCI manifest for an image from its recorded layer blobs (what push and
+        save send for an image that came without one, e.g. from ``commit``)."""
+        from graph.oci import formats
+
+        cfg = self.config(img.id)
+        layers = []
+        for diff_id in cfg.diff_ids:
+            found = self.layer_blobs.first(diff_id)
+            if found is None:
+                raise NotFound(f"image {img.id}: no stored blob for layer {diff_id}")
+            digest, media_type = found
+            layers.append(formats.Descriptor(media_type=media_type, digest=digest, size=self.content.size(digest)))
+        config = formats.Descriptor(media_type=formats.MEDIA_OCI_CONFIG, digest=img.id, size=len(cfg.raw))
+        return formats.build_manifest(config, layers, oci=True)
 
     def manifests(self, image_id: ImageID) -> list[ManifestRecord]:
         return [
@@ -141,6 +180,14 @@ class ImageStore:
         if len(rows) > 1:
             raise AlreadyExists(f"image ID prefix {prefix} is ambiguous")
         return self._row(rows[0])
+
+    def unrecord(self, id: ImageID) -> None:
+        """Remove the image row (its manifest rows go with it), nothing else: the garbage
+        collector (``graph.gc``) takes the layers and blobs this leaves unreferenced. Inside a
+        caller's transaction it joins that transaction (``rmi``: refs and image row at once).
+        Repeat: a no-op for a missing image."""
+        with self.db.transaction() as c:
+            c.execute("DELETE FROM images WHERE id = ?", (id,))
 
     def delete(self, id: ImageID) -> list[ChainID]:
         """Remove the image row (its manifest rows go with it) and release its layers.

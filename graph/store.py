@@ -10,29 +10,39 @@ registries live in their own modules and work through this object.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
-import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, ContextManager
 
 import drivers
-from drivers.base import GraphDriver
-from drivers.fsync import fsync_dir
+from drivers.base import Driver, Sweeper
+from drivers.sys.durable import fsync_dir
 from graph.containers import Container, ContainerStore
 from graph.content import ContentStore
 from graph.db import DB
-from graph.digest import ChainID, DiffID, Digest, ImageID, chain_ids
+from graph.digest import ChainID, DiffID, Digest, chain_ids
 from graph.errors import Conflict, Corrupt, InvalidInput, LaminaError, NotFound, Unsupported
 from graph.images import Image, ImageStore
-from graph.layers import Layer, LayerStore, _pid_alive
-from graph.refs import Reference, parse_reference
-from graph.refstore import ReferenceStore
+from graph.gc import OPEN_BUDGET, PARTIAL_MAX_AGE, Collector, GCReport, expire_partials, stale_partials
+from graph.layer_blobs import LayerBlobs
+from graph.layers import Layer, LayerStore
+from graph.leases import Leases
+from graph.oci.reference import Reference, parse_reference
+from graph.references import ReferenceStore
+from graph.verify import TeeReader
 
 DRIVER_FILE = "driver"
+
+# Fault injection for crash tests (see graph.layers.crash_hook): "rmi:untagged" (inside rmi's
+# transaction, so a kill there undoes it), "rmi:committed" (before the collection).
+crash_hook: Callable[[str], None] | None = None
+
+
+def _step(name: str) -> None:
+    if crash_hook is not None:
+        crash_hook(name)
 
 
 @dataclass
@@ -54,6 +64,8 @@ class PruneReport:
     images: list[str] = field(default_factory=list)
     layers: list[str] = field(default_factory=list)
     blobs: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)  # driver data no row knew, and driver debris
+    partials: list[str] = field(default_factory=list)  # partial downloads dropped
     reclaimed: int = 0
 
 
@@ -74,11 +86,13 @@ class Store:
         self.db = DB(self.root / "lamina.db")
         try:
             self.content = ContentStore(self.root)
-            self.driver: GraphDriver = drivers.open_driver(
+            self.driver: Driver = drivers.open_driver(
                 self.driver_name, self.root / "drivers" / self.driver_name, **driver_options
             )
             self.layers = LayerStore(self.db, self.driver)
-            self.images = ImageStore(self.db, self.content, self.layers)
+            self.leases = Leases(self.db)
+            self.layer_blobs = LayerBlobs(self.db, self.content)
+            self.images = ImageStore(self.db, self.content, self.layers, self.layer_blobs)
             self.refs = ReferenceStore(self.db)
             self.containers = ContainerStore(self.db, self.layers)
             self.recover()
@@ -114,15 +128,17 @@ class Store:
         fsync_dir(self.root)
         return name
 
-    def recover(self) -> None:
-        """Roll back what interrupted operations left: dead leases, pending driver data, partial
-        ingests of dead writers."""
-        with self.db.transaction() as c:
-            for r in c.execute("SELECT id, pid FROM leases").fetchall():
-                if not _pid_alive(r["pid"]):
-                    c.execute("DELETE FROM leases WHERE id = ?", (r["id"],))
-        self.layers.recover()
+    def recover(self, budget: float | None = OPEN_BUDGET) -> GCReport:
+        """Finish what interrupted operations left: temp files of dead ingests, then a garbage
+        collection (``graph.gc``: dead leases, pending driver data, unreferenced layers and
+        blobs, stale pull locks), stopped after ``budget`` seconds of removal work."""
         self.content.sweep()
+        return self.gc(budget)
+
+    def gc(self, budget: float | None = None) -> GCReport:
+        """Collect garbage (``graph.gc.Collector.collect``); safe at any time, also while other
+        processes use the store. ``budget``: stop after that many seconds (None: to the end)."""
+        return Collector(self).collect(budget)
 
     def close(self) -> None:
         self.db.close()
@@ -133,34 +149,20 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextlib.contextmanager
-    def lease(self) -> Iterator[str]:
+    def lease(self) -> ContextManager[str]:
         """Protect what an operation creates (blobs, layers, images) from a concurrent prune until
-        it is reachable from a reference. A lease of a crashed process is dropped at next open."""
-        lid = secrets.token_hex(8)
-        with self.db.transaction() as c:
-            c.execute("INSERT INTO leases (id, pid, created) VALUES (?, ?, ?)", (lid, os.getpid(), time.time()))
-        try:
-            yield lid
-        finally:
-            with self.db.transaction() as c:
-                c.execute("DELETE FROM leases WHERE id = ?", (lid,))
+        it is reachable from a reference (``graph.leases``). A lease of a crashed process is
+        dropped at next open."""
+        return self.leases.lease()
 
     def lease_blob(self, lease: str, digest: Digest) -> None:
-        with self.db.transaction() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO lease_resources (lease, kind, key) VALUES (?, 'blob', ?)",
-                (lease, digest),
-            )
+        self.leases.hold(lease, "blob", digest)
 
-    def lease_layer(self, lease: str, chain: ChainID) -> None:
+    def lease_layer(self, lease: str, chain: ChainID) -> bool:
         """Hold an existing layer for the lease's life (an operation that reuses a layer must not
-        see a concurrent prune remove it before an image points at it)."""
-        with self.db.transaction() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO lease_resources (lease, kind, key) VALUES (?, 'layer', ?)",
-                (lease, chain),
-            )
+        see a concurrent prune remove it before an image points at it). Returns whether the
+        layer exists: checked in the same transaction, so True means it is held."""
+        return self.layers.hold(lease, chain)
 
     # ---- images --------------------------------------------------------------------------
     def resolve_image(self, name: str) -> Image:
@@ -176,9 +178,9 @@ class Store:
             with contextlib.suppress(NotFound):
                 return self.images.get(self.refs.get(ref).image_id)
             if ref.digest is not None:
-                r = self.db.one("SELECT image_id FROM manifests WHERE digest = ?", (ref.digest,))
-                if r is not None:
-                    return self.images.get(ImageID(Digest(r["image_id"])))
+                described = self.images.image_of_manifest(ref.digest)
+                if described is not None:
+                    return self.images.get(described)
         hexish = name[7:] if name.startswith("sha256:") else name
         if hexish and all(ch in "0123456789abcdef" for ch in hexish):
             return self.images.by_prefix(name)
@@ -198,9 +200,18 @@ class Store:
         An image given by ID with several references is refused unless ``force``. An image used by
         a container is refused unless ``force``; forced, it is untagged and kept as a dangling
         image until its last container goes (``system prune`` then removes it).
+        The removal is a roll-forward: the references and the image row go in one transaction
+        (what a user sees is then done), and the garbage collector removes the layers, driver
+        data and blobs this left unreferenced; a crash after the transaction is finished by the
+        next store open or ``rmi``/``prune``. A name that resolves to nothing still runs the
+        collector (finishing an earlier interrupted removal) before NotFound is raised.
         Returns Docker-style events ("Untagged: …", "Deleted: …").
         """
-        img = self.resolve_image(name)
+        try:
+            img = self.resolve_image(name)
+        except NotFound:
+            self.gc()
+            raise
         events: list[str] = []
         refs = self.refs.list(img.id)
         by_ref: Reference | None = None
@@ -220,15 +231,18 @@ class Store:
             raise Conflict(
                 f"image {img.id.hex[:12]} is used by container {users[0].name} (use -f)"
             )
-        for r in refs:
-            self.refs.remove(r.reference)
-            events.append(f"Untagged: {r.reference.familiar()}")
+        with self.db.transaction():  # the user-visible step, whole or not at all
+            for r in refs:
+                self.refs.remove(r.reference)
+                events.append(f"Untagged: {r.reference.familiar()}")
+            _step("rmi:untagged")
+            if not users:  # else dangling until its containers are gone
+                self.images.unrecord(img.id)
+                events.append(f"Deleted: {img.id}")
+        _step("rmi:committed")
         if users:
-            return events  # dangling until its containers are gone
-        removed = self.images.delete(img.id)
-        events.append(f"Deleted: {img.id}")
-        events += [f"Deleted: {c}" for c in removed]
-        self.gc_blobs()
+            return events
+        events += [f"Deleted: {chain}" for chain in self.gc().layers]
         return events
 
     def inspect_image(self, name: str) -> dict[str, Any]:
@@ -284,7 +298,7 @@ class Store:
         The diff tar is applied as a new read-only layer and kept in the content store as an
         uncompressed layer blob, so ``save`` and ``push`` hand out the same bytes later.
         """
-        from graph import formats  # local: only commit needs the builders
+        from graph.oci import formats  # local: only commit needs the builders
 
         c = self.containers.get(container)
         if c.image_id is None or not self.images.exists(c.image_id):
@@ -292,7 +306,7 @@ class Store:
         base_cfg = self.images.config(c.image_id)
         with self.lease() as lease:
             with self.containers.diff(c) as tar, self.content.ingest() as writer:
-                tee = _TeeReader(tar, writer)
+                tee = TeeReader(tar, writer)
                 layer = self.layers.register(tee, c.parent_layer, lease=lease)
                 tee.drain()
                 blob = writer.commit()
@@ -304,60 +318,25 @@ class Store:
                 base_cfg, layer.diff_id, created_by=f"lamina commit {c.name}",
                 comment=message, author=author, config_changes=changes,
             )
+            self.lease_blob(lease, Digest.of(new_raw))  # before storing: see graph.gc
             img = self.images.create(new_raw, lease=lease)
-            manifest_raw = self._manifest_for(img)
+            manifest_raw = self.images.build_manifest(img)
+            self.lease_blob(lease, Digest.of(manifest_raw))
             mdigest = self.content.put_bytes(manifest_raw)
             self.images.add_manifest(mdigest, formats.MEDIA_OCI_MANIFEST, img.id)
             if ref:
                 self.refs.add(parse_reference(ref), img.id)
         return img
 
-    def pull(self, reference: str, **options: Any) -> Any:
-        """Pull an image from a registry (``graph.pull.pull``; its keyword options)."""
-        from graph.pull import pull
-
-        return pull(self, reference, **options)
-
-    def push(self, reference: str, **options: Any) -> Any:
-        """Push an image to a registry (``graph.push.push``; its keyword options)."""
-        from graph.push import push
-
-        return push(self, reference, **options)
-
     def record_layer_blob(self, diff_id: DiffID, blob: Digest, media_type: str, size: int) -> None:
-        del size  # the content store knows it
-        with self.db.transaction() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO layer_blobs (diff_id, blob, media_type) VALUES (?, ?, ?)",
-                (diff_id, blob, media_type),
-            )
+        """``graph.layer_blobs``: ``blob`` holds the layer ``diff_id`` (``size``: the content
+        store knows it)."""
+        del size
+        self.layer_blobs.record(diff_id, blob, media_type)
 
     def layer_blob(self, diff_id: DiffID) -> tuple[Digest, str] | None:
         """A stored blob holding this layer's tar (the first recorded), with its media type."""
-        r = self.db.one(
-            "SELECT blob, media_type FROM layer_blobs WHERE diff_id = ? ORDER BY rowid", (diff_id,)
-        )
-        for row in [r] if r is not None else []:
-            if self.content.exists(Digest(row["blob"])):
-                return Digest(row["blob"]), row["media_type"]
-        return None
-
-    def _manifest_for(self, img: Image) -> bytes:
-        """An OCI manifest for an image from its recorded layer blobs (canonical JSON)."""
-        from graph import formats
-
-        cfg = self.images.config(img.id)
-        layers = []
-        for diff_id in cfg.diff_ids:
-            found = self.layer_blob(diff_id)
-            if found is None:
-                raise NotFound(f"image {img.id}: no stored blob for layer {diff_id}")
-            digest, media_type = found
-            layers.append(formats.Descriptor(media_type=media_type, digest=digest, size=self.content.size(digest)))
-        config = formats.Descriptor(
-            media_type=formats.MEDIA_OCI_CONFIG, digest=img.id, size=len(cfg.raw)
-        )
-        return formats.build_manifest(config, layers, oci=True)
+        return self.layer_blobs.first(diff_id)
 
     def export(self, container: str, out: BinaryIO) -> int:
         """Write the container's whole merged filesystem as a tar (``docker export``)."""
@@ -391,54 +370,40 @@ class Store:
         if c.image_id is not None and self.images.exists(c.image_id):
             if not self.refs.list(c.image_id) and not self.containers.using_image(c.image_id):
                 # a dangling image kept only for this container (rmi -f): finish its removal
-                self.images.delete(c.image_id)
-                self.gc_blobs()
+                self.images.unrecord(c.image_id)
+        self.gc()
         return c
 
     # ---- maintenance ---------------------------------------------------------------------
-    def _live_blobs(self) -> set[str]:
-        live: set[str] = set()
-        live |= {r["id"] for r in self.db.query("SELECT id FROM images")}
-        live |= {r["digest"] for r in self.db.query("SELECT digest FROM manifests")}
-        live |= {r["parent_index"] for r in self.db.query("SELECT parent_index FROM manifests WHERE parent_index IS NOT NULL")}
-        live |= {
-            r["blob"]
-            for r in self.db.query(
-                "SELECT blob FROM layer_blobs WHERE diff_id IN (SELECT diff_id FROM layers)"
-            )
-        }
-        live |= {r["key"] for r in self.db.query("SELECT key FROM lease_resources WHERE kind = 'blob'")}
-        return live
-
     def gc_blobs(self) -> list[str]:
-        """Delete blobs nothing reachable needs (mark and sweep over the metadata)."""
-        live = self._live_blobs()
-        gone: list[str] = []
-        for digest, _size in list(self.content.walk()):
-            if digest not in live:
-                self.content.delete(digest)
-                gone.append(digest)
-        with self.db.transaction() as c:
-            c.execute("DELETE FROM layer_blobs WHERE diff_id NOT IN (SELECT diff_id FROM layers)")
-        return gone
+        """Collect garbage (``gc``) and return the blobs deleted (kept for rollback callers)."""
+        return [str(d) for d in self.gc().blobs]
 
-    def prune(self) -> PruneReport:
-        """``system prune``: dangling images (no reference, no container), then unreferenced
-        layers and blobs. Containers are left alone (stopped containers are the runtime's)."""
+    def prune(self, *, partial_age: float | None = PARTIAL_MAX_AGE) -> PruneReport:
+        """``system prune``: dangling images (no reference, no container), then everything the
+        garbage collector takes (unreferenced layers and blobs), driver data no row knows and
+        driver debris (``orphans``), and partial downloads not written to for ``partial_age``
+        seconds (None: all) that no live writer holds. Containers are left alone (stopped
+        containers are the runtime's)."""
         rep = PruneReport()
-        before = sum(s for _, s in self.content.walk()) + sum(layer.size for layer in self.layers.list())
-        leased = {r["key"] for r in self.db.query("SELECT key FROM lease_resources WHERE kind = 'image'")}
+        leased = self.leases.held("image")
         for img in self.images.list():
             if img.id in leased or self.refs.list(img.id) or self.containers.using_image(img.id):
                 continue
-            rep.layers += self.images.delete(img.id)
+            self.images.unrecord(img.id)
             rep.images.append(img.id)
-        for layer in self.layers.list():  # layers orphaned by a crash between register and image
-            if self.layers.references(layer.chain_id) == 0:
-                rep.layers += self.layers.release(layer.chain_id)
-        rep.blobs = self.gc_blobs()
-        after = sum(s for _, s in self.content.walk()) + sum(layer.size for layer in self.layers.list())
-        rep.reclaimed = max(0, before - after)
+        collector = Collector(self)
+        g = collector.collect()
+        rep.layers += [str(c) for c in g.layers]
+        rep.blobs += [str(d) for d in g.blobs]
+        rep.reclaimed += g.reclaimed
+        for cid in collector.remove_orphans():
+            rep.orphans.append(f"{self.driver_name}: {cid}")
+        if isinstance(self.driver, Sweeper):
+            rep.orphans += [f"{self.driver_name}: {n}" for n in self.driver.sweep()]
+        for ref, size in expire_partials(self, partial_age):
+            rep.partials.append(ref)
+            rep.reclaimed += size
         return rep
 
     def df(self) -> dict[str, Any]:
@@ -446,6 +411,7 @@ class Store:
         layers = self.layers.list()
         conts = self.containers.list()
         blobs = list(self.content.walk())
+        partials = self.content.ingests()
         used_layers: set[str] = set()
         for img in imgs:
             used_layers |= {layer.chain_id for layer in self.layers.stack(img.top_layer)}
@@ -458,6 +424,11 @@ class Store:
             },
             "containers": {"count": len(conts), "size": sum(self._safe_size(c) for c in conts)},
             "blobs": {"count": len(blobs), "size": sum(s for _, s in blobs)},
+            "partials": {
+                "count": len(partials),
+                "size": sum(i.offset for i in partials),
+                "reclaimable": sum(i.offset for i in stale_partials(self, PARTIAL_MAX_AGE)),
+            },
             "driver": self.driver.status(),
         }
 
@@ -503,44 +474,30 @@ class Store:
             if not self.driver.exists(c.cache_id):
                 problems.append(Problem("container", c.name, f"RW layer {c.cache_id} missing"))
         for cid in self.layers.orphans():
-            problems.append(Problem("driver", cid, "layer data not known to the store"))
-        for r in self.db.query("SELECT cache_id, pid FROM pending"):
-            if not _pid_alive(r["pid"]):
-                problems.append(Problem("pending", r["cache_id"], "interrupted operation not rolled back"))
+            problems.append(Problem("driver", cid, f"layer data not known to the store: {self._data_path(cid)}"))
+        if isinstance(self.driver, Sweeper):
+            for name in self.driver.leftovers():
+                problems.append(Problem("driver", name, f"left by an interrupted operation: {self.driver.home / name}"))
+        for cid in self.layers.interrupted():
+            problems.append(Problem("pending", cid, "interrupted operation not rolled back"))
         return problems
 
     def notes(self) -> list[Problem]:
         """What ``check`` shows as information, not damage: operations in flight in live
         processes, and resumable partial downloads (an interrupted pull resumes from them)."""
         out: list[Problem] = []
-        for r in self.db.query("SELECT cache_id, pid FROM pending"):
-            if _pid_alive(r["pid"]):
-                out.append(Problem("pending", r["cache_id"], f"operation in flight (pid {r['pid']})"))
+        for cid, pid in self.layers.in_flight():
+            out.append(Problem("pending", cid, f"operation in flight (pid {pid})"))
         for ing in self.content.ingests():
             out.append(Problem("ingest", str(ing.ref), f"partial ingest, resumable from byte {ing.offset}"))
         return out
 
+    def _data_path(self, cid: str) -> str:
+        """Where the driver keeps ``cid`` (for messages): its first ``home/<dir>/<cid>``."""
+        for sub in sorted(self.driver.home.iterdir()):
+            if sub.is_dir() and os.path.lexists(sub / cid):
+                return str(sub / cid)
+        return str(self.driver.home / cid)
+
     def layer_of(self, chain: ChainID) -> Layer:
         return self.layers.get(chain)
-
-
-class _TeeReader(io.RawIOBase):
-    """Pass bytes through to the reader and copy them into a content writer."""
-
-    def __init__(self, raw: BinaryIO, writer: Any) -> None:
-        self.raw = raw
-        self.writer = writer
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        n = self.raw.readinto(b)  # type: ignore[attr-defined]
-        if n:
-            self.writer.write(memoryview(b)[:n])
-        return n or 0
-
-    def drain(self) -> None:
-        buf = bytearray(1 << 20)
-        while self.readinto(buf):
-            pass

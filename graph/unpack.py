@@ -1,5 +1,5 @@
 """Layer blobs to layer tars: decompression in the stream, shared by everything that turns a
-stored or downloaded layer blob into an applied layer (``graph.pull``; ``graph.archive`` has the
+stored or downloaded layer blob into an applied layer (``graph.distribution.pull``; ``graph.archive`` has the
 same helper under ``_decompressed`` and can import this one instead).
 
 ``decompressed(stream, compression, what)`` reads ``stream`` (any blocking binary reader) and

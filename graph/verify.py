@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-from typing import TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from graph.digest import Digest
-from graph.errors import DigestMismatch, Unsupported
+from graph.errors import DigestMismatch, LaminaError, Unsupported
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -198,3 +198,51 @@ def hash_stream(stream: BinaryIO, chunk: int = CHUNK) -> tuple[Digest, int]:
     reader = HashingReader(stream)
     reader.drain(chunk)
     return reader.digest(), reader.size
+
+
+class TeeReader(io.RawIOBase):
+    """Bytes from ``raw`` handed on unchanged and copied into ``sink`` (a content-store writer,
+    or None to only pass through): one read feeds the applier and the blob being stored."""
+
+    def __init__(self, raw: BinaryIO, sink: Any | None) -> None:
+        super().__init__()
+        self._raw, self._sink = raw, sink
+        self._readinto = getattr(raw, "readinto", None)  # a plain file-like object may lack it
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        mv = memoryview(b).cast("B")
+        if self._readinto is not None:
+            n = self._readinto(mv) or 0
+        else:
+            data = self._raw.read(len(mv)) or b""
+            n = len(data)
+            mv[:n] = data
+        if n and self._sink is not None:
+            try:
+                self._sink.write(mv[:n])
+            except OSError as e:  # disk full, I/O error: the store's trouble, not the input's
+                raise LaminaError(f"content store: cannot write blob: {e}") from e
+        return n
+
+    def drain(self) -> int:
+        """Read (and copy) what is left; returns its byte count."""
+        return drain(self)
+
+
+def drain(stream: IO[bytes]) -> int:
+    """Read ``stream`` to its end; returns how many bytes that was."""
+    buf = bytearray(CHUNK)
+    total = 0
+    readinto = getattr(stream, "readinto", None)
+    while True:
+        if readinto is not None:
+            n = readinto(buf)
+        else:
+            data = stream.read(CHUNK)
+            n = len(data) if data else 0
+        if not n:
+            return total
+        total += n

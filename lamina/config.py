@@ -4,7 +4,8 @@ is never surprised by a variable set in its process.
 
 Variables: ``LAMINA_ROOT`` (the store's root directory, default ``/var/lib/lamina``) and
 ``LAMINA_DRIVER`` (the graphdriver for a new root; an existing root keeps the driver it was made
-with, see ``graph.Store``).
+with, see ``graph.Store``), ``LAMINA_ADDRESS_POOLS`` (where new networks' subnets come from,
+``BASE/LEN:SIZE,...``; Docker's defaults when unset, see ``graph.networks``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def defaults(environ: Mapping[str, str] | None = None) -> Defaults:
         root=env.get("LAMINA_ROOT") or DEFAULT_ROOT,
         driver=env.get("LAMINA_DRIVER") or None,
     )
+
+
+def address_pools() -> str | None:
+    """``$LAMINA_ADDRESS_POOLS``, or None for Docker's default pools."""
+    return os.environ.get("LAMINA_ADDRESS_POOLS") or None
 
 
 def client_env(name: str) -> str | None:

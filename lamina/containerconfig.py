@@ -20,8 +20,9 @@ from typing import Any
 from graph.errors import InvalidInput
 
 NETWORK_MODES = ("none", "host")
-DEFAULT_NETWORK = "none"  # lamina has no bridge: a container gets the host's network only on request
+DEFAULT_NETWORK = "none"  # unlike Docker: a container is put on a bridge network only on request
 
+_NETWORK_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")  # a bridge network (lamina.netconfig)
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,62})")
 _RAM_RE = re.compile(r"(\d+(?:\.\d+)?) ?([kKmMgGtTpP])?[iI]?[bB]?")
 _RAM_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -87,8 +88,8 @@ def user_config(
         raise InvalidInput(f"invalid working directory {workdir!r}: it must be an absolute path")
     if hostname and not _HOSTNAME_RE.fullmatch(hostname):
         raise InvalidInput(f"invalid hostname {hostname!r}: letters, digits, '.' and '-', at most 63")
-    if network not in NETWORK_MODES:
-        raise InvalidInput(f"invalid network mode {network!r}: lamina supports {', '.join(NETWORK_MODES)}")
+    if network not in NETWORK_MODES and not _NETWORK_RE.fullmatch(network or ""):
+        raise InvalidInput(f"invalid network {network!r}: none, host, bridge or a network's name")
     if pids_limit is not None and pids_limit < -1:
         raise InvalidInput(f"invalid --pids-limit {pids_limit}: -1 or 0 (unlimited) or a positive number")
     for word in list(cmd) + [entrypoint or "", user, workdir]:

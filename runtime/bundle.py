@@ -29,7 +29,7 @@ import resource
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from drivers.errors import InvalidInput
+from graph import InvalidInput
 from runtime.users import ExecUser
 
 OCI_VERSION = "1.0.2"
@@ -109,10 +109,10 @@ def hostname_of(config: Mapping[str, Any], container_id: str) -> str:
 
 
 def network_of(config: Mapping[str, Any]) -> str:
-    mode = (config.get("HostConfig") or {}).get("NetworkMode") or "none"
-    if mode not in ("none", "host"):
-        raise InvalidInput(f"network mode {mode!r} is not supported: use none or host")
-    return str(mode)
+    """``none``, ``host``, or a bridge network's name (``runtime.network`` sets those up)."""
+    from runtime.network.setup import mode_of
+
+    return mode_of(config)
 
 
 def environment(config: Mapping[str, Any], hostname: str, user: ExecUser,
@@ -190,9 +190,10 @@ def resources(config: Mapping[str, Any], *, swap_limit: bool, cpu_count: int | N
 
 
 def spec(config: Mapping[str, Any], *, container_id: str, rootfs: str, user: ExecUser, etc_dir: str,
-         swap_limit: bool, cpu_count: int | None = None) -> dict[str, Any]:
+         swap_limit: bool, cpu_count: int | None = None, netns: str | None = None) -> dict[str, Any]:
     """The whole ``config.json`` for a container whose merged tree is at ``rootfs`` and whose
-    ``hostname``, ``hosts`` and ``resolv.conf`` are in ``etc_dir``.
+    ``hostname``, ``hosts`` and ``resolv.conf`` are in ``etc_dir``; ``netns``: the network
+    namespace to join (a bridge network's, made by ``runtime.network``), else a new empty one.
 
     Raises: InvalidInput (no command, bad limits, unknown network mode).
     """
@@ -200,7 +201,7 @@ def spec(config: Mapping[str, Any], *, container_id: str, rootfs: str, user: Exe
     network = network_of(config)
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if network != "host":
-        namespaces.append({"type": "network"})
+        namespaces.append({"type": "network", "path": netns} if netns else {"type": "network"})
     mounts = [dict(m) for m in DEFAULT_MOUNTS]
     for name in ETC_FILES:
         mounts.append({"destination": f"/etc/{name}", "type": "bind",

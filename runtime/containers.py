@@ -35,8 +35,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from drivers.errors import Conflict, InvalidInput, LaminaError, NotFound
+from drivers.sys.flock import Flock
+from graph import Conflict, InvalidInput, LaminaError, NotFound
 from runtime import bundle, cgroups, logs, rootfs, users
+from runtime.network import setup as network  # bridge networks: attach at start, release at exit
 from runtime.monitor import Attachment, Exit, Paths, read_exit, spawn, start_time
 from runtime.oci import DEFAULT_RUNTIME, OCIRuntime, open_runtime, signal_number
 from runtime.records import Record
@@ -123,12 +125,8 @@ def _write_state(p: Paths, st: State) -> None:
 def _locked(p: Paths) -> Iterator[None]:
     """The container directory's exclusive ``flock`` (created if missing)."""
     os.makedirs(p.dir, mode=0o711, exist_ok=True)
-    fd = os.open(p.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with Flock(p.dir):
         yield
-    finally:
-        os.close(fd)
 
 
 def _runtime_for(store: "Store", c: "Container", requested: str | None) -> OCIRuntime:
@@ -166,6 +164,7 @@ def _record_exit(store: "Store", c: "Container", p: Paths, st: State, ex: Exit, 
     st.Error = error
     st.Pid = 0
     _write_state(p, st)
+    network.release(store, c.id)
     _release_rootfs(store, c, p, st)
     return _set_db_state(store, c, "exited")
 
@@ -263,6 +262,26 @@ def reconcile_all(store: "Store") -> None:
                 orphan = read_state(Paths(entry.path, entry.name))
                 if not orphan.monitor_alive():
                     shutil.rmtree(entry.path, ignore_errors=True)
+    network.sweep(store, lambda cid: _network_active(store, cid))
+
+
+def _network_active(store: "Store", cid: str) -> bool:
+    """For the network sweep: whether the container runs, or is busy (its lock is held: a
+    start in progress has set up its network before it is recorded as running)."""
+    p = Paths(str(store.root / "containers" / cid), cid)
+    try:
+        fd = os.open(p.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        st = read_state(p)
+        return st.Status in ACTIVE and st.monitor_alive()
+    finally:
+        os.close(fd)
 
 
 def _exists(store: "Store", cid: str) -> bool:
@@ -346,7 +365,7 @@ def _prepare(store: "Store", c: "Container", p: Paths, rootfs_path: str, *, for_
     cfg = c.config
     user = users.resolve_user(rootfs_path, str(cfg.get("User") or ""))
     doc = bundle.spec(cfg, container_id=c.id, rootfs=rootfs_path, user=user, etc_dir=p.dir,
-                      swap_limit=cgroups.swap_limit_supported())
+                      swap_limit=cgroups.swap_limit_supported(), netns=network.netns_for(store, c))
     proc = doc["process"]
     cwd = proc["cwd"]
     if not cwd.startswith("/"):
@@ -372,6 +391,7 @@ def create(store: "Store", image: str, *, name: str | None = None, config: dict[
     c = store.create_container(image, name=name, config=config)
     p = paths_of(store, c)
     try:
+        network.join_configured(store, c)
         with _locked(p):
             _write_state(p, State())
             path = store.containers.mount(c)
@@ -434,6 +454,8 @@ def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool 
         try:
             _prepare(store, c, p, path, for_start=True)
             _phase("bundle")
+            network.attach(store, c)
+            _phase("network")
             att = spawn(p, rt, store_root=str(store.root), stdin=stdin)
             _phase("spawn")
             try:
@@ -449,6 +471,8 @@ def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool 
         except BaseException as e:
             st.Error = str(e) if isinstance(e, LaminaError) else st.Error
             with contextlib.suppress(LaminaError, OSError):
+                network.release(store, c.id)
+            with contextlib.suppress(LaminaError, OSError):
                 _release_rootfs(store, c, p, st)
             raise
         st.Status, st.Pid, st.Error = "running", info.pid, ""
@@ -458,6 +482,7 @@ def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool 
         _write_state(p, st)
         c = _set_db_state(store, c, "running")
         _phase("recorded")
+        network.started(store, c, info.monitor_pid)
     if not attach:
         att.detach()
         return Running(c, st)
@@ -472,6 +497,7 @@ def run(store: "Store", image: str, *, name: str | None = None, config: dict[str
     _phase("create")
     p = paths_of(store, c)
     try:
+        network.join_configured(store, c)
         with _locked(p):
             _write_state(p, State())
         return start(store, c.id, runtime=runtime, attach=attach, stdin=stdin)
@@ -660,6 +686,7 @@ def _remove_locked(store: "Store", c: "Container", p: Paths, st: State, *, force
     if rt is not None and not st.monitor_alive():
         with contextlib.suppress(LaminaError):
             rt.delete(c.id, force=True)
+    network.release(store, c.id)
     _release_rootfs(store, c, p, st)
     store.remove_container(c.id, force=force)
     shutil.rmtree(p.dir, ignore_errors=True)

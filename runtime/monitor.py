@@ -44,7 +44,7 @@ import time
 import traceback
 from typing import Any, BinaryIO
 
-from drivers.errors import LaminaError
+from graph import LaminaError
 from runtime import logs
 from runtime.oci import OCIRuntime, log_error
 from runtime.records import Record
@@ -603,7 +603,7 @@ def _exec_cleanup(store_root: str, container_id: str) -> None:
 def cleanup_main(store_root: str, container_id: str) -> int:
     """Record a container's exit in the store (what an attached caller does itself)."""
     from graph import Store
-    from graph.errors import NotFound
+    from graph import NotFound
     from runtime import containers
 
     with Store(store_root) as store:

@@ -26,7 +26,7 @@ import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from drivers.errors import Conflict, InvalidInput, LaminaError, NotFound, Unsupported
+from graph import Conflict, InvalidInput, LaminaError, NotFound, Unsupported
 from runtime.records import Record
 
 RUNTIMES = ("crun", "runc")
@@ -44,7 +44,9 @@ _libc: Any = None
 def _lib() -> Any:
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
+        from drivers.sys.libc import libc
+
+        _libc = libc
     return _libc
 
 

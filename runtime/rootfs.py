@@ -15,7 +15,7 @@ import errno
 import os
 import stat
 
-from drivers.errors import InvalidInput
+from graph import InvalidInput
 
 MAX_LINKS = 40
 

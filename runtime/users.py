@@ -14,7 +14,7 @@ the host) and parsed leniently, as runc does (a malformed line is skipped, not f
 
 from __future__ import annotations
 
-from drivers.errors import InvalidInput
+from graph import InvalidInput
 from runtime import rootfs
 from runtime.records import Record
 

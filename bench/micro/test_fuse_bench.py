@@ -37,9 +37,9 @@ from typing import Callable, Iterator
 import pytest
 
 from bench.workloads.synthetic import MTIME, content
-from drivers import mountapi
+from drivers.sys import mount as mountapi
 from drivers.base import CacheID
-from drivers.fsync import syncfs
+from drivers.sys.durable import syncfs
 
 if os.geteuid() != 0:
     pytest.skip("needs root", allow_module_level=True)

@@ -27,7 +27,7 @@ from typing import Iterator
 
 import pytest
 
-from drivers import mountapi
+from drivers.sys import mount as mountapi
 from drivers.base import CacheID
 
 if os.geteuid() != 0 or "overlay" not in mountapi.filesystems():

@@ -10,7 +10,7 @@ ext4 without a journal on these machines and a wipe-and-recreate loop there meas
 
 What each benchmark times (``extra_info`` has MB/s where it means something):
 
-- ``pull[vfs-1|overlay-1|overlay-zstd]``: the whole ``graph.pull.pull`` into an empty store
+- ``pull[vfs-1|overlay-1|overlay-zstd]``: the whole ``graph.pull`` into an empty store
   (resolve, download, verify, decompress, apply, commit, record) of the gzip image (tag 1) or the
   same tars as zstd (podman: 1.92 s on overlay). Each round gets a fresh store; the previous one
   is removed outside the timing.
@@ -218,8 +218,8 @@ def _wipe(path: Path) -> None:
 def test_pull(benchmark: pytest.FixtureRequest, fs: Path, image: BenchImage, registry: str, driver: str,
               tag: str) -> None:
     from graph import Store
-    from graph.pull import pull
-    from graph.registry import RegistryOptions
+    from graph.distribution.pull import pull
+    from graph.distribution.registry import RegistryOptions
 
     import drivers
 
@@ -256,7 +256,7 @@ def test_pull(benchmark: pytest.FixtureRequest, fs: Path, image: BenchImage, reg
 def test_download(benchmark: pytest.FixtureRequest, fs: Path, image: BenchImage, registry: str) -> None:
     from graph.content import ContentStore
     from graph.digest import Digest
-    from graph.registry import RegistryClient, RegistryOptions
+    from graph.distribution.registry import RegistryClient, RegistryOptions
 
     client = RegistryClient(RegistryOptions(insecure=frozenset({registry})))
     repo = client.repository("bench", client.origin(registry))

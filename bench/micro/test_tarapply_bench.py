@@ -37,7 +37,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from drivers.tarapply import Whiteouts, apply_tar, apply_tar_py
+from drivers.tar.apply import Whiteouts, apply_tar, apply_tar_py
 
 if os.geteuid() != 0 or shutil.which("losetup") is None or shutil.which("mkfs.ext4") is None:
     pytest.skip("needs root, losetup and mkfs.ext4", allow_module_level=True)

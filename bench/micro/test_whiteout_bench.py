@@ -31,8 +31,8 @@ import pytest
 if os.geteuid() != 0:
     pytest.skip("whiteout benchmarks need root (char devices, trusted xattrs)", allow_module_level=True)
 
-from drivers import tardiff  # noqa: E402
-from drivers.tarapply import Whiteouts, apply_tar  # noqa: E402
+from drivers.tar import diff as tardiff  # noqa: E402
+from drivers.tar.apply import Whiteouts, apply_tar  # noqa: E402
 
 N = 2000
 _count = itertools.count()

@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from drivers import mountapi
+from drivers.sys import mount as mountapi
 from drivers.base import CacheID
 from drivers.diffdirs import DiffDirDriver, Layer, SweepLock, is_id
 from drivers.errors import Corrupt, NotFound, Unsupported
@@ -508,7 +508,7 @@ class FuseDriver(DiffDirDriver):
     def _sweep(self, startup: bool) -> None:
         """Reconcile mounts with counts. ``startup``: only what a crash left inconsistent (a
         mount with no count, a count with no mount) and temporary names; else everything."""
-        with self.refs._locked():
+        with self.refs.locked():
             mounted: set[CacheID] = set()
             for m in reversed(list(self._our_mounts())):
                 rel = os.path.relpath(m.mount_point, self.home).split(os.sep)
@@ -528,7 +528,7 @@ class FuseDriver(DiffDirDriver):
                     continue
             for id in list(self.refs.held()):
                 if not startup or id not in mounted:
-                    self.refs._write(id, 0)
+                    self.refs.set(id, 0)
         if startup:
             self._sweep_names(self._unmount_under)
 

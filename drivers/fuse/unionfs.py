@@ -76,8 +76,6 @@ Mounting and the request loop are in ``drivers.fuse.session``.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import itertools
 import logging
@@ -89,6 +87,7 @@ import pyfuse3
 from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext, SetattrFields, StatvfsData
 
 from drivers.fuse.session import InodeNumbers
+from drivers.sys.libc import renameat2
 
 log = logging.getLogger("lamina.fuse")
 
@@ -112,15 +111,13 @@ _NOFOLLOW = os.O_CLOEXEC | os.O_NOFOLLOW  # the kernel resolves symlinks; we nev
 _STRIP = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_APPEND | getattr(os, "O_DIRECT", 0)
 _RENAME_EXCHANGE = 2
 _RENAME_WHITEOUT = 4
-_AT_FDCWD = -100
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
 
 def _renameat2(old: bytes, new: bytes, flags: int) -> None:
-    if _libc.renameat2(_AT_FDCWD, old, _AT_FDCWD, new, flags) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), old)
+    try:
+        renameat2(old, new, flags)
+    except OSError as e:
+        e.filename = old  # as before: the error names the source
+        raise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace, store: "Store") -> int:
     if args.ref:  # refuse a bad name before any work is done
         from graph.errors import InvalidInput
-        from graph.refs import parse_reference
+        from graph.oci.reference import parse_reference
 
         if parse_reference(args.ref).digest is not None:
             raise InvalidInput(f"refusing to name an image with a digest reference: {args.ref}")

@@ -36,20 +36,10 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
     """A file that appears at ``path`` only when the block completes: written under a temporary
     name in the same directory, synced, then renamed over ``path``. On any exception (including
     KeyboardInterrupt) the temporary file is removed and ``path`` is left as it was."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.lamina-{os.getpid()}.tmp")
-    f = open(tmp, "xb")
-    try:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        os.replace(tmp, path)
-    except BaseException:
-        f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    from drivers.sys.durable import atomic_file
+
+    with atomic_file(path) as f:
+        yield f  # type: ignore[misc]
 
 
 def binary_stdout() -> BinaryIO:

@@ -3,7 +3,8 @@ the image, with its configuration recorded as Docker records it (``Config`` and 
 fields, merged with the image's defaults). Prints the container's ID. Nothing runs yet.
 
 Options follow ``docker create``: ``--name``, ``-e/--env``, ``-w/--workdir``, ``-u/--user``,
-``--entrypoint``, ``--hostname``, ``--network none|host``, ``--memory``, ``--cpus``,
+``--entrypoint``, ``--hostname``, ``--network none|host|bridge|NAME``, ``--ip``,
+``--network-alias``, ``-p/--publish``, ``-P/--publish-all``, ``--memory``, ``--cpus``,
 ``--pids-limit``. Everything after IMAGE is the command, options included.
 """
 
@@ -34,7 +35,11 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-u", "--user", default="", metavar="USER[:GROUP]", help="user to run as")
     p.add_argument("--entrypoint", default=None, help="override the image's entrypoint ('' clears it)")
     p.add_argument("--hostname", default="", help="container host name")
-    p.add_argument("--network", default="none", choices=["none", "host"], help="network mode (default: none)")
+    # -- network options (lamina.cli.network owns them): --network, --ip, --network-alias, -p, -P
+    from lamina.cli import network as network_cli
+
+    network_cli.add_container_options(p)
+    # -- end of network options
     p.add_argument("--memory", "-m", default=None, metavar="BYTES", help="memory limit, e.g. 512m, 1g")
     p.add_argument("--cpus", default=None, help="number of CPUs, e.g. 1.5")
     p.add_argument("--pids-limit", type=int, default=None, metavar="N", help="process limit (-1: unlimited)")
@@ -63,7 +68,9 @@ def build_config(args: argparse.Namespace, store: "Store") -> dict[str, Any]:
         pids_limit=args.pids_limit,
         runtime=args.runtime,
     )
-    return cc.merge(user, image_cfg)
+    from lamina.cli import network as network_cli
+
+    return network_cli.apply_container_options(args, cc.merge(user, image_cfg))
 
 
 def run(args: argparse.Namespace, store: "Store") -> int:

@@ -83,6 +83,9 @@ def container_json(store: "Store", c: "Container", *, size: bool = False) -> dic
         },
     }
     out.update(runtime.extra_inspect(store, c))
+    from runtime.network import api as network_api
+
+    out["NetworkSettings"] = network_api.settings(store, c)
     if size:
         out["SizeRw"] = store.containers.size(c)
     return out

@@ -33,7 +33,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace, store: "Store") -> int:
     from graph.archive import load_archive
     from graph.errors import NotFound
-    from graph.formats import Platform
+    from graph.oci.formats import Platform
 
     platform = Platform.parse(args.platform) if args.platform else None
     path = args.input

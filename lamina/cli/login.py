@@ -36,9 +36,9 @@ def register(sub: Any) -> None:
 
 
 def _registry_host(name: str) -> str:
-    from graph.auth import normalize_host
+    from graph.distribution.auth import normalize_host
     from graph.errors import InvalidInput
-    from graph.refs import Reference
+    from graph.oci.reference import Reference
 
     host = normalize_host(name)
     try:
@@ -52,9 +52,9 @@ def run_login(args: argparse.Namespace, store: "Store") -> int:
     del store  # credentials live in the client config, not in the store
     from pathlib import Path
 
-    from graph.auth import Credentials, store_credentials
+    from graph.distribution.auth import Credentials, store_credentials
     from graph.errors import InvalidInput
-    from graph.registry import RegistryClient
+    from graph.distribution.registry import RegistryClient
     from lamina import config
     from lamina.cli.pull import registry_options
 
@@ -90,7 +90,7 @@ def run_logout(args: argparse.Namespace, store: "Store") -> int:
     del store
     from pathlib import Path
 
-    from graph.auth import remove_credentials
+    from graph.distribution.auth import remove_credentials
     from lamina import config
 
     host = _registry_host(args.registry)

@@ -50,10 +50,12 @@ from lamina.cli import (
 )
 from lamina.cli import exec as exec_command  # runtime commands (the module's name shadows a builtin)
 from lamina.cli import kill, logs, pause, run, start, stats, stop
+from lamina.cli import network, port  # networks and published ports
 
 COMMANDS: list[ModuleType] = [
     pull, push, login, load, save, images, tag, rmi, inspect, create, mount, umount, diff, commit, export, rm, ps, system,
     run, start, stop, kill, pause, logs, exec_command, stats,
+    network, port,
 ]
 
 EXIT_OS_ERROR = 1

@@ -25,8 +25,8 @@ from lamina import config
 
 if TYPE_CHECKING:
     from graph import Store
-    from graph.progress import Event
-    from graph.registry import RegistryOptions
+    from graph.distribution.progress import Event
+    from graph.distribution.registry import RegistryOptions
 
 
 def register(sub: Any) -> None:
@@ -42,9 +42,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, store: "Store") -> int:
-    from graph.formats import Platform
-    from graph.pull import pull
-    from graph.refs import parse_reference
+    from graph.oci.formats import Platform
+    from graph.distribution.pull import pull
+    from graph.oci.reference import parse_reference
 
     ref = parse_reference(args.ref)
     platform = Platform.parse(args.platform) if args.platform else None
@@ -79,7 +79,7 @@ def registry_options(*, insecure_host: str | None = None, credentials: dict[str,
     mirrors, and ``insecure_host`` (the REF's registry when ``--insecure`` was given)."""
     from pathlib import Path
 
-    from graph.registry import RegistryOptions, mirror_endpoint
+    from graph.distribution.registry import RegistryOptions, mirror_endpoint
 
     mirrors: dict[str, list[str]] = {}
     for entry in config.registry_mirrors():
@@ -122,7 +122,7 @@ _BAR_WIDTH = 50
 
 
 class ProgressView:
-    """Renders ``graph.progress`` events like ``docker pull``: on a terminal a block of lines,
+    """Renders ``graph.distribution.progress`` events like ``docker pull``: on a terminal a block of lines,
     one per item, redrawn in place with ANSI escapes (at most every 0.1 s, and on each phase
     change); elsewhere one plain line per phase change and no byte counts. Thread-safe."""
 

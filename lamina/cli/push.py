@@ -27,8 +27,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, store: "Store") -> int:
-    from graph.push import push
-    from graph.refs import parse_reference
+    from graph.distribution.push import push
+    from graph.oci.reference import parse_reference
     from lamina.cli.pull import PUSH_WORDS, ProgressView, registry_options
 
     ref = parse_reference(args.ref)

@@ -7,7 +7,7 @@ and leaves the container running under its monitor. ``--rm`` removes it once it 
 supported.
 
 Options as ``create``: ``--name``, ``-e``, ``-w``, ``-u``, ``--entrypoint``, ``--hostname``,
-``--network none|host``, ``--memory``, ``--cpus``, ``--pids-limit``; the runtime is the global
+``--network none|host|bridge|NAME``, ``--ip``, ``--network-alias``, ``-p``, ``-P``, ``--memory``, ``--cpus``, ``--pids-limit``; the runtime is the global
 ``--runtime crun|runc`` (default crun).
 """
 

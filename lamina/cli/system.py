@@ -31,11 +31,27 @@ def register(sub: Any) -> None:
     df.set_defaults(run=run_df)
     prune = ssub.add_parser("prune", help="remove unused images, layers and blobs")
     prune.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    prune.add_argument("--partials-older-than", metavar="DURATION", default="24h", type=_duration,
+                       help="remove partial downloads not written to for this long (default 24h; 90m, 3600s)")
+    prune.add_argument("--all-partials", action="store_true",
+                       help="remove every partial download no pull is writing, whatever its age")
     prune.set_defaults(run=run_prune)
     check = ssub.add_parser("check", help="verify blobs and metadata; exit 6 if damaged")
     check.add_argument("--quick", action="store_true", help="skip re-hashing blobs (metadata only)")
     check.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     check.set_defaults(run=run_check)
+
+
+def _duration(text: str) -> float:
+    """``24h``, ``90m``, ``3600s``, ``3600`` -> seconds (argparse turns ValueError into a usage error)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    mult = units.get(t[-1:], None)
+    num = t[:-1] if mult is not None else t
+    value = float(num)  # ValueError for garbage
+    if value < 0 or value != value:
+        raise ValueError(text)
+    return value * (mult or 1)
 
 
 # ---- df ---------------------------------------------------------------------------------------
@@ -77,6 +93,12 @@ def usage(store: "Store") -> dict[str, Any]:
             "Size": raw["layers"]["size"],
             "Reclaimable": raw["layers"]["reclaimable"],
         },
+        "Partials": {
+            "Total": raw["partials"]["count"],
+            "Active": None,
+            "Size": raw["partials"]["size"],
+            "Reclaimable": raw["partials"]["reclaimable"],
+        },
         "Driver": {"Name": store.driver_name, "Status": raw.get("driver", {})},
     }
 
@@ -103,7 +125,7 @@ def run_df(args: argparse.Namespace, store: "Store") -> int:
         output.print_json(u)
         return 0
     rows = []
-    for kind in ("Images", "Containers", "Layers", "Blobs"):
+    for kind in ("Images", "Containers", "Layers", "Blobs", "Partials"):
         x = u[kind]
         rows.append(
             (
@@ -123,6 +145,8 @@ def run_df(args: argparse.Namespace, store: "Store") -> int:
 WARNING = """WARNING! This will remove:
   - all images without a name that no container uses
   - all layers and blobs that no image or container needs
+  - driver data that the store has no record of
+  - partial downloads older than the limit (--partials-older-than, --all-partials)
 Are you sure you want to continue? [y/N] """
 
 
@@ -138,11 +162,13 @@ def run_prune(args: argparse.Namespace, store: "Store") -> int:
         answer = line.strip().lower()
         if answer not in ("y", "yes"):
             raise LaminaError("system prune has been cancelled")
-    rep = store.prune()
+    rep = store.prune(partial_age=None if args.all_partials else args.partials_older_than)
     for title, items in (
         ("Deleted Images", rep.images),
         ("Deleted Layers", rep.layers),
         ("Deleted Blobs", rep.blobs),
+        ("Deleted Driver Data", rep.orphans),
+        ("Deleted Partial Downloads", rep.partials),
     ):
         if items:
             print(f"{title}:")

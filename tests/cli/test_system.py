@@ -16,10 +16,11 @@ def test_df_table_and_json(loaded: Lamina) -> None:
     loaded("create", "--name", "c", "app:1.0")
     r = loaded("system", "df")
     assert r.lines[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
-    assert [line.split()[0] for line in r.lines[1:5]] == ["Images", "Containers", "Layers", "Blobs"]
+    assert [line.split()[0] for line in r.lines[1:6]] == ["Images", "Containers", "Layers", "Blobs", "Partials"]
     assert r.lines[-1] == "Driver: vfs"
     df = _df(loaded)
-    assert list(df) == ["Images", "Containers", "Blobs", "Layers", "Driver"]
+    assert list(df) == ["Images", "Containers", "Blobs", "Layers", "Partials", "Driver"]
+    assert df["Partials"] == {"Total": 0, "Active": None, "Size": 0, "Reclaimable": 0}
     assert df["Images"]["Total"] == 1 and df["Images"]["Active"] == 1 and df["Images"]["Reclaimable"] == 0
     assert df["Containers"] == {"Total": 1, "Active": 0, "Size": 0, "Reclaimable": 0}
     assert df["Layers"]["Total"] == 3 and df["Blobs"]["Total"] == 5  # 3 layers, config, manifest
@@ -103,3 +104,42 @@ def test_check_shows_a_resumable_partial_ingest_as_information(loaded: Lamina) -
         assert r.lines[1:] == ["info: ingest: pull-test-partial: partial ingest, resumable from byte 4000"]
     rows = json.loads(loaded("system", "check", "--format", "json").out)
     assert [(p["Kind"], p["Severity"]) for p in rows] == [("ingest", "info")]
+
+
+def test_check_names_orphaned_driver_data_and_prune_removes_it(loaded: Lamina) -> None:
+    """Driver data no metadata row knows (issue 14, item 6): ``check`` exits non-zero naming
+    the path, ``prune`` removes it."""
+    orphan = loaded.root / "drivers" / "vfs" / "dir" / ("ab" * 16)
+    orphan.mkdir()
+    (orphan / "junk").write_text("junk\n")
+    r = loaded("system", "check", expect=6)
+    assert r.err_lines[-1].startswith("lamina: ")
+    assert str(orphan) in r.out and r.out.startswith(f"driver: {orphan.name}: ")
+    r = loaded("system", "prune", "-f")
+    assert "Deleted Driver Data:" in r.out and f"deleted: vfs: {orphan.name}" in r.lines
+    assert not orphan.exists()
+    assert loaded("system", "check").out == "ok\n"
+
+
+def test_partials_have_their_own_df_line_and_expire_by_prune(loaded: Lamina) -> None:
+    import os
+
+    import hashlib
+
+    ingest = loaded.root / "ingest"  # a partial download as a killed pull leaves it
+    base = ingest / f"ref-{hashlib.sha256(b'pull-x').hexdigest()}"
+    base.with_suffix(".json").write_text(json.dumps(
+        {"ref": "pull-x", "expected": None, "size": None, "started": 1.0}))
+    base.with_suffix(".data").write_bytes(b"p" * 5000)
+    data = base.with_suffix(".data")
+    df = _df(loaded)["Partials"]
+    assert df == {"Total": 1, "Active": None, "Size": 5000, "Reclaimable": 0}  # young: kept
+    assert [line.split()[0] for line in loaded("system", "df").lines[1:6]][-1] == "Partials"
+    loaded("system", "prune", "-f")
+    assert data.exists()
+    os.utime(data, (1, 1))  # last written long ago
+    assert _df(loaded)["Partials"]["Reclaimable"] == 5000
+    r = loaded("system", "prune", "-f")
+    assert "deleted: pull-x" in r.lines and not data.exists()
+    assert _df(loaded)["Partials"]["Total"] == 0
+    loaded("system", "prune", "-f", "--partials-older-than", "soon", expect=125)

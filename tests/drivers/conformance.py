@@ -32,7 +32,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from drivers import mountapi
+import drivers
+from drivers.sys import mount as mountapi
 from drivers.base import CacheID, Change, ChangeKind, GraphDriver
 from drivers.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from tests.tarbuild import E, make_tar
@@ -654,8 +655,11 @@ def _seconds(snap: dict[str, Any]) -> dict[str, Any]:
 _WORKER = """
 import sys
 from pathlib import Path
+import os
 import drivers
 name, home, action, id = sys.argv[1:5]
+if name not in drivers.DRIVERS:  # a driver a test registered (tests/drivers/test_naive_diff.py)
+    drivers.DRIVERS[name] = drivers.DriverInfo(*os.environ["LAMINA_TEST_DRIVER"].split(":"))
 d = drivers.open_driver(name, Path(home))
 if action == "cycle":
     for _ in range(int(sys.argv[5])):
@@ -670,7 +674,8 @@ elif action == "put":
 
 
 def _spawn(name: str, home: Path, *args: str) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    info = drivers.DRIVERS[name]
+    env = dict(os.environ, PYTHONPATH=str(REPO), LAMINA_TEST_DRIVER=f"{info.module}:{info.cls}")
     return subprocess.Popen([sys.executable, "-c", _WORKER, name, str(home), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=str(REPO))

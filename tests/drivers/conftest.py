@@ -23,7 +23,7 @@ from typing import Callable, ContextManager, Iterator
 import pytest
 
 import drivers
-from drivers import mountapi
+from drivers.sys import mount as mountapi
 from drivers.base import GraphDriver
 
 HOME_PROVIDERS: dict[str, Callable[[Path], ContextManager[Path]]] = {}

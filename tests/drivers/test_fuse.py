@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from drivers import mountapi
+from drivers.sys import mount as mountapi
 from drivers.base import CacheID, Change, ChangeKind
 from drivers.errors import Conflict, Corrupt, Unsupported
 from tests.drivers.conformance import DriverConformance, tree_snapshot
@@ -526,7 +526,7 @@ def test_open_sweeps_a_mount_without_count_and_a_count_without_mount(drv: FuseDr
     layer(drv, "b", None, [E("g", b"y")])
     root_a = drv.get(CacheID("a"))
     root_b = drv.get(CacheID("b"))
-    drv.refs._write(CacheID("a"), 0)       # a crash between mount and count
+    drv.refs.set(CacheID("a"), 0)       # a crash between mount and count
     ha = helper_of(drv, "a")
     mountapi.umount(root_b)                # an admin's umount behind our back
     d2 = FuseDriver(drv.home)

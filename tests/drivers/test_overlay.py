@@ -23,7 +23,7 @@ from typing import Iterator
 
 import pytest
 
-from drivers import mountapi
+from drivers.sys import mount as mountapi
 from drivers.base import CacheID, Change, ChangeKind
 from drivers.errors import AlreadyExists, Conflict, Corrupt, NotFound, Unsupported
 from tests.drivers.conformance import DriverConformance

@@ -55,7 +55,7 @@ def test_crash_leftovers_are_swept_on_open_and_cleanup(tmp_path: Path) -> None:
         (home / "dir" / name / "sub").mkdir(parents=True)
         (home / "dir" / name / "sub" / "file").write_bytes(b"x")
         os.chmod(home / "dir" / name / "sub", 0o500)  # also deletable without write permission
-    assert sorted(VfsDriver(home).layers()) == ["keep"]
+    assert sorted(VfsDriver(home).layer_ids()) == ["keep"]
     assert sorted(os.listdir(home / "dir")) == ["keep"]
     (home / "dir" / ".late-00000000-tmp").mkdir()
     d.cleanup()

@@ -27,9 +27,9 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from graph import DigestMismatch, InvalidInput, NotFound, Store, Unsupported, parse_reference
-from graph import formats
+from graph.oci import formats
 from graph.archive import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, load_archive, save_archive
-from graph.formats import Platform
+from graph.oci.formats import Platform
 from tests.tarbuild import E, make_tar
 
 NAME = "example.com/app:1.0"

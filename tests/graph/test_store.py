@@ -19,7 +19,7 @@ APP = make_tar([E("srv", kind="dir"), E("srv/app.txt", b"app\n")])
 
 def make_image(store: Store, tars: list[bytes], ref: str | None, cmd: list[str] | None = None) -> Image:
     """Register the layers, store their blobs, create config + manifest, tag."""
-    from graph import formats
+    from graph.oci import formats
 
     parent = None
     diff_ids = []
@@ -33,7 +33,7 @@ def make_image(store: Store, tars: list[bytes], ref: str | None, cmd: list[str] 
                       "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": []},
                      sort_keys=True).encode()
     img = store.images.create(cfg)
-    m = store._manifest_for(img)
+    m = store.images.build_manifest(img)
     store.images.add_manifest(store.content.put_bytes(m), formats.MEDIA_OCI_MANIFEST, img.id)
     if ref:
         store.refs.add(parse_reference(ref), img.id)

@@ -23,15 +23,16 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+import graph
 from graph import DigestMismatch, InvalidInput, NotFound, Store, Unsupported
-from graph import formats
+from graph.oci import formats
 from graph.archive import load_archive
-from graph.auth import Credentials, Unauthorized, load_credentials, store_credentials
+from graph.distribution.auth import Credentials, Unauthorized, load_credentials, store_credentials
 from graph.digest import Digest
-from graph.formats import Platform
-from graph.pull import pull
-from graph.push import push
-from graph.registry import RegistryClient, RegistryError, RegistryOptions, Unreachable
+from graph.oci.formats import Platform
+from graph.distribution.pull import pull
+from graph.distribution.push import push
+from graph.distribution.registry import RegistryClient, RegistryError, RegistryOptions, Unreachable
 from tests.cli.conftest import Lamina, clean_env, lamina_command
 from tests.faultproxy import Fault, FaultProxy, run_fault_proxy
 from tests.graph.test_archive import (
@@ -208,7 +209,7 @@ def test_pull_by_tag_gives_the_image_skopeo_pushed(driver: str, tmp_path: Path, 
 
 def test_pull_by_digest_records_a_digest_reference(store: Store, hosted: Hosted) -> None:
     ref = f"{hosted.host}/app@{hosted.app.manifest_digest}"
-    r = store.pull(ref, options=opts(hosted.host))  # the Store method is the library's front door
+    r = graph.pull(store, ref, options=opts(hosted.host))  # the library's front door
     assert str(r.reference) == ref and r.image_id == hosted.app.image_id
     assert store.resolve_image(ref).id == hosted.app.image_id
     assert store.check() == []

@@ -3,11 +3,14 @@ to the simulator.
 
 ``syncfs(2)`` on a FUSE mount reaches the server as nothing at all (the kernel sends FUSE_SYNCFS
 only to virtiofs; pyfuse3 could not receive it anyway), so the simulator cannot see it. Every
-syncfs lamina makes goes through ``drivers.fsync.syncfs``, which calls ``drivers.fsync._libc``
-at call time (``tests/powercut/test_simfs.py`` checks that nothing else in lamina calls syncfs or
-sync). This wrapper replaces that libc handle with one whose ``syncfs`` makes the real call and
-then tells the simulator, through an extended attribute set on the same file descriptor: one
-FUSE request, ordered after every write the process made before. Everything else is unchanged.
+syncfs lamina makes goes through ``drivers.sys.durable.syncfs`` (``GraphDriver.sync`` of the
+drivers here calls it), which looks up the module global ``drivers.sys.durable.libc`` (the one
+handle of ``drivers.sys.libc``) at call time; ``tests/powercut/test_simfs.py`` checks that nothing
+else in lamina calls syncfs or sync. This wrapper replaces durable's name for that handle with
+one whose ``syncfs`` makes the real call and then tells the simulator, through an extended
+attribute set on the same file descriptor: one FUSE request, ordered after every write the
+process made before. Everything else (every other function of the shared handle, and every other
+module's use of it) is unchanged.
 """
 
 from __future__ import annotations
@@ -35,10 +38,10 @@ class _ObservedLibc:
 
 
 def install(dev: int) -> None:
-    import drivers.fsync
+    from drivers.sys import durable
 
-    if not isinstance(drivers.fsync._libc, _ObservedLibc):
-        drivers.fsync._libc = _ObservedLibc(drivers.fsync._libc, dev)  # type: ignore[assignment]
+    if not isinstance(durable.libc, _ObservedLibc):
+        durable.libc = _ObservedLibc(durable.libc, dev)  # type: ignore[assignment]
 
 
 if __name__ == "__main__":

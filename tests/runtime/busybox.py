@@ -101,7 +101,7 @@ def wait_pids_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
 
 def leftovers(root: Path, ids: list[str]) -> list[str]:
     """What a removed container could leak: mounts under the root, runtime state, cgroups."""
-    from drivers import mountapi
+    from drivers.sys import mount as mountapi
     from runtime import cgroups
 
     found = [f"mount {m.mount_point}" for m in mountapi.mounts_under(root) if m.mount_point != str(root)]

@@ -74,8 +74,15 @@ def test_host_network_shares_the_namespace_and_the_name() -> None:
     s = make(record(NetworkMode="host"))
     assert "network" not in [n["type"] for n in s["linux"]["namespaces"]]
     assert s["hostname"] == os.uname().nodename
-    with pytest.raises(InvalidInput, match="bridge"):
-        make(record(NetworkMode="bridge"))
+    with pytest.raises(InvalidInput, match="container:"):
+        make(record(NetworkMode="container:other"))
+
+
+def test_bridge_network_joins_the_namespace_lamina_made() -> None:
+    s = bundle.spec(record(NetworkMode="app"), container_id=CID, rootfs="/r", etc_dir="/c", swap_limit=True,
+                    user=ExecUser(0, 0, (), "/root", "root"), netns="/root/runtime/network/x.netns")
+    assert {"type": "network", "path": "/root/runtime/network/x.netns"} in s["linux"]["namespaces"]
+    assert s["hostname"] == CID[:12]
 
 
 def test_limits() -> None:

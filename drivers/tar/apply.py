@@ -1,0 +1,1023 @@
+"""Apply an uncompressed OCI layer tar onto a directory: the heart of layer materialisation.
+
+What it does
+------------
+``apply_tar(root, stream, whiteouts)`` reads a layer tar and makes its entries exist under
+``root`` the way Docker's ``archive.UnpackLayer`` does: an entry replaces whatever was at its path
+(a directory over a directory merges and takes the new metadata), a missing parent directory is
+made (0755, root-owned), metadata is numeric uid/gid, mode incl. setuid/setgid/sticky (applied
+after chown, which clears them), PAX xattrs and ns mtimes; directory times are set at the end,
+deepest first, and directories that existed before keep their times unless the tar names them.
+Whiteouts follow the driver's layout (``Whiteouts``): full-tree drivers delete (REMOVE), diff-dir
+drivers record overlayfs whiteouts (OVERLAY). It returns the sum of the regular files' sizes and
+reads ``stream`` to its very end, because the caller hashes that stream for the DiffID.
+
+Threat model
+------------
+The tar is hostile: anybody can push an image. It must never make, change or remove anything
+outside ``root``, even for a moment, and must not be able to make lamina follow a link out:
+
+* Names are normalised (leading ``/`` and ``./`` dropped, ``//`` collapsed); a ``..`` component is
+  refused (InvalidInput naming the entry). Names are bytes end to end (non-UTF-8 is fine).
+* Only the *parent* of an entry is resolved, and only through directory fds opened with
+  ``O_NOFOLLOW`` one component at a time, starting at a fd of ``root``. A symlink met as a parent
+  component (``lib -> usr/lib`` or ``lib -> /usr/lib`` or ``x -> ../../..``) is resolved as if
+  ``root`` were ``/`` (a ``..`` at the top stays at the top), so it can only ever land inside
+  ``root``; a loop, or a parent that is not a directory, is refused. Every create, link, chown,
+  chmod, utime, mknod and unlink is then relative to that parent fd and never follows the final
+  component, so an entry may itself be a symlink (made verbatim, never followed).
+* Hardlink targets are resolved the same way and linked without following; they must exist
+  inside ``root`` and must not be a directory or the entry itself.
+* Whiteouts resolve their parent the same way; removal walks by fd and never follows a link.
+  Nothing may retype or remove ``root`` itself (a root entry may only be a directory).
+* ``trusted.overlay.*`` xattrs in the tar are dropped: overlayfs would obey them and lamina owns
+  that namespace. Other xattrs than user.*, trusted.*, security.* and POSIX ACLs are refused.
+* A malformed tar (bad checksum, truncated entry, garbage) is InvalidInput ("malformed layer
+  tar: ..."). Failures of the machine (disk full, I/O error) stay OSError. On any error the
+  layer is half-written and the caller removes it.
+
+Not handled: AUFS hardlink dirs (``.wh..wh.plnk``, skipped like all ``.wh..wh.*`` names at the
+top, so links into them fail as "target not found"); concurrent changes to ``root`` by others
+while applying (the layer is private to its applier until it is registered). libarchive hands
+PAX (UTF-8) names over in the process locale's charset: identical bytes under UTF-8 and C/POSIX
+locales (it falls back to the raw bytes), re-encoded under other 8-bit locales.
+
+Speed: libarchive (C) parses the tar and hands out data blocks that are written with ``pwrite``
+straight from its buffer; Python only makes per-entry decisions with dir-fd-relative syscalls,
+caching the parent fds (most entries share a parent). ``TarApplierPy`` is the same applier over
+the stdlib ``tarfile`` (the ``_py`` twin, used when libarchive cannot be loaded).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import ctypes
+import enum
+import errno
+import functools
+import os
+import stat
+import tarfile
+import urllib.parse
+from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Protocol
+
+from drivers.errors import Bug, InvalidInput, NotFound, Unsupported
+
+__all__ = ["Whiteouts", "apply_tar", "apply_tar_py", "TarApplier", "TarApplierPy"]
+
+
+class Whiteouts(enum.Enum):
+    """How OCI whiteouts land on disk; picked by the driver's layout."""
+
+    REMOVE = "remove"
+    """Full-tree drivers (vfs, btrfs): ``.wh.<name>`` deletes ``<name>`` (the whole tree beneath);
+    ``.wh..wh..opq`` empties its directory of everything lower layers put there. Entries of this
+    same layer survive both, whatever their order in the tar."""
+    OVERLAY = "overlay"
+    """Diff-dir drivers (overlay, fuse): ``.wh.<name>`` becomes a 0/0 char device ``<name>``;
+    ``.wh..wh..opq`` becomes xattr ``trusted.overlay.opaque=y`` on its directory; a directory
+    of this layer that replaces a whiteout, or that a later whiteout names, is made opaque. (A
+    tar entry that *is* a 0/0 char device stays one, and overlayfs reads it as a whiteout, as
+    with Docker.)"""
+
+
+WH_PREFIX = b".wh."
+WH_OPAQUE = b".wh..wh..opq"
+WH_META = b".wh..wh."  # AUFS metadata names (plnk, aufs, orph): skipped at the top, as Docker does
+OPAQUE_XATTR = b"trusted.overlay.opaque"
+
+HARDLINK = 0  # _Header.kind of a hardlink; every other kind is an S_IF* file type
+_XATTR_ALLOWED = (b"user.", b"trusted.", b"security.", b"system.posix_acl_access",
+                  b"system.posix_acl_default")
+_NO_ID = 2**32 - 1  # (uid_t)-1
+_MAX_SYMLINKS = 40  # as the kernel's MAXSYMLINKS: a longer chain is a loop
+_MAX_DIR_FDS = 128  # parent dir fds kept open (LRU); tar order makes the working set small
+_CHUNK = 1 << 20  # bytes per read from the caller's stream
+_ENVIRONMENT = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE,
+                errno.ENOMEM}  # the machine failed, not the tar: these stay OSError
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def apply_tar(root: str, stream: BinaryIO, whiteouts: Whiteouts = Whiteouts.REMOVE) -> int:
+    """Apply the layer tar read from ``stream`` onto the existing directory ``root``.
+
+    Requires: ``root`` exists (REMOVE: a full copy of the parent layer; OVERLAY: an empty diff
+    dir) and nobody else writes to it meanwhile.
+    Effect: the layer's entries exist under ``root``; ``stream`` is read to its end (on success).
+    Returns the sum of the sizes of the regular files in the tar (Docker's layer size).
+    Raises: InvalidInput (malformed or hostile tar, naming the entry), Unsupported (an entry this
+    filesystem or this process cannot hold), OSError (disk full, I/O error). On error ``root`` is
+    half-written and the caller removes it.
+    Repeat: not idempotent; apply a layer once onto a fresh directory.
+    """
+    applier = TarApplier if _libarchive() is not None else TarApplierPy
+    return applier(root, whiteouts).apply(stream)
+
+
+def apply_tar_py(root: str, stream: BinaryIO, whiteouts: Whiteouts = Whiteouts.REMOVE) -> int:
+    """``apply_tar`` with the stdlib ``tarfile`` parser (the pure-Python twin); same contract."""
+    return TarApplierPy(root, whiteouts).apply(stream)
+
+
+class _Header(NamedTuple):
+    """One tar entry as the applier needs it, whichever parser read it."""
+
+    name: bytes
+    kind: int  # stat.S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, or HARDLINK
+    size: int
+    mode: int  # permission bits incl. setuid/setgid/sticky
+    uid: int
+    gid: int
+    mtime_ns: int
+    atime_ns: int | None
+    link: bytes | None  # symlink target or hardlink target
+    devmajor: int
+    devminor: int
+    xattrs: list[tuple[bytes, bytes]]
+
+
+class _Dir(NamedTuple):
+    """A directory inside root: an open fd and its symlink-free path from root (b"" is root)."""
+
+    fd: int
+    real: bytes
+
+
+def _join(parent: bytes, name: bytes) -> bytes:
+    return parent + b"/" + name if parent else name
+
+
+class TarApplier:
+    """Applies one layer tar onto ``root``; one instance per layer (the per-layer state is which
+    paths this layer wrote, the directory times to set at the end and the parent fd cache).
+
+    ``apply`` drives three parts: the parser (``_open_reader``: headers and data blocks), the
+    per-entry handlers (``_file``, ``_directory``, ``_symlink``, ``_hardlink``, ``_node``, ``_whiteout``)
+    and the scoped lookup (``_lookup``/``_walk``), which is the only way a path becomes an fd.
+    """
+
+    def __init__(self, root: str, whiteouts: Whiteouts) -> None:
+        self._root_path = root
+        self._whiteouts = whiteouts
+        self._root = _Dir(-1, b"")
+        self._fds: collections.OrderedDict[bytes, int] = collections.OrderedDict()  # real -> fd
+        self._alias: dict[bytes, bytes] = {}  # lexical dir path -> real path
+        self._pin = -1  # fd of the current entry's parent: never evicted mid-entry
+        self._upper: set[bytes] = set()  # REMOVE: real paths written by this layer + ancestors
+        self._seen: set[bytes] = set()  # dirs whose original times are saved, or made here
+        self._saved_times: dict[bytes, tuple[int, int, int]] = {}  # real -> (atime, mtime, ino)
+        self._dir_times: dict[bytes, tuple[int, int, int]] = {}  # dirs the tar names
+        self._size = 0
+        self._entry_name = b""
+        self._used = False
+
+    # ----------------------------------------------------------------------------- driving
+    def _open_reader(self, stream: BinaryIO) -> _Reader:
+        lib = _libarchive()
+        if lib is None:
+            raise Unsupported("libarchive cannot be loaded; use TarApplierPy")
+        return _LibarchiveReader(lib, stream)
+
+    def apply(self, stream: BinaryIO) -> int:
+        """Apply the tar in ``stream`` (see ``apply_tar``, whose contract this is)."""
+        if self._used:
+            raise Bug("TarApplier.apply called twice; use one applier per layer")
+        self._used = True
+        try:
+            fd = os.open(self._root_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"layer root {self._root_path!r} does not exist") from None
+        self._root = _Dir(fd, b"")
+        reader: _Reader | None = None
+        try:
+            self._save_times(self._root, os.fstat(fd))
+            reader = self._open_reader(stream)
+            for header in reader:
+                self._entry_name = header.name
+                try:
+                    self._entry(header, reader)
+                except OSError as e:
+                    raise self._os_error(e) from e
+                except (OverflowError, ValueError) as e:  # e.g. a time or id out of range
+                    raise self._refuse(str(e)) from None
+            self._entry_name = b"(directory times)"
+            try:
+                self._finish_times()
+            except OSError as e:
+                raise self._os_error(e) from e
+        finally:
+            if reader is not None:
+                reader.close()
+            self._close_all()
+        assert reader is not None
+        reader.drain()
+        return self._size
+
+    def _entry(self, h: _Header, reader: _Reader) -> None:
+        name = self._clean(h.name)
+        if not (0 <= h.uid < _NO_ID and 0 <= h.gid < _NO_ID):  # chown would read -1 as "keep"
+            raise self._refuse(f"uid/gid {h.uid}/{h.gid} out of range")
+        parent, _, base = name.rpartition(b"/")
+        if name.startswith(WH_META) and name != WH_OPAQUE:
+            return
+        if base.startswith(WH_PREFIX):
+            return self._whiteout(h, parent, base)
+        if not name:
+            return self._root_entry(h)
+        pdir = self._lookup(parent, create=True)
+        assert pdir is not None
+        self._pin = pdir.fd
+        kind = h.kind
+        if kind == stat.S_IFREG:
+            self._file(h, pdir, base, reader)
+        elif kind == stat.S_IFDIR:
+            self._directory(h, pdir, base)
+        elif kind == stat.S_IFLNK:
+            self._symlink(h, pdir, base)
+        elif kind == HARDLINK:
+            self._hardlink(h, pdir, base)
+        elif kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO):
+            self._node(h, pdir, base)
+        else:
+            raise self._refuse(f"unsupported entry type {kind:#o}")
+        if self._whiteouts is Whiteouts.REMOVE:
+            self._mark_upper(_join(pdir.real, base))
+
+    # ---------------------------------------------------------------------------- entries
+    def _file(self, h: _Header, pdir: _Dir, base: bytes, reader: _Reader) -> None:
+        fd = self._create(pdir, base, lambda: os.open(base, _NEW_FILE, 0o600, dir_fd=pdir.fd))
+        try:
+            end = reader.write_data(fd)
+            if end != h.size:  # sparse file ending in a hole (or a sparse map past the size)
+                os.ftruncate(fd, h.size)
+            os.fchown(fd, h.uid, h.gid)
+            os.fchmod(fd, h.mode)
+            self._set_xattrs(h, fd)
+            os.utime(fd, ns=self._times(h))
+        finally:
+            os.close(fd)
+        self._size += h.size
+
+    def _directory(self, h: _Header, pdir: _Dir, base: bytes) -> None:
+        real = _join(pdir.real, base)
+        opaque = False
+        try:
+            os.mkdir(base, 0o700, dir_fd=pdir.fd)
+            self._seen.add(real)
+        except FileExistsError:
+            st = os.stat(base, dir_fd=pdir.fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                # a dir replacing an overlay whiteout must hide the lower dir's content, as a
+                # REMOVE whiteout followed by this dir would
+                opaque = self._whiteouts is Whiteouts.OVERLAY and _is_whiteout_device(st)
+                self._clear(pdir, base)
+                os.mkdir(base, 0o700, dir_fd=pdir.fd)
+                self._seen.add(real)
+        d = self._walk(pdir, [base], create=False)
+        assert d is not None
+        os.fchown(d.fd, h.uid, h.gid)
+        os.fchmod(d.fd, h.mode)
+        self._set_xattrs(h, d.fd)
+        if opaque:
+            self._setxattr(d.fd, OPAQUE_XATTR, b"y")
+        atime, mtime = self._times(h)
+        self._dir_times[real] = (atime, mtime, os.fstat(d.fd).st_ino)
+
+    def _root_entry(self, h: _Header) -> None:
+        if h.kind != stat.S_IFDIR:
+            raise self._refuse("refusing to retype the layer root")
+        os.fchown(self._root.fd, h.uid, h.gid)
+        os.fchmod(self._root.fd, h.mode)
+        self._set_xattrs(h, self._root.fd)
+        atime, mtime = self._times(h)
+        self._dir_times[b""] = (atime, mtime, os.fstat(self._root.fd).st_ino)
+
+    def _symlink(self, h: _Header, pdir: _Dir, base: bytes) -> None:
+        if not h.link:
+            raise self._refuse("symlink with an empty target")
+        target = h.link
+        self._create(pdir, base, lambda: os.symlink(target, base, dir_fd=pdir.fd))
+        os.chown(base, h.uid, h.gid, dir_fd=pdir.fd, follow_symlinks=False)
+        self._set_xattrs(h, lambda: _proc_path(pdir.fd, base))
+        os.utime(base, ns=self._times(h), dir_fd=pdir.fd, follow_symlinks=False)
+
+    def _node(self, h: _Header, pdir: _Dir, base: bytes) -> None:
+        device = os.makedev(h.devmajor, h.devminor) if h.kind != stat.S_IFIFO else 0
+        try:
+            self._create(pdir, base,
+                         lambda: os.mknod(base, h.kind | 0o600, device, dir_fd=pdir.fd))
+        except PermissionError:
+            raise Unsupported(f"layer entry {self._shown()}: this process may not make device "
+                              f"nodes") from None
+        os.chown(base, h.uid, h.gid, dir_fd=pdir.fd, follow_symlinks=False)
+        os.chmod(base, h.mode, dir_fd=pdir.fd, follow_symlinks=False)
+        self._set_xattrs(h, lambda: _proc_path(pdir.fd, base))
+        os.utime(base, ns=self._times(h), dir_fd=pdir.fd, follow_symlinks=False)
+
+    def _hardlink(self, h: _Header, pdir: _Dir, base: bytes) -> None:
+        target = self._clean(h.link or b"")
+        if not target:
+            raise self._refuse("hardlink to the layer root")
+        tparent, _, tbase = target.rpartition(b"/")
+        tdir = self._lookup(tparent, create=False)
+        if tdir is None:
+            raise self._refuse(f"hardlink target {os.fsdecode(target)!r} not found")
+        if _join(tdir.real, tbase) == _join(pdir.real, base):
+            raise self._refuse("hardlink to itself")
+        tfd = os.dup(tdir.fd)  # survives cache eviction while the destination is cleared
+        try:
+            self._create(pdir, base, lambda: os.link(tbase, base, src_dir_fd=tfd,
+                                                     dst_dir_fd=pdir.fd, follow_symlinks=False))
+        except FileNotFoundError:
+            raise self._refuse(f"hardlink target {os.fsdecode(target)!r} not found") from None
+        except PermissionError:  # link(2) says EPERM for a directory
+            raise self._refuse(f"hardlink target {os.fsdecode(target)!r} is a directory") from None
+        finally:
+            os.close(tfd)
+
+    def _whiteout(self, h: _Header, parent: bytes, base: bytes) -> None:
+        overlay = self._whiteouts is Whiteouts.OVERLAY
+        name = base[len(WH_PREFIX):]
+        if name in (b"", b".", b".."):
+            raise self._refuse("whiteout without a name")
+        pdir = self._lookup(parent, create=overlay)
+        if pdir is None:  # REMOVE: nothing there to delete
+            return
+        self._pin = pdir.fd
+        if base == WH_OPAQUE:
+            if overlay:
+                self._setxattr(pdir.fd, OPAQUE_XATTR, b"y")
+            else:
+                self._prune(pdir)
+            return
+        try:
+            st = os.stat(name, dir_fd=pdir.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if overlay:
+            if st is None:
+                os.mknod(name, stat.S_IFCHR, 0, dir_fd=pdir.fd)
+                os.chown(name, h.uid, h.gid, dir_fd=pdir.fd, follow_symlinks=False)
+            elif stat.S_ISDIR(st.st_mode):  # this layer made it: keep its entries, hide lower
+                d = self._walk(pdir, [name], create=False)
+                assert d is not None
+                self._setxattr(d.fd, OPAQUE_XATTR, b"y")
+            return  # a non-dir this layer wrote hides the lower one already
+        if st is None:
+            return
+        real = _join(pdir.real, name)
+        if real not in self._upper:
+            self._clear(pdir, name)
+        elif stat.S_ISDIR(st.st_mode):  # this layer wrote into it: remove only the lower rest
+            d = self._walk(pdir, [name], create=False)
+            assert d is not None
+            self._prune(d)
+
+    # ------------------------------------------------------------------- entry helpers
+    def _create(self, pdir: _Dir, base: bytes, make: Callable[[], int | None]) -> int | None:
+        """Run ``make`` (which creates ``base`` in ``pdir`` exclusively); if something is there
+        already, remove it (the tree, for a directory) and run ``make`` again."""
+        try:
+            return make()
+        except FileExistsError:
+            self._clear(pdir, base)
+            return make()
+
+    def _clear(self, pdir: _Dir, name: bytes) -> None:
+        """Remove ``name`` in ``pdir`` whatever it is, never following a link."""
+        try:
+            os.unlink(name, dir_fd=pdir.fd)
+        except FileNotFoundError:
+            return
+        except IsADirectoryError:
+            _rmtree(pdir.fd, name)
+            self._forget(_join(pdir.real, name))
+            return
+        self._alias.clear()  # it may have been a symlink that a cached lookup went through
+
+    def _prune(self, top: _Dir) -> None:
+        """REMOVE: empty ``top`` of everything this layer did not write, keeping this layer's
+        entries (and descending into this layer's directories to prune them too)."""
+        todo = [top.real]
+        while todo:
+            real = todo.pop()
+            d = top if real == top.real else self._lookup(real, create=False)
+            if d is None:
+                continue
+            with os.scandir(d.fd) as it:
+                children = [(os.fsencode(e.name), e.is_dir(follow_symlinks=False)) for e in it]
+            for name, is_dir in children:
+                child = _join(real, name)
+                if child in self._upper:
+                    if is_dir:
+                        todo.append(child)
+                elif is_dir:
+                    _rmtree(d.fd, name)
+                    self._forget(child)
+                else:
+                    os.unlink(name, dir_fd=d.fd)
+                    self._alias.clear()
+
+    def _mark_upper(self, real: bytes) -> None:
+        upper = self._upper
+        while real and real not in upper:
+            upper.add(real)
+            real = real.rpartition(b"/")[0]
+
+    def _times(self, h: _Header) -> tuple[int, int]:
+        return (h.atime_ns if h.atime_ns is not None else h.mtime_ns), h.mtime_ns
+
+    def _set_xattrs(self, h: _Header, target: int | bytes | Callable[[], bytes]) -> None:
+        if not h.xattrs:
+            return
+        if callable(target):
+            target = target()
+        for key, value in h.xattrs:
+            if key.startswith(b"trusted.overlay."):
+                continue
+            if not key.startswith(_XATTR_ALLOWED) or key in _XATTR_ALLOWED[:3]:
+                raise self._refuse(f"xattr {os.fsdecode(key)!r} is not a user, trusted, "
+                                   f"security or POSIX ACL xattr")
+            self._setxattr(target, key, value)
+
+    def _setxattr(self, target: int | bytes, key: bytes, value: bytes) -> None:
+        try:
+            if isinstance(target, int):
+                os.setxattr(target, key, value)
+            else:
+                os.setxattr(target, key, value, follow_symlinks=False)
+        except OSError as e:
+            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise Unsupported(f"layer entry {self._shown()}: this filesystem cannot hold "
+                                  f"xattr {os.fsdecode(key)!r}") from None
+            raise
+
+    def _finish_times(self) -> None:
+        """Set directory times last (writing children changed them), deepest first: the tar's
+        times for dirs it names, the original times for dirs that existed before."""
+        self._pin = -1
+        times = dict(self._saved_times)
+        times.update(self._dir_times)
+        for real in sorted(times, key=lambda r: r.count(b"/"), reverse=True):
+            atime, mtime, ino = times[real]
+            try:
+                d = self._lookup(real, create=False)
+            except InvalidInput:  # a later entry made a file of it (or of a parent)
+                continue
+            if d is None:
+                continue
+            st = os.fstat(d.fd)
+            if st.st_ino == ino and stat.S_ISDIR(st.st_mode):  # still the dir we meant
+                os.utime(d.fd, ns=(atime, mtime))
+
+    # -------------------------------------------------------------------- scoped lookup
+    def _clean(self, raw: bytes) -> bytes:
+        """Normalise a tar name: relative, no empty or '.' components; refuse '..'."""
+        parts = [p for p in raw.split(b"/") if p and p != b"."]
+        if b".." in parts:
+            raise self._refuse("'..' in path")
+        return b"/".join(parts)
+
+    def _lookup(self, path: bytes, create: bool) -> _Dir | None:
+        """The directory that normalised ``path`` names, resolved inside root as if root were
+        '/'; missing directories are made when ``create`` (else None). The fd is borrowed from
+        the cache: use it before the next lookup (the current entry's parent is pinned)."""
+        if not path:
+            return self._root
+        real = self._alias.get(path)
+        if real is not None:
+            fd = self._fds.get(real)
+            if fd is not None:
+                self._fds.move_to_end(real)
+                return _Dir(fd, real)
+        d = self._walk(self._root, path.split(b"/"), create)
+        if d is not None:
+            self._alias[path] = d.real
+        return d
+
+    def _walk(self, start: _Dir, parts: list[bytes], create: bool) -> _Dir | None:
+        """Step from ``start`` through ``parts`` one component at a time with O_NOFOLLOW; a
+        symlink's target is pushed in its place (absolute ones restart at root), '..' goes to
+        the real parent and stops at root."""
+        todo = parts[::-1]
+        cur = start
+        hops = 0
+        while todo:
+            part = todo.pop()
+            if part in (b"", b"."):
+                continue
+            if part == b"..":
+                cur = self._real_dir(cur.real.rpartition(b"/")[0])
+                continue
+            real = _join(cur.real, part)
+            fd = self._fds.get(real)
+            if fd is not None:
+                self._fds.move_to_end(real)
+                cur = _Dir(fd, real)
+                continue
+            got = self._open_child(cur, part, real, create)
+            if got is None:
+                return None
+            if isinstance(got, bytes):  # a symlink: resolve its target in its place, scoped
+                hops += 1
+                if hops > _MAX_SYMLINKS:
+                    raise self._refuse("too many levels of symbolic links in its parent")
+                if got.startswith(b"/"):
+                    cur = self._root
+                todo.extend(reversed(got.split(b"/")))
+                continue
+            cur = self._remember(real, got)
+        return cur
+
+    def _open_child(self, cur: _Dir, part: bytes, real: bytes, create: bool) -> int | bytes | None:
+        """fd of directory ``part`` in ``cur``; its target if it is a symlink; None if missing
+        (and not ``create``). Anything else there is refused."""
+        try:
+            fd = os.open(part, _DIR_FLAGS, dir_fd=cur.fd)
+        except FileNotFoundError:
+            if not create:
+                return None
+            os.mkdir(part, 0o755, dir_fd=cur.fd)
+            fd = os.open(part, _DIR_FLAGS, dir_fd=cur.fd)
+            os.fchmod(fd, 0o755)  # whatever the umask
+            self._seen.add(real)
+            return fd
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            st = os.stat(part, dir_fd=cur.fd, follow_symlinks=False)
+            if not stat.S_ISLNK(st.st_mode):
+                raise self._refuse(f"parent {os.fsdecode(real)!r} is not a directory") from None
+            target = os.readlink(part, dir_fd=cur.fd)
+            if not target:
+                raise self._refuse(f"parent {os.fsdecode(real)!r} is an empty symlink") from None
+            return target
+        if real not in self._seen:
+            self._save_times(_Dir(fd, real), os.fstat(fd))
+        return fd
+
+    def _real_dir(self, real: bytes) -> _Dir:
+        """The dir at a symlink-free path (from the cache, or walked again from root)."""
+        if not real:
+            return self._root
+        fd = self._fds.get(real)
+        if fd is not None:
+            return _Dir(fd, real)
+        d = self._walk(self._root, real.split(b"/"), create=False)
+        if d is None:
+            raise self._refuse(f"parent {os.fsdecode(real)!r} vanished while resolving")
+        return d
+
+    def _remember(self, real: bytes, fd: int) -> _Dir:
+        fds = self._fds
+        fds[real] = fd
+        while len(fds) > _MAX_DIR_FDS:
+            old, old_fd = fds.popitem(last=False)
+            if old_fd == self._pin:
+                fds[old] = old_fd  # back to the young end
+                continue
+            os.close(old_fd)
+        return _Dir(fd, real)
+
+    def _save_times(self, d: _Dir, st: os.stat_result) -> None:
+        self._seen.add(d.real)
+        self._saved_times[d.real] = (st.st_atime_ns, st.st_mtime_ns, st.st_ino)
+
+    def _forget(self, removed: bytes) -> None:
+        """Directory ``removed`` is gone: close the cached fds at or under it, and drop every
+        alias (one may have gone through it). Other cached fds stay right: their keys are real
+        paths, which no removal elsewhere changes."""
+        self._alias.clear()
+        under = removed + b"/"
+        for real in [r for r in self._fds if r == removed or r.startswith(under)]:
+            os.close(self._fds.pop(real))
+
+    def _close_all(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        self._alias.clear()
+        if self._root.fd >= 0:
+            os.close(self._root.fd)
+            self._root = _Dir(-1, b"")
+
+    # --------------------------------------------------------------------------- errors
+    def _shown(self) -> str:
+        return repr(os.fsdecode(self._entry_name))
+
+    def _refuse(self, why: str) -> InvalidInput:
+        return InvalidInput(f"layer entry {self._shown()}: {why}")
+
+    def _os_error(self, e: OSError) -> Exception:
+        if e.errno in _ENVIRONMENT:
+            return e
+        return self._refuse(e.strerror or str(e))
+
+
+class TarApplierPy(TarApplier):
+    """``TarApplier`` over the stdlib ``tarfile`` stream parser: the pure-Python twin (no
+    libarchive needed, slower on data; the same tests run on both)."""
+
+    def _open_reader(self, stream: BinaryIO) -> _Reader:
+        return _TarfileReader(stream)
+
+
+def _is_whiteout_device(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _proc_path(dir_fd: int, name: bytes) -> bytes:
+    """A path to ``name`` in an open dir for the calls that have no *at form (lsetxattr)."""
+    return b"/proc/self/fd/%d/%s" % (dir_fd, name)
+
+
+def _rmtree(parent_fd: int, name: bytes) -> None:
+    """Remove directory ``name`` in ``parent_fd`` and everything beneath, by fd, never following
+    a link, without recursion (hostile trees may be thousands deep) and with one dir fd open."""
+    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    stack: list[tuple[bytes, list[bytes]]] = [(name, [os.fsencode(n) for n in os.listdir(fd)])]
+    try:
+        while stack:
+            dname, names = stack[-1]
+            if names:
+                child = names.pop()
+                try:
+                    os.unlink(child, dir_fd=fd)
+                except IsADirectoryError:
+                    sub = os.open(child, _DIR_FLAGS, dir_fd=fd)
+                    os.close(fd)
+                    fd = sub
+                    stack.append((child, [os.fsencode(n) for n in os.listdir(fd)]))
+                continue
+            stack.pop()
+            if stack:
+                up = os.open(b"..", _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = up
+                os.rmdir(dname, dir_fd=fd)
+            else:
+                os.close(fd)
+                fd = -1
+                os.rmdir(dname, dir_fd=parent_fd)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+# ================================================================================= parsers
+class _Reader(Protocol):
+    """What the applier needs from a tar parser. Malformed input raises InvalidInput
+    ("malformed layer tar: ..."); an error of the caller's stream propagates unchanged."""
+
+    def __iter__(self) -> Iterator[_Header]:
+        """The entries' headers in tar order."""
+        ...
+
+    def write_data(self, fd: int) -> int:
+        """Write the current regular file's data into ``fd`` at its offsets (holes left as
+        holes); return the end offset of the last data written."""
+        ...
+
+    def close(self) -> None:
+        """Free the parser (not the caller's stream)."""
+        ...
+
+    def drain(self) -> None:
+        """Read the caller's stream to its end (the bytes after the end-of-archive marker)."""
+        ...
+
+
+def _malformed(why: str) -> InvalidInput:
+    return InvalidInput("malformed layer tar: " + " ".join(why.split()))
+
+
+def _drain(stream: BinaryIO) -> None:
+    while stream.read(_CHUNK):
+        pass
+
+
+# ----------------------------------------------------------------------- libarchive (fast)
+_OK, _EOF, _WARN = 0, 1, -20
+_READ_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_void_p,
+                                  ctypes.POINTER(ctypes.c_void_p))
+
+
+class _Lib(NamedTuple):
+    archive: ctypes.CDLL
+    pwrite: Callable[..., int]
+
+
+@functools.cache
+def _libarchive() -> _Lib | None:
+    """libarchive with our own prototypes (a private CDLL handle, so libarchive-c's own
+    prototypes and error checks stay as they are), and libc's pwrite; None if unavailable."""
+    try:
+        from libarchive import ffi  # libarchive-c: finds the shared library
+        lib = ctypes.CDLL(ffi.libarchive_path)
+    except (ImportError, OSError, AttributeError):
+        return None
+    p, i, ll, sz = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_size_t
+    protos: dict[str, tuple[list[type], type | None]] = {
+        "archive_read_new": ([], p),
+        "archive_read_support_format_tar": ([p], i),
+        "archive_read_support_format_empty": ([p], i),
+        "archive_read_open": ([p, p, p, _READ_CALLBACK, p], i),
+        "archive_read_next_header": ([p, ctypes.POINTER(p)], i),
+        "archive_read_data_block": ([p, ctypes.POINTER(p), ctypes.POINTER(sz),
+                                     ctypes.POINTER(ll)], i),
+        "archive_read_free": ([p], i),
+        "archive_error_string": ([p], ctypes.c_char_p),
+        "archive_entry_pathname": ([p], ctypes.c_char_p),
+        "archive_entry_hardlink": ([p], ctypes.c_char_p),
+        "archive_entry_symlink": ([p], ctypes.c_char_p),
+        "archive_entry_filetype": ([p], ctypes.c_uint),
+        "archive_entry_mode": ([p], ctypes.c_uint),
+        "archive_entry_size": ([p], ll),
+        "archive_entry_uid": ([p], ll),
+        "archive_entry_gid": ([p], ll),
+        "archive_entry_mtime": ([p], ll),
+        "archive_entry_mtime_nsec": ([p], ctypes.c_long),
+        "archive_entry_atime": ([p], ll),
+        "archive_entry_atime_nsec": ([p], ctypes.c_long),
+        "archive_entry_atime_is_set": ([p], i),
+        "archive_entry_rdevmajor": ([p], ctypes.c_uint),
+        "archive_entry_rdevminor": ([p], ctypes.c_uint),
+        "archive_entry_xattr_reset": ([p], i),
+        "archive_entry_xattr_next": ([p, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(p),
+                                      ctypes.POINTER(sz)], i),
+    }
+    try:
+        for fname, (args, res) in protos.items():
+            f = getattr(lib, fname)
+            f.argtypes = args
+            f.restype = res
+        from drivers.sys.libc import libc
+
+        pwrite = libc.pwrite
+    except AttributeError:
+        return None
+    pwrite.argtypes = [i, p, sz, ll]
+    pwrite.restype = ctypes.c_ssize_t
+    return _Lib(lib, pwrite)
+
+
+class _LibarchiveReader:
+    """Headers and data from libarchive (tar formats only: ustar, pax, GNU incl. sparse and
+    long names), fed from the caller's stream through a read callback, so the caller's hashing
+    wrapper sees every byte. Data blocks are pwritten from libarchive's buffer without a copy."""
+
+    def __init__(self, lib: _Lib, stream: BinaryIO) -> None:
+        self._lib = lib.archive
+        self._pwrite = lib.pwrite
+        self._stream = stream
+        self._buf = ctypes.create_string_buffer(_CHUNK)
+        self._addr = ctypes.addressof(self._buf)
+        self._readinto = getattr(stream, "readinto", None)
+        self._error: BaseException | None = None
+        self._callback = _READ_CALLBACK(self._read)
+        self._entry = ctypes.c_void_p()
+        self._block, self._block_size, self._offset = (ctypes.c_void_p(), ctypes.c_size_t(),
+                                                       ctypes.c_longlong())
+        self._block_args = (ctypes.byref(self._block), ctypes.byref(self._block_size),
+                            ctypes.byref(self._offset))
+        self._a = self._lib.archive_read_new()
+        if not self._a:
+            raise MemoryError("archive_read_new")
+        self._lib.archive_read_support_format_tar(self._a)
+        self._lib.archive_read_support_format_empty(self._a)
+        if self._lib.archive_read_open(self._a, None, None, self._callback, None) != _OK:
+            err = self._failure()
+            self.close()
+            raise err
+
+    def _read(self, _archive: int, _context: int, out: Any) -> int:
+        """libarchive's read callback: one chunk of the caller's stream (0 at its end)."""
+        try:
+            if self._readinto is not None:
+                n = self._readinto(self._buf) or 0
+            else:
+                data = self._stream.read(_CHUNK)
+                n = len(data)
+                ctypes.memmove(self._addr, data, n)
+            out[0] = self._addr
+            return n
+        except BaseException as e:  # noqa: BLE001 - re-raised in Python once libarchive returns
+            self._error = e
+            return -1
+
+    def _failure(self) -> BaseException:
+        if self._error is not None:
+            return self._error
+        msg = self._lib.archive_error_string(self._a)
+        return _malformed(msg.decode("utf-8", "replace") if msg else "unreadable")
+
+    def __iter__(self) -> Iterator[_Header]:
+        lib, a, entry_p = self._lib, self._a, self._entry
+        ref = ctypes.byref(entry_p)
+        next_header, pathname, hardlink = (lib.archive_read_next_header,
+                                           lib.archive_entry_pathname, lib.archive_entry_hardlink)
+        filetype, size, mode = (lib.archive_entry_filetype, lib.archive_entry_size,
+                                lib.archive_entry_mode)
+        uid, gid, mtime, mtime_ns = (lib.archive_entry_uid, lib.archive_entry_gid,
+                                     lib.archive_entry_mtime, lib.archive_entry_mtime_nsec)
+        atime_is_set, xattr_reset = lib.archive_entry_atime_is_set, lib.archive_entry_xattr_reset
+        while True:
+            r = next_header(a, ref)
+            if r == _EOF:
+                return
+            if r != _OK and r != _WARN:  # WARN: e.g. a name libarchive could not transcode
+                raise self._failure()
+            e = entry_p.value
+            name = pathname(e)
+            if name is None:
+                raise _malformed("entry without a name")
+            link = hardlink(e)
+            if link is not None:
+                kind = HARDLINK
+            else:
+                kind = filetype(e)
+                if kind == stat.S_IFLNK:
+                    link = lib.archive_entry_symlink(e)
+            devmajor = devminor = 0
+            if kind == stat.S_IFCHR or kind == stat.S_IFBLK:
+                devmajor, devminor = lib.archive_entry_rdevmajor(e), lib.archive_entry_rdevminor(e)
+            atime = None
+            if atime_is_set(e):
+                atime = (lib.archive_entry_atime(e) * 1_000_000_000
+                         + lib.archive_entry_atime_nsec(e))
+            yield _Header(name, kind, size(e), mode(e) & 0o7777, uid(e), gid(e),
+                          mtime(e) * 1_000_000_000 + mtime_ns(e), atime, link, devmajor,
+                          devminor, self._xattrs(e) if xattr_reset(e) else [])
+
+    def _xattrs(self, e: int) -> list[tuple[bytes, bytes]]:
+        """The entry's xattrs (SCHILY.xattr.* and LIBARCHIVE.xattr.* records); the caller has
+        just reset libarchive's xattr iterator."""
+        out = []
+        key, value, size = ctypes.c_char_p(), ctypes.c_void_p(), ctypes.c_size_t()
+        args = (ctypes.byref(key), ctypes.byref(value), ctypes.byref(size))
+        while self._lib.archive_entry_xattr_next(e, *args) == _OK:
+            raw = ctypes.string_at(value.value, size.value) if size.value else b""
+            out.append((key.value or b"", raw))
+        return out
+
+    def write_data(self, fd: int) -> int:
+        read_block, a, args = self._lib.archive_read_data_block, self._a, self._block_args
+        block, block_size, offset = self._block, self._block_size, self._offset
+        pwrite = self._pwrite
+        end = 0
+        while True:
+            r = read_block(a, *args)
+            if r == _EOF:
+                return end
+            if r != _OK and r != _WARN:
+                raise self._failure()
+            n, off, ptr = block_size.value, offset.value, block.value
+            if not n:
+                continue
+            while n:
+                w = pwrite(fd, ptr, n, off)
+                if w <= 0:
+                    code = ctypes.get_errno() if w < 0 else errno.EIO
+                    raise OSError(code, os.strerror(code))
+                n -= w
+                off += w
+                ptr += w
+            end = max(end, off)
+
+    def close(self) -> None:
+        if self._a:
+            self._lib.archive_read_free(self._a)
+            self._a = None
+
+    def drain(self) -> None:
+        _drain(self._stream)
+
+
+# --------------------------------------------------------------------- tarfile (the twin)
+_TARFILE_KINDS = {
+    tarfile.REGTYPE: stat.S_IFREG, tarfile.AREGTYPE: stat.S_IFREG, tarfile.CONTTYPE: stat.S_IFREG,
+    tarfile.GNUTYPE_SPARSE: stat.S_IFREG, tarfile.DIRTYPE: stat.S_IFDIR,
+    tarfile.SYMTYPE: stat.S_IFLNK, tarfile.LNKTYPE: HARDLINK, tarfile.CHRTYPE: stat.S_IFCHR,
+    tarfile.BLKTYPE: stat.S_IFBLK, tarfile.FIFOTYPE: stat.S_IFIFO,
+}
+
+
+class _StrictTarInfo(tarfile.TarInfo):
+    """``tarfile`` ends an archive quietly at a bad header after the first (bad checksum,
+    half a block); this notes why on the TarFile, so that the reader can refuse it."""
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tar)
+        except (tarfile.EmptyHeaderError, tarfile.EOFHeaderError):
+            raise  # a zero block (the end marker) or the end of the stream at a boundary
+        except tarfile.HeaderError as e:
+            tar.lamina_bad_header = str(e) or type(e).__name__  # type: ignore[attr-defined]
+            raise
+
+
+class _TarfileReader:
+    """Headers and data from the stdlib ``tarfile`` in stream mode (``r|``)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._member: tarfile.TarInfo | None = None
+        try:
+            self._tar = tarfile.open(fileobj=stream, mode="r|", encoding="utf-8",
+                                     errors="surrogateescape", tarinfo=_StrictTarInfo)
+        except tarfile.ReadError as e:
+            if "empty file" in str(e):  # a 0-byte layer is an empty layer
+                self._tar = None
+            else:
+                raise _malformed(str(e)) from None
+
+    def __iter__(self) -> Iterator[_Header]:
+        tar = self._tar
+        if tar is None:
+            return
+        while True:
+            try:
+                m = tar.next()
+            except (tarfile.TarError, EOFError, ValueError, OverflowError) as e:
+                raise _malformed(str(e) or type(e).__name__) from None
+            if m is None:
+                bad = getattr(tar, "lamina_bad_header", None)
+                if bad is not None:
+                    raise _malformed(bad)
+                return
+            tar.members.clear()  # tarfile keeps every member otherwise; we need only this one
+            kind = _TARFILE_KINDS.get(m.type, stat.S_IFREG)  # POSIX: unknown types are files
+            self._member = m
+            name = os.fsencode(m.name)
+            link = os.fsencode(m.linkname) if kind in (HARDLINK, stat.S_IFLNK) else None
+            xattrs = _tarfile_xattrs(m.pax_headers)
+            mtime = _pax_time(m.pax_headers.get("mtime")) or int(m.mtime) * 1_000_000_000
+            yield _Header(name, kind, m.size, m.mode & 0o7777, m.uid, m.gid, mtime,
+                          _pax_time(m.pax_headers.get("atime")), link, m.devmajor, m.devminor,
+                          xattrs)
+
+    def write_data(self, fd: int) -> int:
+        """Read the member's stored bytes straight from tarfile's stream (a sparse member's
+        data regions are stored back to back) and pwrite each region at its offset."""
+        assert self._tar is not None and self._member is not None
+        m, tar = self._member, self._tar
+        regions = m.sparse if m.sparse is not None else [(0, m.size)]
+        stored = tar.offset - m.offset_data  # the member's data blocks, padding included
+        if sum(length for _, length in regions) > stored:
+            raise _malformed(f"sparse map of {m.name!r} is larger than its data")
+        src = tar.fileobj
+        end = 0
+        try:
+            src.seek(m.offset_data)
+            for pos, left in regions:
+                while left:
+                    data = src.read(min(left, _CHUNK))
+                    if not data:
+                        raise _malformed(f"truncated data of {m.name!r}")
+                    os.pwrite(fd, data, pos)
+                    pos += len(data)
+                    left -= len(data)
+                    end = max(end, pos)  # empty regions (map terminators) write nothing
+        except (tarfile.TarError, EOFError, ValueError) as e:
+            raise _malformed(str(e) or type(e).__name__) from None
+        return end
+
+    def close(self) -> None:
+        pass  # the caller owns the stream
+
+    def drain(self) -> None:
+        _drain(self._stream)
+
+
+def _tarfile_xattrs(pax: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """Xattrs from PAX records as GNU tar/star (``SCHILY.xattr.<name>=<raw>``) and bsdtar
+    (``LIBARCHIVE.xattr.<url-quoted name>=<base64>``) write them."""
+    out = []
+    for key, value in pax.items():
+        if key.startswith("SCHILY.xattr."):
+            out.append((os.fsencode(key[13:]), value.encode("utf-8", "surrogateescape")))
+        elif key.startswith("LIBARCHIVE.xattr."):
+            try:
+                raw = base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                raise _malformed(f"bad base64 in PAX record {key!r}") from None
+            out.append((urllib.parse.unquote_to_bytes(key[17:]), raw))
+    return out
+
+
+def _pax_time(value: str | None) -> int | None:
+    """A PAX time ("1700000000.123456789") in ns, exactly (no float rounding)."""
+    if not value:
+        return None
+    try:
+        sec, _, frac = value.partition(".")
+        neg = sec.startswith("-")
+        ns = abs(int(sec)) * 1_000_000_000 + int((frac + "000000000")[:9] or "0")
+        return -ns if neg else ns
+    except ValueError:
+        return None
