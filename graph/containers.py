@@ -115,6 +115,20 @@ class ContainerStore:
         with self.db.transaction() as conn:
             conn.execute("UPDATE containers SET state = ? WHERE id = ?", (state, c.id))
 
+    def rename(self, c: Container, name: str) -> Container:
+        """Give the container a new name (``docker rename``).
+        Raises: InvalidInput (bad name), AlreadyExists (name taken). Repeat: same name is a no-op."""
+        if not _NAME_RE.match(name):
+            raise InvalidInput(f"invalid container name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+        if name == c.name:
+            return c
+        try:
+            with self.db.transaction() as conn:
+                conn.execute("UPDATE containers SET name = ? WHERE id = ?", (name, c.id))
+        except sqlite3.IntegrityError as e:
+            raise AlreadyExists(f"container name {name!r} is already in use") from e
+        return self.get(c.id)
+
     def update_config(self, c: Container, config: dict[str, Any]) -> None:
         with self.db.transaction() as conn:
             conn.execute("UPDATE containers SET config = ? WHERE id = ?", (json.dumps(config), c.id))

@@ -2,7 +2,8 @@
 (tests/test_architecture.py checks it): library code takes parameters, so an embedder of ``graph``
 is never surprised by a variable set in its process.
 
-Variables: ``LAMINA_ROOT`` (the store's root directory, default ``/var/lib/lamina``) and
+Variables: ``LAMINA_HOST`` (a ``lamina daemon`` to use instead of the store: ``unix:///PATH``),
+``LAMINA_ROOT`` (the store's root directory, default ``/var/lib/lamina``) and
 ``LAMINA_DRIVER`` (the graphdriver for a new root; an existing root keeps the driver it was made
 with, see ``graph.Store``), ``LAMINA_ADDRESS_POOLS`` (where new networks' subnets come from,
 ``BASE/LEN:SIZE,...``; Docker's defaults when unset, see ``graph.networks``).
@@ -38,6 +39,12 @@ def defaults(environ: Mapping[str, str] | None = None) -> Defaults:
         root=env.get("LAMINA_ROOT") or DEFAULT_ROOT,
         driver=env.get("LAMINA_DRIVER") or None,
     )
+
+
+def daemon_host(environ: Mapping[str, str] | None = None) -> str | None:
+    """``$LAMINA_HOST``: the daemon the CLI talks to instead of opening the store (``--host``)."""
+    env = os.environ if environ is None else environ
+    return env.get("LAMINA_HOST") or None
 
 
 def address_pools() -> str | None:

@@ -423,7 +423,7 @@ class Running(Record):
 
 
 def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool = False,
-          stdin: bool = False) -> Running:
+          stdin: bool | int = False) -> Running:
     """Start a created or exited container (``docker start``); a running one is left as it is.
 
     Effect: rootfs mounted (held until exit), bundle rewritten, monitor and container started;
@@ -490,7 +490,7 @@ def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool 
 
 
 def run(store: "Store", image: str, *, name: str | None = None, config: dict[str, Any] | None = None,
-        runtime: str | None = None, attach: bool = True, stdin: bool = False) -> Running:
+        runtime: str | None = None, attach: bool = True, stdin: bool | int = False) -> Running:
     """``docker run``: create and start in one go (one mount). On any failure before the
     container runs, the container is removed again: nothing is left."""
     c = store.create_container(image, name=name, config=config)
@@ -638,9 +638,14 @@ def unpause(store: "Store", key: str) -> "Container":
 
 # ---- exec ------------------------------------------------------------------------------------------------
 def exec_(store: "Store", key: str, argv: Sequence[str], *, env: Sequence[str] = (), workdir: str = "",
-          user: str | None = None, detach: bool = False, stdin: bool = False) -> int:
+          user: str | None = None, detach: bool = False, stdin: bool = False,
+          stdio: tuple[int | None, int | None, int | None] | None = None,
+          started: Callable[[int], None] | None = None) -> int:
     """Run another process in a running container (``docker exec``), attached to this
     process's stdout and stderr (and stdin with ``stdin``); its exit code (0 with ``detach``).
+    ``stdio``: file descriptors for the process's stdin, stdout and stderr instead (None: as
+    above), for a caller that relays them (the daemon); ``started`` is called with the pid of
+    the runtime's exec process once it runs.
 
     Raises: Conflict (not running, paused), NotFound (program), InvalidInput (user, workdir).
     """
@@ -667,8 +672,14 @@ def exec_(store: "Store", key: str, argv: Sequence[str], *, env: Sequence[str] =
     bundle.write(pf, proc)
     try:
         cmd = rt.exec_command(c.id, pf, detach=detach)
-        proc = rt.popen(cmd, stdin=None if stdin else subprocess.DEVNULL,
-                        stderr=subprocess.PIPE if detach else None)
+        if stdio is not None and not detach:
+            proc = rt.popen(cmd, stdin=subprocess.DEVNULL if stdio[0] is None else stdio[0],
+                            stdout=stdio[1], stderr=stdio[2])
+        else:
+            proc = rt.popen(cmd, stdin=None if stdin else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE if detach else None)
+        if started is not None:
+            started(proc.pid)
         _out, said = proc.communicate()
     finally:
         with contextlib.suppress(FileNotFoundError):

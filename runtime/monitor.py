@@ -40,6 +40,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 import traceback
 from typing import Any, BinaryIO
@@ -256,25 +257,28 @@ class Attachment:
         """Collect the monitor's exit status once it has ended (no zombie while we live on):
         now if it is over, else at the next ``spawn`` of this process."""
         if self.child:
-            _unreaped.append(self.child)
+            with _unreaped_lock:
+                _unreaped.append(self.child)
             self.child = 0
         _reap_children()
 
 
 _unreaped: list[int] = []
+_unreaped_lock = threading.Lock()  # the daemon starts and reaps monitors from many threads
 
 
 def _reap_children() -> None:
-    for pid in list(_unreaped):
-        try:
-            done = os.waitpid(pid, os.WNOHANG)[0] != 0
-        except ChildProcessError:
-            done = True
-        if done:
-            _unreaped.remove(pid)
+    with _unreaped_lock:
+        for pid in list(_unreaped):
+            try:
+                done = os.waitpid(pid, os.WNOHANG)[0] != 0
+            except ChildProcessError:
+                done = True
+            if done:
+                _unreaped.remove(pid)
 
 
-def spawn(paths: Paths, rt: OCIRuntime, *, store_root: str, stdin: bool = False) -> Attachment:
+def spawn(paths: Paths, rt: OCIRuntime, *, store_root: str, stdin: bool | int = False) -> Attachment:
     """Start the monitor (and through it the container) in the background; the caller then
     calls ``handshake`` on the returned attachment, and ``stream`` or ``detach``.
 
@@ -282,7 +286,8 @@ def spawn(paths: Paths, rt: OCIRuntime, *, store_root: str, stdin: bool = False)
     Effect: a forked process in a session of its own (``setsid``: no terminal, no signals from
     the caller's terminal) that outlives the caller, re-parented to init when the caller exits;
     its stdio is /dev/null and ``monitor.log`` (its own errors), so it never holds the caller's
-    terminal or pipes (except stdin with ``stdin=True``, handed to the container). One fork, not
+    terminal or pipes (except stdin with ``stdin=True``, handed to the container; an int is a
+    file descriptor handed instead, such as a pipe the daemon feeds from its client). One fork, not
     the classic two: the second would only spare the caller a zombie for the rest of its own
     short life (``finish`` reaps it), and each fork of a Python process costs milliseconds.
     """
@@ -341,11 +346,16 @@ def _write_json(path: str, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _monitor_main(paths: Paths, rt: OCIRuntime, store_root: str, sock_fd: int, stdin: bool) -> int:
+def _monitor_main(paths: Paths, rt: OCIRuntime, store_root: str, sock_fd: int, stdin: bool | int) -> int:
     gc.disable()  # objects inherited from the caller must not be finalised here
     devnull = os.open(os.devnull, os.O_RDWR)
     errlog = os.open(paths.monitor_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    cin = os.dup(0) if stdin else os.dup(devnull)
+    if stdin is True:
+        cin = os.dup(0)
+    elif stdin is False:
+        cin = os.dup(devnull)
+    else:
+        cin = os.dup(stdin)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.dup2(errlog, 2)

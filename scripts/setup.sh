@@ -14,6 +14,8 @@ APT_PACKAGES=(
   busybox-static                        # a static busybox for the runtime tests' images
   iproute2 iptables                     # bridge networks: ip (links, addresses), isolation/NAT rules
   docker-registry                       # local registry for distribution tests and the bench
+  docker.io                             # the docker CLI (20.10, API 1.41) the daemon tests drive; its
+                                        # dockerd/containerd never start (policy-rc.d below)
   skopeo umoci                          # peers: images made by other tools; bench comparisons
   zstd pigz tar                         # roofline and peers
 )
@@ -38,7 +40,8 @@ if [ "${LAMINA_SKIP_APT:-}" != 1 ]; then
     if [ "$(id -u)" != 0 ]; then
       echo "setup: need root to install: ${missing[*]}" >&2; exit 1
     fi
-    # docker-registry's package starts a service on *:5000 at install; we start our own on 127.0.0.1.
+    # docker-registry's package starts a service on *:5000 at install, docker.io dockerd and
+    # containerd; none may start: we run our own registry on 127.0.0.1, and no Docker engine.
     created_policy=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; created_policy=1

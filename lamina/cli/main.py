@@ -31,6 +31,7 @@ from lamina import __version__, config
 from lamina.cli import (
     commit,
     create,
+    daemon,
     diff,
     export,
     images,
@@ -54,7 +55,7 @@ from lamina.cli import network, port  # networks and published ports
 
 COMMANDS: list[ModuleType] = [
     pull, push, login, load, save, images, tag, rmi, inspect, create, mount, umount, diff, commit, export, rm, ps, system,
-    run, start, stop, kill, pause, logs, exec_command, stats,
+    run, start, stop, kill, pause, logs, exec_command, stats, daemon,
     network, port,
 ]
 
@@ -90,9 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "else the root's own, else overlay where the kernel has it, else vfs)")
     p.add_argument("--runtime", choices=config.RUNTIMES, default=None,
                    help="OCI runtime for containers (recorded now, used when containers run)")
+    p.add_argument("--host", default=config.daemon_host(), metavar="URL",
+                   help="talk to a lamina daemon (unix:///PATH, tcp://127.0.0.1:PORT) instead of opening "
+                        "the store (default: $LAMINA_HOST)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     p.add_argument("--version", action="version", version=f"lamina {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = p.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)  # run's "command" is its argv
     for module in COMMANDS:
         module.register(sub)
     return p
@@ -103,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)  # usage errors: two lines, exit 125 (see _Parser)
     if extra:  # say it as the innermost command's error, so the hint names that command's help
         _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.host and args.subcommand != "daemon":
+        from lamina.cli import remote  # the standard library only: no store, no runtime
+
+        return remote.dispatch(args)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -142,6 +150,8 @@ def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
 def _dispatch(args: argparse.Namespace) -> int:
     from lamina.cli.common import open_store
 
+    if not getattr(args, "opens_store", True):  # the daemon opens its own stores
+        return int(args.run(args, None) or 0)
     with open_store(args) as store:
         rc = args.run(args, store)
     sys.stdout.flush()
