@@ -120,8 +120,11 @@ class LayerStore:
             )
 
     def _discard(self, cid: CacheID) -> None:
-        """Remove driver data that no committed row points at, then its pending row."""
+        """Remove driver data that no committed row points at, then its pending row. The removal
+        is synced first: a power cut must not bring the data back with no row at all (an orphan
+        ``check`` reports; tests/powercut found it once ``orphans`` became real)."""
         self.driver.remove(cid)
+        self.driver.sync()
         with self.db.transaction() as c:
             c.execute("DELETE FROM pending WHERE cache_id = ?", (cid,))
 
