@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 # which pytest's own (recursive) clean-up of old temp dirs cannot remove.
 TEST_TMP ?= /tmp/lamina-tests
 
-.PHONY: setup setup-bench test test-fast test-powercut test-crash-long bench bench-quick clean
+.PHONY: setup setup-bench test test-fast test-powercut test-crash-long bench bench-quick bench-gate bench-instrument clean
 
 setup:
 	@bash scripts/setup.sh
@@ -38,6 +38,14 @@ bench: setup-bench
 
 bench-quick: setup-bench
 	$(PY) -m bench run --profile quick
+
+# CI's gate: A/B of this checkout against HEAD^ on the quick workloads (budget 15 min on 2 cores)
+bench-gate: setup-bench
+	$(PY) -m bench gate
+
+# the instrument's own figures in bench/README.md (about 35 min; needs a clean checkout)
+bench-instrument: setup-bench
+	$(PY) -m bench.instrument --concurrency ""
 
 clean:
 	rm -rf .venv .pytest_cache .benchmarks build *.egg-info

@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from bench import paired
 from bench.phases import PHASES, PHASE_NAMES
 from bench.profiles import PROFILES
 
@@ -45,7 +46,8 @@ profiles:
                 for n, p in PROFILES.items()) + """
 
 exit status: 0, or 1 when the comparison with the baseline finds a significant regression
-beyond the threshold and failing on it is on (--fail-on-regression; the quick profile's default).
+beyond the threshold and failing on it is asked for (--fail-on-regression; off in every profile:
+the baseline is history, CI's gate is the A/B run `python -m bench gate`).
 """
 
 
@@ -90,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-baseline", action="store_true",
                      help="also write this run as the profile's baseline (results/baseline*.json)")
     run.add_argument("--fail-on-regression", action=argparse.BooleanOptionalAction, default=None,
-                     help="exit 1 on a significant regression beyond --threshold (default: on for quick)")
+                     help="exit 1 on a significant regression beyond --threshold against the baseline "
+                          "(default: off; CI gates with `python -m bench gate`)")
     run.add_argument("--threshold", type=float, default=0.5, metavar="F",
                      help="a regression counts when the ratio-adjusted median got slower by more than F "
                           "(0.5 = 1.5x) and the permutation test says p <= --alpha (default: %(default)s)")
@@ -114,21 +117,61 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, help="report directory (default: next to the results file)")
     rep.add_argument("--baseline", type=Path, help="results file to compare with in the report")
 
-    cmp_ = sub.add_parser("compare", help="compare two results files: per-cell ratio changes with a "
-                                          "significance test",
-                          description=textwrap.dedent("""\
-        Compare BASE and NEW cell by cell. Each sample is divided by its in-run reference (the
-        phase's roofline limit measured in the same repetition, else the machine calibration), so
-        a slower or busier machine does not look like a regression. A change is significant when
-        an exact permutation test on the log ratios gives p <= alpha; it is a regression when it
-        is significant and the ratio-adjusted median grew by more than the threshold."""),
+    cmp_ = sub.add_parser("compare", help="A/B: run two revisions pair by pair and judge paired ratios "
+                                          "(--base REV); or compare two results files",
+                          description=textwrap.dedent(f"""\
+        With --base REV (the gate's way): build REV in its own git worktree and venv (cached
+        under $LAMINA_BENCH_REVS, default /var/tmp/lamina-bench/rev-<sha>), then measure it and
+        --new (default: this worktree) one right after the other, repetition by repetition, in
+        random order per pair, on the same loop filesystems. A cell is a regression when the
+        geometric mean of its per-pair ratios new/base is >= 1 + threshold (default
+        {paired.DEFAULTS.threshold}) AND a one-sided sign-flip test on the log ratios gives
+        p <= alpha (default {paired.DEFAULTS.alpha}); cells with a base median under
+        {paired.DEFAULTS.floor * 1e3:g} ms never fail. Writes ab.json, ab.md, ab.png into --out
+        (default results/ab/). Exit 1 on a regression, 2 when a side cannot be built.
+
+        With two results files BASE NEW: the older unpaired comparison (each sample divided by
+        its in-run reference, exact permutation test), for runs made at different times."""),
                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    cmp_.add_argument("base", type=Path)
-    cmp_.add_argument("new", type=Path)
-    cmp_.add_argument("--threshold", type=float, default=0.5, help="(default: %(default)s = 1.5x)")
-    cmp_.add_argument("--alpha", type=float, default=0.05)
-    cmp_.add_argument("--out", type=Path, help="write compare.md and compare.png into this directory")
-    cmp_.add_argument("--fail-on-regression", action="store_true", help="exit 1 on a regression")
+    cmp_.add_argument("base_file", nargs="?", type=Path, metavar="BASE.json")
+    cmp_.add_argument("new_file", nargs="?", type=Path, metavar="NEW.json")
+    cmp_.add_argument("--base", dest="base_rev", metavar="REV", help="git revision to measure as the base")
+    cmp_.add_argument("--new", dest="new_rev", metavar="REV", default="worktree",
+                      help="git revision to measure as the new side, or 'worktree' (default)")
+    cmp_.add_argument("--profile", choices=sorted(PROFILES), default="quick",
+                      help="workloads, drivers and phases of the A/B (default: %(default)s)")
+    cmp_.add_argument("--pairs", type=int, default=8, metavar="N",
+                      help="repetitions of each side (default: %(default)s; >= 7 for alpha 0.01)")
+    cmp_.add_argument("--drivers", type=_csv, metavar="LIST")
+    cmp_.add_argument("--workloads", type=_csv, metavar="LIST")
+    cmp_.add_argument("--phases", type=_csv, metavar="LIST")
+    cmp_.add_argument("--threshold", type=float, help="smallest slowdown that fails (A/B default: "
+                                                      f"{paired.DEFAULTS.threshold}; files: 0.5)")
+    cmp_.add_argument("--alpha", type=float, help=f"significance level (A/B default: {paired.DEFAULTS.alpha}; "
+                                                  "files: 0.05)")
+    cmp_.add_argument("--out", type=Path, help="report directory")
+    cmp_.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, metavar="DIR")
+    cmp_.add_argument("--fail-on-regression", action="store_true", help="(files) exit 1 on a regression")
+    cmp_.add_argument("-v", "--verbose", action="store_true")
+
+    gate = sub.add_parser("gate", help="CI's gate: A/B of this checkout against HEAD^ on the quick workloads",
+                          description=textwrap.dedent("""\
+        The A/B compare (see `compare --base`) of this checkout against its first parent on the
+        quick profile's workloads, 8 pairs; exit 1 only on a regression that is significant and
+        large. Budget: 15 minutes on 2 cores, building the base included. When HEAD has no
+        parent or the base cannot be built or run, it prints one line starting
+        'bench gate: NOT GATED' and runs the quick profile without a gate instead (exit 0)."""),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    gate.add_argument("--base", dest="base_rev", default="HEAD^", metavar="REV", help="(default: %(default)s)")
+    gate.add_argument("--pairs", type=int, default=8, metavar="N")
+    gate.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, metavar="DIR")
+    gate.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, metavar="DIR")
+    gate.add_argument("-v", "--verbose", action="store_true")
+
+    hist = sub.add_parser("history", help="plot the headline cells across the committed results of past revisions")
+    hist.add_argument("--out", type=Path, default=DEFAULT_RESULTS / "history",
+                      help="where history.md and history-*.png go (default: %(default)s)")
+    hist.add_argument("--max", type=int, default=50, help="newest N revisions (default: %(default)s)")
 
     mic = sub.add_parser("micro", help="run the pytest-benchmark micro benchmarks (bench/micro) into a "
                                        "results file")
@@ -139,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl = sub.add_parser("clean", help="unmount and detach what a run left in the work dir")
     cl.add_argument("--work-dir", type=Path, default=DEFAULT_WORK)
     cl.add_argument("--cache", action="store_true", help="also delete the workload cache")
+    cl.add_argument("--revs", action="store_true", help="also delete the A/B revision cache (worktrees, venvs)")
 
     sub.add_parser("list", help="list profiles, workloads, phases, peers and drivers")
     return ap
@@ -214,41 +258,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out_json = results_dir / f"{label}.json"
     suite.save(out_json)
     print(f"bench: results in {out_json}", file=sys.stderr)
+    from bench.report import finish
+
     return finish(cfg, suite, out_json, save_baseline=args.save_baseline)
-
-
-def finish(cfg: object, suite: object, out_json: Path, *, save_baseline: bool) -> int:
-    """Report, headline, comparison with the baseline; the exit status."""
-    from bench import compare, report
-    from bench.runner import RunConfig
-    from bench.results import Suite
-
-    assert isinstance(cfg, RunConfig) and isinstance(suite, Suite)
-    rdir = cfg.report_dir
-    comparison = None
-    if cfg.compare and cfg.baseline is not None and cfg.baseline.exists() and \
-            cfg.baseline.resolve() != out_json.resolve():
-        from bench import results as R
-
-        base = R.load(cfg.baseline)
-        comparison = compare.compare(base, suite, threshold=cfg.threshold, alpha=cfg.alpha)
-        compare.write(comparison, rdir, base_name=str(cfg.baseline.name), new_name=out_json.name)
-        print(compare.summary_text(comparison), file=sys.stderr)
-    elif cfg.compare:
-        print(f"bench: no baseline at {cfg.baseline}; nothing to compare "
-              f"(--save-baseline makes this run the baseline)", file=sys.stderr)
-    path = report.write_report(suite, rdir, results_name=os.path.relpath(out_json, rdir), comparison=comparison,
-                               headline=cfg.label == "default")
-    print(f"bench: report in {path}", file=sys.stderr)
-    if save_baseline and cfg.profile.baseline:
-        dst = cfg.results_dir / cfg.profile.baseline
-        shutil.copyfile(out_json, dst)
-        print(f"bench: baseline saved as {dst}", file=sys.stderr)
-    if comparison is not None and cfg.fail_on_regression and comparison.regressions:
-        print(f"bench: FAIL: {len(comparison.regressions)} significant regression(s) beyond "
-              f"{1 + cfg.threshold:.2f}x", file=sys.stderr)
-        return 1
-    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -268,20 +280,75 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    if args.base_rev:
+        if args.base_file or args.new_file:
+            print("bench: give either --base REV or two results files, not both", file=sys.stderr)
+            return 2
+        return _compare_revs(args)
+    if not (args.base_file and args.new_file):
+        print("bench: compare needs --base REV, or BASE.json NEW.json", file=sys.stderr)
+        return 2
     from bench import compare
     from bench import results as R
 
     try:
-        base, new = R.load(args.base), R.load(args.new)
+        base, new = R.load(args.base_file), R.load(args.new_file)
     except R.ResultsError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2
-    c = compare.compare(base, new, threshold=args.threshold, alpha=args.alpha)
+    c = compare.compare(base, new, threshold=0.5 if args.threshold is None else args.threshold,
+                        alpha=0.05 if args.alpha is None else args.alpha)
     print(compare.table_text(c))
     print(compare.summary_text(c))
     if args.out:
-        compare.write(c, args.out, base_name=args.base.name, new_name=args.new.name)
+        compare.write(c, args.out, base_name=args.base_file.name, new_name=args.new_file.name)
     return 1 if (args.fail_on_regression and c.regressions) else 0
+
+
+def _compare_revs(args: argparse.Namespace) -> int:
+    from bench import gate
+
+    over: dict[str, object] = {"reps": args.pairs}
+    if args.pairs < 1:
+        print("bench: --pairs must be >= 1", file=sys.stderr)
+        return 2
+    if args.drivers:
+        over["drivers"] = args.drivers
+    if args.workloads:
+        over["workloads"] = args.workloads
+        over["concurrency_workload"] = args.workloads[0]
+    if args.phases:
+        bad = [x for x in args.phases if x not in PHASE_NAMES]
+        if bad:
+            print(f"bench: unknown phase(s): {', '.join(bad)}", file=sys.stderr)
+            return 2
+        over["phases"] = args.phases
+    if os.geteuid() != 0:
+        print("bench: needs root (loop filesystems, mounts, dropping caches)", file=sys.stderr)
+        return 2
+    t = paired.Thresholds(alpha=paired.DEFAULTS.alpha if args.alpha is None else args.alpha,
+                          threshold=paired.DEFAULTS.threshold if args.threshold is None else args.threshold)
+    profile = PROFILES[args.profile].with_(**over)  # type: ignore[arg-type]
+    return gate.compare_revs(args.base_rev, args.new_rev, profile, work_dir=args.work_dir,
+                             out_dir=args.out or DEFAULT_RESULTS / "ab", t=t, verbose=args.verbose)
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from bench import gate
+
+    if os.geteuid() != 0:
+        print("bench: needs root (loop filesystems, mounts, dropping caches)", file=sys.stderr)
+        return 2
+    return gate.gate(base_rev=args.base_rev, work_dir=args.work_dir, results_dir=args.results_dir,
+                     pairs=args.pairs, verbose=args.verbose)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from bench import history
+
+    path = history.write(REPO, args.out, newest=args.max)
+    print(path)
+    return 0
 
 
 def cmd_micro(args: argparse.Namespace) -> int:
@@ -299,6 +366,10 @@ def cmd_clean(args: argparse.Namespace) -> int:
         shutil.rmtree(args.work_dir / sub, ignore_errors=True)
     if args.cache:
         shutil.rmtree(args.work_dir / "cache", ignore_errors=True)
+    if args.revs:
+        from bench import revs
+
+        revs.prune(REPO, keep=0)
     for e in errors:
         print(f"bench: {e}", file=sys.stderr)
     return 1 if errors else 0
@@ -331,4 +402,4 @@ def main(argv: list[str] | None = None) -> int:
         ap.print_help()
         return 2
     return {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "micro": cmd_micro,
-            "clean": cmd_clean, "list": cmd_list}[args.command](args)
+            "clean": cmd_clean, "list": cmd_list, "gate": cmd_gate, "history": cmd_history}[args.command](args)

@@ -208,7 +208,10 @@ def write(c: Comparison, out_dir: Path, *, base_name: str, new_name: str) -> Pat
     from bench import plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot = plots.compare_plot(c, out_dir / "compare.png")
+    rows = [plots.ForestRow(x.label, x.ratio, x.ci[0], x.ci[1], x.verdict) for x in c.changes]
+    plot = plots.forest(rows, out_dir / "compare.png", threshold=c.threshold, limit=40,
+                        title=f"{min(40, len(rows))} of {len(rows)} cells (regressions and the largest changes)",
+                        xlabel="ratio of medians, new / base, after dividing by in-run references (> 1: slower)")
     path = out_dir / "compare.md"
     path.write_text(markdown(c, base_name, new_name, plot.name if plot else None))
     return path

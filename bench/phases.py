@@ -173,12 +173,17 @@ def write_one_byte(path: str) -> None:
 
 
 def pull_function() -> tuple[Callable[..., Any] | None, str | None]:
-    """``(pull, None)`` when ``graph.pull`` exists, else ``(None, reason)``."""
+    """``(pull, None)`` when lamina has a pull, else ``(None, reason)``. Older revisions (an A/B
+    base) kept it in ``graph.pull``, newer ones in ``graph.distribution.pull``."""
     try:
         from graph import pull
         from graph import RegistryOptions
     except ImportError as e:
-        return None, f"graph.pull is not available: {e}"
+        try:
+            from graph.pull import pull  # type: ignore[no-redef]
+            from graph.registry import RegistryOptions  # type: ignore[no-redef]
+        except ImportError:
+            return None, f"graph.distribution.pull is not available: {e}"
 
     def do_pull(store: Any, ref: str, host: str) -> Any:
         return pull(store, ref, options=RegistryOptions(insecure=frozenset({host})))
@@ -227,7 +232,10 @@ def _preimport() -> None:
     import importlib
 
     for name in ("httpx", "zstandard", "isal.igzip", "isal.isal_zlib", "gzip", "lzma", "bz2", "xxhash",
-                 "graph", "graph.distribution.pull", "graph.distribution.registry", "graph.archive", "graph.unpack", "runtime"):
+                 "graph", "graph.distribution.pull", "graph.distribution.registry", "graph.pull", "graph.registry",
+                 "graph.archive", "graph.unpack", "runtime", "drivers", "drivers.tar.apply", "drivers.tar.diff",
+                 "drivers.tarapply", "drivers.tardiff", "drivers.diffdirs", "drivers.overlay", "drivers.vfs",
+                 "drivers.btrfs"):  # old and new module names: an A/B base may be older
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
 

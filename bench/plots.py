@@ -7,14 +7,17 @@
 - ``concurrency.png``: wall time for N containers at once and time per container;
 - ``waterfall.png``: the critical path from registry to running container, per driver;
 - ``roofline.png``: each phase as a fraction of its limit (limit / phase), per driver;
-- ``compare.png``: ratio changes against a baseline with intervals, coloured by verdict.
+- ``history-<profile>.png``: each headline cell across committed revisions (``python -m bench history``);
+- ``forest``: a forest plot of ratios with intervals, coloured by verdict (``compare.png`` against a
+  baseline, ``ab.png`` of an A/B run); it takes plain ``ForestRow``s and imports no comparison.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
@@ -25,9 +28,6 @@ import numpy as np  # noqa: E402
 from bench import stats  # noqa: E402
 from bench.phases import BY_NAME, CRITICAL_PATH, PHASE_NAMES  # noqa: E402
 from bench.results import Suite  # noqa: E402
-
-if TYPE_CHECKING:
-    from bench.compare import Comparison
 
 DPI = 100
 COLORS = {"vfs": "#4c72b0", "overlay": "#dd8452", "btrfs": "#55a868", "fuse": "#c44e52"}
@@ -346,37 +346,109 @@ def roofline(suite: Suite, workload: str, path: Path) -> Path | None:
 
 
 VERDICT_COLORS = {"regression": "#d62728", "slower": "#ff9896", "improvement": "#2ca02c",
-                  "faster": "#98df8a", "same": "#7f7f7f", "tiny": "#c7c7c7"}
+                  "faster": "#98df8a", "same": "#7f7f7f", "tiny": "#c7c7c7", "too-few": "#c7c7c7"}
 
 
-def compare_plot(c: "Comparison", path: Path, limit: int = 40) -> Path | None:
-    if not c.changes:
+@dataclass(frozen=True)
+class ForestRow:
+    """One row of a forest plot: a cell's ratio (new / base), its interval and its verdict. The
+    plot takes plain rows so that it knows nothing of how they were computed (``compare.py``
+    and ``ab.py`` both draw with it)."""
+
+    label: str
+    ratio: float
+    lo: float
+    hi: float
+    verdict: str
+
+
+def forest(rows: list[ForestRow], path: Path, *, threshold: float, title: str, xlabel: str,
+           limit: int | None = None) -> Path | None:
+    """A forest plot: one row per cell, the point estimate with its interval, regressions red,
+    the no-change line at 1 and the threshold lines dashed. ``limit`` keeps every regression and
+    the largest other changes."""
+    rows = [r for r in rows if r.ratio > 0 and math.isfinite(r.ratio)]
+    if not rows:
         return None
-    chosen = [x for x in c.changes if x.verdict == "regression"]
-    rest = sorted((x for x in c.changes if x.verdict != "regression" and x.ratio > 0 and math.isfinite(x.ratio)),
-                  key=lambda x: -abs(math.log(x.ratio)))
-    chosen += rest[: max(0, limit - len(chosen))]
-    chosen.sort(key=lambda x: x.ratio)
-    fig, ax = plt.subplots(figsize=(8, 0.24 * len(chosen) + 1.5))
-    y = np.arange(len(chosen))
-    r = np.array([x.ratio for x in chosen])
-    lo = np.array([x.ci[0] for x in chosen])
-    hi = np.array([x.ci[1] for x in chosen])
-    ax.errorbar(r, y, xerr=[np.maximum(r - lo, 0), np.maximum(hi - r, 0)], fmt="none", ecolor="#999999", lw=0.8)
-    ax.scatter(r, y, c=[VERDICT_COLORS.get(x.verdict, "black") for x in chosen], s=18, zorder=3)
+    if limit is not None and len(rows) > limit:
+        bad = [r for r in rows if r.verdict == "regression"]
+        rest = sorted((r for r in rows if r.verdict != "regression"), key=lambda r: -abs(math.log(r.ratio)))
+        rows = bad + rest[: max(0, limit - len(bad))]
+    rows = sorted(rows, key=lambda r: r.ratio)
+    fig, ax = plt.subplots(figsize=(8.5, 0.22 * len(rows) + 1.6))
+    y = np.arange(len(rows))
+    r = np.array([x.ratio for x in rows])
+    lo = np.array([x.lo if math.isfinite(x.lo) else x.ratio for x in rows])
+    hi = np.array([x.hi if math.isfinite(x.hi) else x.ratio for x in rows])
+    cols = [VERDICT_COLORS.get(x.verdict, "black") for x in rows]
+    for i in range(len(rows)):
+        ax.plot([lo[i], hi[i]], [y[i], y[i]], color=cols[i] if rows[i].verdict == "regression" else "#999999",
+                lw=1.6 if rows[i].verdict == "regression" else 0.9)
+    ax.scatter(r, y, c=cols, s=20, zorder=3)
     ax.axvline(1, color="black", lw=0.8)
-    ax.axvline(1 + c.threshold, color="#d62728", lw=0.8, ls="--")
-    ax.axvline(1 / (1 + c.threshold), color="#2ca02c", lw=0.8, ls="--")
+    ax.axvline(1 + threshold, color="#d62728", lw=0.8, ls="--")
+    ax.axvline(1 / (1 + threshold), color="#2ca02c", lw=0.8, ls="--")
+    span = max(float(np.max(hi)), 1 + 2 * threshold) / min(float(np.min(lo)), 1 / (1 + 2 * threshold))
     ax.set_xscale("log", base=2)
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
-    ax.set_yticks(y, [x.label for x in chosen], fontsize=7)
-    ax.set_xlabel("ratio of medians, new / base, after dividing by in-run references (> 1: slower)", fontsize=8)
-    handles = [plt.Line2D([], [], marker="o", ls="", color=col, label=v) for v, col in VERDICT_COLORS.items()]
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}x"))
+    if span < 4:
+        ax.set_xticks([t for t in (0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0)
+                       if min(float(np.min(lo)), 0.9) * 0.95 <= t <= max(float(np.max(hi)), 1.1) * 1.05])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    labels = [x.label for x in rows]
+    ax.set_yticks(y, labels, fontsize=7)
+    for tick, row in zip(ax.get_yticklabels(), rows):
+        if row.verdict == "regression":
+            tick.set_color(VERDICT_COLORS["regression"])
+            tick.set_fontweight("bold")
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel(xlabel, fontsize=8)
+    present = sorted({x.verdict for x in rows}, key=list(VERDICT_COLORS).index)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=VERDICT_COLORS[v], label=v) for v in present]
     ax.legend(handles=handles, fontsize=7, loc="lower right")
-    ax.set_title(f"{len(chosen)} of {len(c.changes)} cells (regressions and the largest changes)", fontsize=9)
+    ax.set_title(title, fontsize=9)
     ax.grid(True, axis="x", which="both", alpha=0.2)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def history(revisions: list[tuple[str, Suite]], workload: str, path: Path, *, title: str) -> Path | None:
+    """asv-style history: one panel per phase on ``workload``, x = the revisions in order, a line
+    per driver at the median with its 95% bootstrap interval as whiskers."""
+    phases = [p for p in PHASE_NAMES if any(s.cell("phase", p, d, workload) is not None and
+                                             s.cell("phase", p, d, workload).samples  # type: ignore[union-attr]
+                                             for _, s in revisions for d in _drivers(s))]
+    if not phases:
+        return None
+    drivers = sorted({d for _, s in revisions for d in _drivers(s)})
+    ncol = min(4, len(phases))
+    nrow = math.ceil(len(phases) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.4 * nrow + 0.6), squeeze=False)
+    x = np.arange(len(revisions))
+    for ax, phase in zip(axes.flat, phases):
+        for d in drivers:
+            med, lo, hi = [], [], []
+            for _, s in revisions:
+                c = s.cell("phase", phase, d, workload)
+                if c is None or not c.samples:
+                    med.append(np.nan), lo.append(np.nan), hi.append(np.nan)
+                    continue
+                m = stats.median(c.samples)
+                a, b = stats.bootstrap_ci(c.samples)
+                med.append(m), lo.append(m - a), hi.append(b - m)
+            ax.errorbar(x, med, yerr=[lo, hi], marker="o", ms=4, lw=1.2, capsize=2, color=color(d), label=d)
+        ax.set_title(BY_NAME[phase].title, fontsize=9)
+        ax.set_yscale("log")
+        _time_axis(ax)
+        ax.set_xticks(x, [r for r, _ in revisions], rotation=60, fontsize=6)
+        ax.set_xlim(-0.5, len(revisions) - 0.5)
+        ax.grid(True, which="both", alpha=0.2)
+    for ax in list(axes.flat)[len(phases):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 

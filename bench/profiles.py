@@ -4,12 +4,11 @@
 5 repetitions, the realistic image, the three series (layer depth, image size, file count), the
 concurrent-containers series on the realistic image, every peer on the main workloads.
 
-``quick`` (``make bench-quick``, CI, about a minute and a half): vfs and overlay, tiny workloads,
-no peers; compared with ``results/baseline-quick.json`` and failing only on a significant
-regression beyond the threshold. 5 repetitions, not 3: with 3 against 3 the smallest one-sided
-p-value is 0.05 (every new sample slower than every old one), which over ~60 cells of tiny,
-noisy timings flagged chance changes in back-to-back runs; 5 against 5 reaches p = 0.004, and
-the profile fails only at p <= 0.01.
+``quick`` (``make bench-quick``, about a minute and a half): vfs and overlay, tiny workloads,
+no peers; reported against ``results/baseline-quick.json`` as history, never failing on it: a
+baseline from another day and load cannot tell a regression from a busy neighbour (issue 12).
+CI's gate (``make bench-gate``, ``bench/gate.py``) runs these workloads as an A/B of the
+commit against its parent instead.
 """
 
 from __future__ import annotations
@@ -79,7 +78,7 @@ PROFILES: dict[str, Profile] = {
         concurrency=(1, 4),
         concurrency_workload="small-files-500",
         baseline="baseline-quick.json",
-        fail_on_regression=True,
+        fail_on_regression=False,  # the baseline is history; CI's gate is the A/B (bench/gate.py)
         alpha=0.01,
         task_timeout=300.0,
         fs_size={"ext4": 4 << 30, "btrfs": 4 << 30},

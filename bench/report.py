@@ -426,3 +426,41 @@ def write_report(suite: Suite, out: Path, *, results_name: str = "", comparison:
     if headline:
         (out / "HEADLINE.md").write_text(headline_markdown(suite, comparison))
     return path
+
+
+def finish(cfg: object, suite: object, out_json: Path, *, save_baseline: bool) -> int:
+    """Report, headline, comparison with the baseline; the exit status."""
+    import os
+    import shutil
+    import sys
+
+    from bench import compare
+    from bench.runner import RunConfig
+    from bench.results import Suite
+
+    assert isinstance(cfg, RunConfig) and isinstance(suite, Suite)
+    rdir = cfg.report_dir
+    comparison = None
+    if cfg.compare and cfg.baseline is not None and cfg.baseline.exists() and \
+            cfg.baseline.resolve() != out_json.resolve():
+        from bench import results as R
+
+        base = R.load(cfg.baseline)
+        comparison = compare.compare(base, suite, threshold=cfg.threshold, alpha=cfg.alpha)
+        compare.write(comparison, rdir, base_name=str(cfg.baseline.name), new_name=out_json.name)
+        print(compare.summary_text(comparison), file=sys.stderr)
+    elif cfg.compare:
+        print(f"bench: no baseline at {cfg.baseline}; nothing to compare "
+              f"(--save-baseline makes this run the baseline)", file=sys.stderr)
+    path = write_report(suite, rdir, results_name=os.path.relpath(out_json, rdir), comparison=comparison,
+                               headline=cfg.label == "default")
+    print(f"bench: report in {path}", file=sys.stderr)
+    if save_baseline and cfg.profile.baseline:
+        dst = cfg.results_dir / cfg.profile.baseline
+        shutil.copyfile(out_json, dst)
+        print(f"bench: baseline saved as {dst}", file=sys.stderr)
+    if comparison is not None and cfg.fail_on_regression and comparison.regressions:
+        print(f"bench: FAIL: {len(comparison.regressions)} significant regression(s) beyond "
+              f"{1 + cfg.threshold:.2f}x", file=sys.stderr)
+        return 1
+    return 0

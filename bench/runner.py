@@ -74,6 +74,7 @@ class Task:
     workload: str = ""
     weight: float = 1.0
     payload: dict[str, Any] = field(default_factory=dict)
+    side: str = ""  # A/B runs (bench/ab.py): which revision's workers run it
 
     @property
     def family(self) -> tuple[str, str, str]:
@@ -81,7 +82,7 @@ class Task:
 
     def title(self) -> str:
         who = " × ".join(x for x in (self.driver, self.workload) if x)
-        return f"{self.kind} {who}".strip()
+        return f"{self.kind} {who}{f' [{self.side}]' if self.side else ''}".strip()
 
 
 class Interrupted(Exception):
@@ -341,7 +342,6 @@ class Runner:
 
     def plan(self) -> list[Task]:
         tasks: list[Task] = []
-        store_fs = {d: self.filesystems[driver_fs(d)].mountpoint / "stores" for d in self.drivers}
         scratch = {n: f.mountpoint / "scratch" for n, f in self.filesystems.items()}
         used_fs = sorted({driver_fs(d) for d in self.drivers} & set(self.filesystems)) or sorted(self.filesystems)
         lifecycle_phases = [p for p in PHASE_NAMES if p in self.p.phases]
@@ -359,24 +359,34 @@ class Runner:
                 for d in self.drivers:
                     if self._workload_allowed(d, name):
                         continue
-                    reg = None
-                    if name in self.registry_refs and self.registry is not None:
-                        reg = {"ref": self.registry_refs[name], "host": self.registry.host,
-                               "blob_files": [str(p) for p in self.registry.blob_files()]}
-                    tasks.append(Task("lifecycle", rep, driver=d, workload=name, weight=weight, payload={
-                        "driver": d, "workload": w.to_json(), "store_base": str(store_fs[d]), "rep": rep,
-                        "phases": self._phases_for(name, lifecycle_phases), "fingerprint": rep == 0, "registry": reg,
-                        "registry_reason": self.registry_reason or "no registry image for this workload"}))
+                    tasks.append(self._lifecycle_task(rep, d, name, lifecycle_phases))
                 if name in self.p.peer_workloads and self.p.peers:
                     tasks.append(self._peer_task(rep, name, w, scratch, weight))
             cw = self.workloads.get(self.p.concurrency_workload)
             if self.p.concurrency and cw is not None:
                 for d in self.drivers:
-                    tasks.append(Task("concurrent", rep, driver=d, workload=cw.name,
-                                      weight=2 + sum(self.p.concurrency) / 4, payload={
-                                          "driver": d, "workload": cw.to_json(), "store_base": str(store_fs[d]),
-                                          "rep": rep, "counts": list(self.p.concurrency)}))
+                    tasks.append(self._concurrent_task(rep, d))
         return tasks
+
+    def _lifecycle_task(self, rep: int, d: str, name: str, phases: list[str], side: str = "") -> Task:
+        w = self.workloads[name]
+        weight = 1 + w.tar_bytes / 50e6 + len(w.layers) / 50
+        store_base = self.filesystems[driver_fs(d)].mountpoint / "stores"
+        reg = None
+        if name in self.registry_refs and self.registry is not None:
+            reg = {"ref": self.registry_refs[name], "host": self.registry.host,
+                   "blob_files": [str(p) for p in self.registry.blob_files()]}
+        return Task("lifecycle", rep, driver=d, workload=name, weight=weight, side=side, payload={
+            "driver": d, "workload": w.to_json(), "store_base": str(store_base), "rep": rep,
+            "phases": self._phases_for(name, phases), "fingerprint": rep == 0, "registry": reg,
+            "registry_reason": self.registry_reason or "no registry image for this workload"})
+
+    def _concurrent_task(self, rep: int, d: str, side: str = "") -> Task:
+        cw = self.workloads[self.p.concurrency_workload]
+        store_base = self.filesystems[driver_fs(d)].mountpoint / "stores"
+        return Task("concurrent", rep, driver=d, workload=cw.name, weight=2 + sum(self.p.concurrency) / 4,
+                    side=side, payload={"driver": d, "workload": cw.to_json(), "store_base": str(store_base),
+                                        "rep": rep, "counts": list(self.p.concurrency)})
 
     def _peer_task(self, rep: int, name: str, w: Any, scratch: dict[str, Path], weight: float) -> Task:
         from bench import peers as P
@@ -398,6 +408,10 @@ class Runner:
             "scratch": str(scratch["ext4"] / "peers"), "cwd": str(REPO)})
 
     # -- running one task
+    def _worker(self, t: Task, task_file: Path) -> tuple[list[str], str, dict[str, str] | None]:
+        """argv, cwd and environment of the worker process for ``t`` (A/B runs override it)."""
+        return [sys.executable, "-m", "bench.worker", str(task_file)], str(REPO), None
+
     def _run_task(self, t: Task) -> dict[str, Any] | str:
         tdir = self.work / "tasks"
         tdir.mkdir(parents=True, exist_ok=True)
@@ -410,8 +424,9 @@ class Runner:
         with open(self.log_path, "a") as log:
             log.write(f"\n==== {_dt.datetime.now().isoformat(timespec='seconds')} rep {t.rep} {t.title()}\n")
             log.flush()
-            proc = subprocess.Popen([sys.executable, "-m", "bench.worker", str(path)], cwd=REPO,
-                                    stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+            argv, cwd, env = self._worker(t, path)
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
             try:
                 rc = proc.wait(self.p.task_timeout)
             except subprocess.TimeoutExpired:
@@ -518,6 +533,27 @@ class Runner:
             self.suite.notes.append(f"TREE MISMATCH: {t.driver} × {t.workload} differs in content from "
                                     f"{', '.join(sorted(others))}")
 
+    def _setup(self, stack: contextlib.ExitStack) -> None:
+        """Filesystems, driver probes, workloads, the registry, and the skip rows of the plan."""
+        wanted = self._driver_list()
+        self._make_filesystems(wanted)
+        self.suite.config["filesystems"] = {n: f.describe() for n, f in self.filesystems.items()}
+        self._probe_drivers(wanted)
+        self._build_workloads()
+        self._start_registry(stack)
+        self.suite.config["registry"] = self.registry_reason or "docker-registry on 127.0.0.1"
+        for d in self.drivers:
+            for name in self.p.workloads:
+                why = self._workload_allowed(d, name)
+                if why:
+                    for phase in self.p.phases:
+                        self.suite.add_skip("phase", phase, d, name, None, why)
+                    continue
+                for phase in set(self.p.phases) - set(self._phases_for(name, list(self.p.phases))):
+                    self.suite.add_skip("phase", phase, d, name, None,
+                                        f"the {self.p.name} profile times {phase} on its main workloads "
+                                        f"only ({', '.join(self.p.full_workloads)})")
+
     # -- the whole run
     def run(self) -> Suite:
         cfg = self.cfg
@@ -553,36 +589,12 @@ class Runner:
         try:
             with contextlib.ExitStack() as stack:
                 stack.callback(self._teardown)
-                wanted = self._driver_list()
-                self._make_filesystems(wanted)
-                self.suite.config["filesystems"] = {n: f.describe() for n, f in self.filesystems.items()}
-                self._probe_drivers(wanted)
-                self._build_workloads()
-                self._start_registry(stack)
-                self.suite.config["registry"] = self.registry_reason or "docker-registry on 127.0.0.1"
-                for d in self.drivers:
-                    for name in self.p.workloads:
-                        why = self._workload_allowed(d, name)
-                        if why:
-                            for phase in self.p.phases:
-                                self.suite.add_skip("phase", phase, d, name, None, why)
-                            continue
-                        for phase in set(self.p.phases) - set(self._phases_for(name, list(self.p.phases))):
-                            self.suite.add_skip("phase", phase, d, name, None,
-                                                f"the {self.p.name} profile times {phase} on its main workloads "
-                                                f"only ({', '.join(self.p.full_workloads)})")
+                self._setup(stack)
                 tasks = self.plan()
                 self.out(f"bench: {len(tasks)} tasks: {self.p.reps} repetitions × "
                          f"{len(self.drivers)} drivers ({', '.join(self.drivers) or 'none'}) × "
                          f"{len(self.workloads)} workloads; log: {self.log_path}")
-                progress = Progress(tasks, self.out)
-                for t in tasks:
-                    progress.begin(t)
-                    t0 = time.monotonic()
-                    res = self._run_task(t)
-                    self._after_task(t)
-                    summary = self._fold(t, res)
-                    progress.end(t, time.monotonic() - t0, summary if cfg.verbose or isinstance(res, str) else "")
+                self._execute(tasks)
         except (KeyboardInterrupt, Interrupted) as e:
             self.suite.notes.append(f"interrupted ({e or 'Ctrl-C'}): results are partial")
             self.out("bench: interrupted; filesystems torn down; partial results kept")
@@ -592,6 +604,16 @@ class Runner:
         self.suite.duration_s = time.monotonic() - started
         self.suite.machine["loadavg_end"] = os.getloadavg()
         return self.suite
+
+    def _execute(self, tasks: list[Task]) -> None:
+        progress = Progress(tasks, self.out)
+        for t in tasks:
+            progress.begin(t)
+            t0 = time.monotonic()
+            res = self._run_task(t)
+            self._after_task(t)
+            summary = self._fold(t, res)
+            progress.end(t, time.monotonic() - t0, summary if self.cfg.verbose or isinstance(res, str) else "")
 
     def _teardown(self) -> None:
         for name, f in list(self.filesystems.items()):

@@ -43,6 +43,24 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown task kind {kind!r}")
 
 
+def set_test_knobs(env: "os._Environ[str] | dict[str, str]") -> float:
+    """The instrument's test-only slowdown (``LAMINA_BENCH_SLOWDOWN_APPLY=0.25``: every tar apply
+    takes 25% longer), set in the applier of this worker's lamina; returns it (0: unset). A
+    revision without the knob is left alone; a bad value is an error, not a silent 0."""
+    raw = env.get("LAMINA_BENCH_SLOWDOWN_APPLY")
+    if not raw:
+        return 0.0
+    value = float(raw)
+    if value < 0:
+        raise ValueError(f"LAMINA_BENCH_SLOWDOWN_APPLY must be >= 0, not {raw!r}")
+    try:
+        from drivers.tar import apply
+    except ImportError:
+        return 0.0
+    apply.TEST_SLOWDOWN = value
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
@@ -50,10 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with open(args[0], encoding="utf-8") as f:
         task = json.load(f)
+    set_test_knobs(os.environ)
     t0 = time.perf_counter()
     result = run_task(task)
     result["worker_seconds"] = time.perf_counter() - t0
     result["pid"] = os.getpid()
+    # whose code was measured: an A/B run checks each side ran its own revision's lamina
+    result["code"] = {m: getattr(sys.modules[m], "__file__", None) for m in ("graph", "drivers", "bench")
+                      if m in sys.modules}
     tmp = task["out"] + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(result, f)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import enum
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, NewType, Protocol, runtime_checkable
@@ -50,7 +49,7 @@ CacheID = NewType("CacheID", str)
 def new_cache_id() -> CacheID:
     """A fresh random cache-id (32 hex digits). Random on purpose: a layer's on-disk name must
     not be derivable from its content, or a crashed half-written copy could be mistaken for it."""
-    return CacheID(secrets.token_hex(16))
+    return CacheID(os.urandom(16).hex())
 
 
 def check_cache_id(id: str) -> CacheID:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import errno
 import os
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,8 +194,8 @@ class DiffDirDriver(LocalDriver):
             p = self._layer(parent)
             chain = [p.link, *p.chain]
         self._check_depth(id, chain, rw)
-        link = base64.b32encode(secrets.token_bytes(16)).decode()[:LINK_LEN]
-        tmp = self.layers / f"{id}.{secrets.token_hex(4)}.creating"  # racing creators: own names
+        link = base64.b32encode(os.urandom(16)).decode()[:LINK_LEN]
+        tmp = self.layers / f"{id}.{os.urandom(4).hex()}.creating"  # racing creators: own names
         with SweepLock(self.home, exclusive=False):
             try:
                 tmp.mkdir()

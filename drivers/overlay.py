@@ -79,7 +79,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,14 +174,14 @@ def supported(home: Path) -> str | None:
         pass
     why = _probe_mount(home, backing)
     if why is None:
-        tmp = home / f".probe-ok-{secrets.token_hex(4)}"
+        tmp = home / f".probe-ok-{os.urandom(4).hex()}"
         tmp.write_text(stamp)
         os.replace(tmp, home / "probe.ok")
     return why
 
 
 def _probe_mount(home: Path, backing: str) -> str | None:
-    probe = home / f".probe-{secrets.token_hex(4)}"
+    probe = home / f".probe-{os.urandom(4).hex()}"
     kernel = kernel_overlay()
     try:
         with SweepLock(home, exclusive=False):

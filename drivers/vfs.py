@@ -38,10 +38,8 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 from typing import BinaryIO
 
@@ -128,7 +126,7 @@ class VfsDriver(LocalDriver):
         return p
 
     def _temp(self, id: str, suffix: str) -> str:
-        return str(self.dir / f".{id}-{secrets.token_hex(4)}-{suffix}")
+        return str(self.dir / f".{id}-{os.urandom(4).hex()}-{suffix}")
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -169,6 +167,8 @@ class VfsDriver(LocalDriver):
         # cp -a keeps modes, owners, times, hardlinks (within the copy), xattrs, devices, fifos;
         # --reflink=auto shares data blocks where the filesystem can. With -T and a new dst, dst
         # becomes the copy of src itself, root dir metadata (mode, owner, mtime, xattrs) included.
+        import subprocess  # only copies start a program: not on every open
+
         p = subprocess.run(["cp", "-a", "--reflink=auto", "--no-target-directory", src, dst],
                            capture_output=True, text=True, errors="replace", check=False)
         if p.returncode != 0:

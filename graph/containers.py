@@ -6,8 +6,8 @@ owns the record and the RW layer's life (create, mount, changes, diff, remove).
 from __future__ import annotations
 
 import json
+import os
 import re
-import secrets
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -56,8 +56,10 @@ class ContainerStore:
         )
 
     def _free_name(self) -> str:
+        import secrets  # here, not at start-up: secrets loads hmac, random, base64
+
         for _ in range(100):
-            name = f"{secrets.choice(_ADJ)}_{secrets.choice(_NOUN)}_{secrets.token_hex(2)}"
+            name = f"{secrets.choice(_ADJ)}_{secrets.choice(_NOUN)}_{os.urandom(2).hex()}"
             if self.db.one("SELECT 1 FROM containers WHERE name = ?", (name,)) is None:
                 return name
         raise AlreadyExists("could not find a free container name")
@@ -72,7 +74,7 @@ class ContainerStore:
             raise InvalidInput(f"invalid container name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*")
         if name is not None and self.db.one("SELECT 1 FROM containers WHERE name = ?", (name,)):
             raise AlreadyExists(f"container name {name!r} is already in use")
-        cid = secrets.token_hex(32)
+        cid = os.urandom(32).hex()
         name = name or self._free_name()
         rw = self.layers.create_rw(image.top_layer)
         try:

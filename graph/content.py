@@ -60,7 +60,6 @@ import hashlib
 import json
 import os
 import queue
-import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -410,7 +409,7 @@ class ContentStore:
         # a concurrent sweep never mistakes a newborn temp file for a dead writer's.
         with Flock(self._sweep_lock_path, shared=True, mode=_DATA_MODE):
             while True:
-                path = self._ingest / f"tmp-{secrets.token_hex(16)}"
+                path = self._ingest / f"tmp-{os.urandom(16).hex()}"
                 try:
                     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _DATA_MODE)
                     break

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import sqlite3
 import time
 from typing import Callable, Iterator, Literal
@@ -41,7 +40,7 @@ class Leases:
     @contextlib.contextmanager
     def lease(self) -> Iterator[str]:
         """A new lease for the block's life; yields its id."""
-        lid = secrets.token_hex(8)
+        lid = os.urandom(8).hex()
         with self.db.transaction() as c:
             c.execute("INSERT INTO leases (id, pid, created) VALUES (?, ?, ?)", (lid, os.getpid(), time.time()))
         try:

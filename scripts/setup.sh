@@ -21,7 +21,6 @@ APT_PACKAGES=(
 )
 # `setup.sh --bench` (make bench, make bench-quick): what only the benchmark suite needs.
 BENCH_APT_PACKAGES=(
-  python3-venv python3-dev gcc libc6-dev # the venv (ensurepip) and pyfuse3's C build (no wheel on PyPI)
   debootstrap                           # the bench's realistic image: a Debian minbase rootfs
   podman fuse-overlayfs                 # peers: podman pull / run, fuse-overlayfs beside the fuse driver
 )

@@ -60,6 +60,7 @@ import functools
 import os
 import stat
 import tarfile
+import time
 import urllib.parse
 from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Protocol
 
@@ -115,7 +116,20 @@ def apply_tar(root: str, stream: BinaryIO, whiteouts: Whiteouts = Whiteouts.REMO
     Repeat: not idempotent; apply a layer once onto a fresh directory.
     """
     applier = TarApplier if _libarchive() is not None else TarApplierPy
-    return applier(root, whiteouts).apply(stream)
+    if not TEST_SLOWDOWN:
+        return applier(root, whiteouts).apply(stream)
+    t0 = time.perf_counter()
+    size = applier(root, whiteouts).apply(stream)
+    time.sleep(TEST_SLOWDOWN * (time.perf_counter() - t0))
+    return size
+
+
+TEST_SLOWDOWN = 0.0
+"""TEST-ONLY knob of the bench's sensitivity measurement (bench/instrument.py): at 0.25 every
+``apply_tar`` takes 25% longer (it sleeps for a quarter of the time it took). Always 0 outside
+that measurement, where it costs one comparison per layer. Set only by ``bench.worker`` (from
+``LAMINA_BENCH_SLOWDOWN_APPLY``, on the A/B side that asks for it): library code reads no
+environment."""
 
 
 def apply_tar_py(root: str, stream: BinaryIO, whiteouts: Whiteouts = Whiteouts.REMOVE) -> int:

@@ -24,7 +24,9 @@ What happens
    as a copy of its parent) apply in order while later downloads run ahead. Layers are prepared,
    applied and committed through the layer store's two-phase register (``prepare`` /
    ``apply_prepared`` / ``commit_prepared``); commits happen in stack order, each only after its
-   blob verified and its DiffID matched the config.
+   blob verified and its DiffID matched the config. With ``parallel_apply`` there is one
+   durability barrier per pull (``_Job._barrier``: every layer applied, one ``driver.sync()``,
+   then the layer rows); other drivers sync before each commit.
 5. **Record.** Image row, manifest (and index) bytes, the manifest row, then the reference.
 
 Two processes pulling the same image at once: a blob's ingest carries the ref
@@ -208,7 +210,7 @@ class _Item:
     cid: CacheID | None = None
     parent_cache: CacheID | None = None
     lost: bool = False  # our prepared copy lost to an equal layer recorded meanwhile
-    synced: bool = False  # the applier synced the filesystem after applying it
+    synced: bool = False  # the pull's barrier (_barrier) synced the filesystem after applying it
     lock: "_ChainLock | None" = None
     times: dict[str, float] = field(default_factory=dict)
 
@@ -243,6 +245,10 @@ class _Job:
         self.downloaded_bytes = 0
         self._count_lock = threading.Lock()
         self.locks_dir = store.root / "locks"
+        # (diff_id, blob, media type, size) of committed layers: recorded in one transaction
+        # (_record_blobs), not one each. A crash before it loses only the hint that the blob
+        # holds the layer: a later pull then re-hashes the blob ("check") instead of skipping it.
+        self.blob_rows: list[tuple[DiffID, Digest, str, int]] = []
 
     # -- config ----------------------------------------------------------------------------
 
@@ -321,18 +327,21 @@ class _Job:
                 else:
                     it.blob = dl.submit(self._download, it)
             if self.parallel:
-                for it in work:  # locks and driver layers in stack order, then everything at once
+                for it in work:  # locks and driver layers in stack order, each applied once made
                     self._lock_and_prepare(it)
-                for it in work:
                     it.work = ap.submit(self._apply, it)
+                self._barrier(work)
             else:
                 for it in work:
                     it.work = ap.submit(self._prepare_and_apply, it)
             for it in self.items:
                 if it.action != "exists" or it.work is not None:
                     self._commit(it)
+            self._record_blobs()
         except BaseException:
             self.cancel.set()
+            with contextlib.suppress(Exception):
+                self._record_blobs()  # what was committed keeps its blob hint (keep_partial)
             for it in work:
                 if it.spool is not None:
                     it.spool.fail(Cancelled(f"{it.what}: cancelled"))
@@ -354,6 +363,35 @@ class _Job:
                 if it.lost or not self.store.layers.records_cache_id(it.cid):
                     with contextlib.suppress(LaminaError, OSError):
                         self.store.layers.abort_prepared(it.cid)
+
+    def _record_blobs(self) -> None:
+        rows, self.blob_rows = self.blob_rows, []
+        if rows:
+            with self.store.db.transaction():  # the rows nest in one transaction: one WAL sync
+                for row in rows:
+                    self.store.record_layer_blob(*row)
+
+    def _barrier(self, work: list[_Item]) -> None:
+        """One durability barrier per pull (parallel drivers): wait until every layer is applied,
+        then one ``driver.sync()`` (syncfs of its filesystem); only then are layer rows committed (``_commit``
+        with ``sync=False``), so no row is ever visible before its data is durable.
+
+        Why it is safe: syncfs(2) flushes every dirty page and inode of the filesystem, so one
+        call after the last apply covers all of them, exactly as one call per layer did; a layer
+        row commits after it (SQLite FULL sync), and a crash before that commit leaves pending
+        rows, which the next open rolls back as before. A layer that failed to apply is never
+        committed, so the barrier waits for all and then lets ``_commit`` raise in stack order.
+        What it costs: rows are committed after the last apply rather than as each finishes;
+        what it saves: one syncfs per layer (each one also flushes what other layers are writing).
+        """
+        pending = [it.work for it in work if it.work is not None]
+        while pending:  # in short slices, so Ctrl-C reaches the main thread (see result_of)
+            wait(pending, timeout=0.1)
+            pending = [f for f in pending if not f.done()]
+        if any(it.action == "apply" and it.work is not None and it.work.exception() is None for it in work):
+            self.store.driver.sync()
+            for it in work:
+                it.synced = True
 
     def _download(self, it: _Item) -> Digest:
         d = it.desc
@@ -432,11 +470,6 @@ class _Job:
             if it.action == "apply":
                 assert it.cid is not None
                 result = self.store.layers.apply_prepared(it.cid, it.parent_cache, plain, expected_diff_id=it.diff_id)
-                if self.parallel:
-                    # start the layer's writeback now, while other layers still apply (the
-                    # commit, in stack order, then finds little left to sync)
-                    self.store.driver.sync()
-                    it.synced = True
             else:  # registered already: only prove the blob holds this DiffID
                 h = HashingReader(plain)
                 h.drain()
@@ -462,9 +495,12 @@ class _Job:
                     if not isinstance(blob_error, Cancelled):
                         raise blob_error from None
             raise apply_error
-        blob = result_of(it.blob) if it.blob is not None else it.desc.digest
-        self.store.lease_blob(self.lease, blob)
-        self.store.record_layer_blob(diff_id, blob, it.desc.media_type, it.desc.size)
+        if it.blob is not None:
+            blob = result_of(it.blob)  # _download leased it (one transaction less per layer)
+        else:
+            blob = it.desc.digest
+            self.store.lease_blob(self.lease, blob)
+        self.blob_rows.append((diff_id, blob, it.desc.media_type, it.desc.size))
         if it.action == "apply":
             assert it.cid is not None
             below = self.items[it.index - 1] if it.index else None

@@ -121,20 +121,84 @@ class MountResult:
     upload_url: str | None = None
 
 
+def _load_httpx() -> None:
+    """Import httpx and httpcore without trio, once.
+
+    httpcore imports trio (installed here for pyfuse3) just in case an *async* client runs under
+    trio: about a third of a second of start-up, more than the rest of a small pull's CPU.
+    lamina uses httpx's synchronous client only, so while httpcore loads, ``import trio`` is made
+    to fail (a ``None`` entry in ``sys.modules``, the documented way to block an import); the entry
+    is removed at once, so pyfuse3 (or anyone) importing trio later gets the real module. When
+    trio or httpcore is already loaded this does nothing."""
+    import sys
+
+    if "httpcore" in sys.modules or "trio" in sys.modules:
+        import httpx  # noqa: F401
+        return
+    sys.modules["trio"] = None  # type: ignore[assignment]
+    try:
+        import httpcore  # noqa: F401
+        import httpx  # noqa: F401
+    finally:
+        if sys.modules.get("trio", 0) is None:
+            del sys.modules["trio"]
+
+
+class _SchemeTransport:
+    """httpx's transport, one pool per scheme, the TLS one built on the first https request.
+
+    ``httpx.Client()`` builds an SSL context and loads the CA bundle when it is made (hundreds of
+    ms on a loaded machine), which a pull from a plain-HTTP registry never uses. HTTP/1.1 only,
+    keep-alive, and no proxies from the environment, as before."""
+
+    def __init__(self, limits: "httpx.Limits") -> None:
+        import httpx
+
+        self._limits = limits
+        # verify=False: an http:// pool never does TLS, so it needs no CA bundle
+        self._plain = httpx.HTTPTransport(verify=False, http1=True, http2=False, limits=limits, trust_env=False)
+        self._tls: httpx.HTTPTransport | None = None
+        self._lock = threading.Lock()
+
+    def _tls_transport(self) -> "httpx.HTTPTransport":
+        with self._lock:
+            if self._tls is None:
+                import httpx
+
+                self._tls = httpx.HTTPTransport(http1=True, http2=False, limits=self._limits, trust_env=False)
+            return self._tls
+
+    def handle_request(self, request: "httpx.Request") -> "httpx.Response":
+        if request.url.scheme == "http":
+            return self._plain.handle_request(request)
+        return self._tls_transport().handle_request(request)
+
+    def close(self) -> None:
+        self._plain.close()
+        if self._tls is not None:
+            self._tls.close()
+
+    def __enter__(self) -> "_SchemeTransport":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class RegistryClient:
     """One pooled HTTP client and authenticator for a pull or push (or a login check). Use it
     as a context manager, or call ``close``. Thread-safe."""
 
     def __init__(self, options: RegistryOptions | None = None) -> None:
+        _load_httpx()
         import httpx
 
         self.options = options or RegistryOptions()
         o = self.options
+        limits = httpx.Limits(max_connections=o.max_connections, max_keepalive_connections=o.max_connections)
         self.http = httpx.Client(
-            http1=True,
-            http2=False,
             timeout=httpx.Timeout(o.read_timeout, connect=o.connect_timeout),
-            limits=httpx.Limits(max_connections=o.max_connections, max_keepalive_connections=o.max_connections),
+            transport=_SchemeTransport(limits),
             headers={"User-Agent": o.user_agent},
             follow_redirects=False,
             trust_env=False,  # no proxies or netrc from the environment: the CLI decides config

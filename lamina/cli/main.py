@@ -11,9 +11,10 @@ Usage errors follow Docker's CLI: ``lamina: <what is wrong>`` and ``See 'lamina 
 (two lines, no usage block), exit 125 as ``docker`` exits for a bad flag or argument; an unknown
 command exits 1, as ``docker nosuch`` does.
 
-Start-up is kept light: this module and the command modules import only the standard library's
-argparse; the store and everything under it are imported when a command runs, so ``lamina
---help`` never touches ``graph``.
+Start-up is kept light: this module imports only the standard library's argparse and builds the
+full parser of the chosen command alone (the others are one help line each, ``COMMAND_TABLE``);
+the store and everything under it are imported when a command runs, so ``lamina --help`` never
+touches ``graph``.
 """
 
 from __future__ import annotations
@@ -28,36 +29,46 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 from lamina import __version__, config
-from lamina.cli import (
-    commit,
-    create,
-    daemon,
-    diff,
-    export,
-    images,
-    inspect,
-    load,
-    login,
-    mount,
-    ps,
-    pull,
-    push,
-    rm,
-    rmi,
-    save,
-    system,
-    tag,
-    umount,
-)
-from lamina.cli import exec as exec_command  # runtime commands (the module's name shadows a builtin)
-from lamina.cli import kill, logs, pause, run, start, stats, stop
-from lamina.cli import network, port  # networks and published ports
 
-COMMANDS: list[ModuleType] = [
-    pull, push, login, load, save, images, tag, rmi, inspect, create, mount, umount, diff, commit, export, rm, ps, system,
-    run, start, stop, kill, pause, logs, exec_command, stats, daemon,
-    network, port,
+# The commands in ``lamina --help`` order: (name, aliases, module under lamina.cli, one-line help).
+# Only the chosen command's module is imported and builds its full parser; the others get a bare
+# parser with this help line, so ``lamina images`` does not import (or build the options of) the
+# other thirty commands. tests/cli/test_main.py checks that this table says what the modules say.
+COMMAND_TABLE: list[tuple[str, tuple[str, ...], str, str]] = [
+    ("pull", (), "pull", "pull an image from a registry"),
+    ("push", (), "push", "push an image to a registry"),
+    ("login", (), "login", "log in to a registry"),
+    ("logout", (), "login", "forget a registry's credentials"),
+    ("load", (), "load", "load images from a docker-save tar or an OCI layout"),
+    ("save", (), "save", "save images to a docker-save or OCI archive"),
+    ("images", (), "images", "list images"),
+    ("tag", (), "tag", "name an image"),
+    ("rmi", (), "rmi", "remove images"),
+    ("inspect", (), "inspect", "show details of images and containers (JSON)"),
+    ("create", (), "create", "create a container (a read-write layer on an image)"),
+    ("mount", (), "mount", "mount a container's filesystem and print its path"),
+    ("umount", ("unmount",), "umount", "unmount a container's filesystem"),
+    ("diff", (), "diff", "list changed files of a container"),
+    ("commit", (), "commit", "create an image from a container's changes"),
+    ("export", (), "export", "export a container's filesystem as a tar"),
+    ("rm", (), "rm", "remove containers"),
+    ("ps", (), "ps", "list containers"),
+    ("system", (), "system", "disk usage, prune, consistency check"),
+    ("run", (), "run", "create and start a container"),
+    ("start", (), "start", "start containers"),
+    ("stop", (), "stop", "stop running containers"),
+    ("kill", (), "kill", "send a signal to running containers"),
+    ("pause", (), "pause", "freeze all processes of containers"),
+    ("unpause", (), "pause", "thaw all processes of containers"),
+    ("logs", (), "logs", "show a container's output"),
+    ("exec", (), "exec", "run a command in a running container"),
+    ("stats", (), "stats", "show containers' resource use"),
+    ("network", (), "network", "manage networks"),
+    ("port", (), "port", "list a container's published ports"),
+    ("daemon", (), "daemon", "serve the Docker Engine API on a unix socket"),
 ]
+
+_GLOBAL_WITH_VALUE = ("--root", "--driver", "--runtime", "--host")
 
 EXIT_OS_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -77,7 +88,8 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_UNKNOWN_COMMAND if unknown else EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None, *, full: bool = False) -> argparse.ArgumentParser:
+    """The parser for ``argv``: complete for the command it names (or for all with ``full``)."""
     d = config.defaults()
     p = _Parser(
         prog="lamina",
@@ -97,14 +109,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     p.add_argument("--version", action="version", version=f"lamina {__version__}")
     sub = p.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)  # run's "command" is its argv
-    for module in COMMANDS:
-        module.register(sub)
+    chosen = None if full else _chosen_module(argv)
+    done: set[str] = set()
+    for name, aliases, module_name, help_line in COMMAND_TABLE:
+        if full or module_name == chosen:
+            if module_name not in done:  # one module may register several commands (login, logout)
+                done.add(module_name)
+                _command_module(module_name).register(sub)
+        else:
+            sub.add_parser(name, aliases=list(aliases), help=help_line, add_help=False)
     return p
 
 
+def _command_module(name: str) -> ModuleType:
+    import importlib
+
+    return importlib.import_module(f"lamina.cli.{name}")
+
+
+def _chosen_module(argv: Sequence[str] | None) -> str | None:
+    """The module of the command ``argv`` names (the first word that is not a global option or
+    its value), or None (``lamina --help``, a typo: argparse then says what is wrong)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    names = {n: m for n, aliases, m, _ in COMMAND_TABLE for n in (n, *aliases)}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            i += 1
+            continue
+        if a.startswith("-"):
+            # --root DIR (also abbreviated, as argparse allows: --ro DIR); --root=DIR is one word
+            if "=" not in a and len(a) > 2 and any(o.startswith(a) for o in _GLOBAL_WITH_VALUE):
+                i += 1
+            i += 1
+            continue
+        return names.get(a)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)  # usage errors: two lines, exit 125 (see _Parser)
+    if not hasattr(args, "run"):  # argparse chose a command _chosen_module did not: parse in full
+        parser = build_parser(argv, full=True)
+        args, extra = parser.parse_known_args(argv)
     if extra:  # say it as the innermost command's error, so the hint names that command's help
         _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.host and args.subcommand != "daemon":

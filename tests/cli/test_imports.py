@@ -29,12 +29,24 @@ with open(out, "w") as f:
 """
 
 
-def _modules_after(tmp_path: Path, *args: str) -> set[str]:
+# Not heavy, but costly at every start: ``ctypes.util.find_library`` runs ``ldconfig -p`` in a
+# subprocess; subprocess and tempfile belong to commands that start programs or write archives.
+NOT_ON_IMAGES = {"ctypes.util", "subprocess", "tempfile", "httpx", "ssl", "tarfile", "runtime"}
+# ``lamina images`` builds its own parser only (lamina/cli/main.py's COMMAND_TABLE)
+CLI_ON_IMAGES = {"lamina", "lamina.cli", "lamina.cli.main", "lamina.cli.common", "lamina.cli.images",
+                 "lamina.cli.output", "lamina.config"}
+
+
+def _all_modules_after(tmp_path: Path, *args: str) -> set[str]:
     report = tmp_path / "modules.json"
     run_cmd([sys.executable, "-c", _PROBE, str(report), *args])
     doc = json.loads(report.read_text())
     assert doc["rc"] in (0, None), doc["rc"]
-    return {m.split(".")[0] for m in doc["modules"]}
+    return set(doc["modules"])
+
+
+def _modules_after(tmp_path: Path, *args: str) -> set[str]:
+    return {m.split(".")[0] for m in _all_modules_after(tmp_path, *args)}
 
 
 def test_help_imports_no_library_at_all(tmp_path: Path) -> None:
@@ -49,6 +61,18 @@ def test_images_imports_nothing_heavy(tmp_path: Path) -> None:
     assert "graph" in mods  # the probe did open a store
     assert not mods & HEAVY, mods & HEAVY
     assert not mods & LAZY, mods & LAZY
+
+
+def test_images_imports_only_its_own_command_and_spawns_nothing(tmp_path: Path) -> None:
+    for driver in ("vfs", "overlay"):
+        mods = _all_modules_after(tmp_path, "--root", str(tmp_path / driver), "--driver", driver, "images")
+        assert not mods & NOT_ON_IMAGES, (driver, mods & NOT_ON_IMAGES)
+        assert {m for m in mods if m.split(".")[0] == "lamina"} == CLI_ON_IMAGES, driver
+
+
+def test_help_builds_no_command_module(tmp_path: Path) -> None:
+    mods = _all_modules_after(tmp_path, "--help")
+    assert {m for m in mods if m.startswith("lamina.cli.")} == {"lamina.cli.main"}
 
 
 def test_ps_and_system_df_import_nothing_heavy(tmp_path: Path) -> None:

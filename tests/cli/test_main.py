@@ -182,3 +182,31 @@ def test_broken_pipe_is_quiet(loaded: Lamina) -> None:
 
     assert json.loads(loaded("inspect", "c").out)[0]["GraphDriver"]["Data"]["Mounts"] == 0
     loaded.check_clean()
+
+
+def _help_text(parser: "object") -> str:
+    import argparse
+
+    assert isinstance(parser, argparse.ArgumentParser)
+    return parser.format_help()
+
+
+def test_lazy_parser_help_matches_the_full_one() -> None:
+    """``COMMAND_TABLE``'s help lines and aliases are what the modules register: ``lamina --help``
+    built lazily reads exactly as the parser with every command registered."""
+    from lamina.cli.main import build_parser
+
+    assert _help_text(build_parser(["--help"])) == _help_text(build_parser(full=True))
+
+
+def test_lazy_parser_builds_the_chosen_command_in_full() -> None:
+    from lamina.cli.main import COMMAND_TABLE, build_parser
+
+    for argv in (["images", "-q"], ["--root", "/x", "images", "-q"], ["--root=/x", "--debug", "images", "-q"],
+                 ["--ro", "/x", "images", "-q"], ["--driver", "vfs", "--runtime", "runc", "images", "-q"]):
+        args = build_parser(argv).parse_args(argv)
+        assert args.subcommand == "images" and args.quiet and callable(args.run), argv
+    for name, aliases, _module, _help in COMMAND_TABLE:
+        for word in (name, *aliases):
+            sub = next(a for a in build_parser([word])._actions if a.dest == "subcommand")
+            assert sub.choices[word].add_help, word  # the chosen command got its real parser
