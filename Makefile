@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 # which pytest's own (recursive) clean-up of old temp dirs cannot remove.
 TEST_TMP ?= /tmp/lamina-tests
 
-.PHONY: setup setup-bench test test-fast test-powercut test-crash-long bench bench-quick bench-gate bench-instrument clean
+.PHONY: setup setup-bench test test-fast test-powercut test-crash-long test-fuzz-long bench bench-quick bench-gate bench-instrument clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,15 @@ POWERCUT_CUTS ?= 250
 test-powercut: setup
 	rm -rf $(TEST_TMP)
 	POWERCUT_CUTS=$(POWERCUT_CUTS) $(PY) -m pytest --basetemp=$(TEST_TMP) -s tests/powercut $(PYTEST_ARGS)
+
+# The differential driver fuzzer's long profile (tests/drivers/test_differential.py): thousands of
+# random layer stacks on every driver, each also unpacked by umoci; `make test` runs a bounded one.
+# FUZZ_EXAMPLES=N sets the number of stacks.
+FUZZ_EXAMPLES ?= 3000
+test-fuzz-long: setup
+	rm -rf $(TEST_TMP)
+	LAMINA_FUZZ=long LAMINA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest --basetemp=$(TEST_TMP) \
+		--hypothesis-show-statistics tests/drivers/test_differential.py $(PYTEST_ARGS)
 
 # The long profile of the random-kill trials on btrfs (make test runs 3 per operation).
 test-crash-long: setup

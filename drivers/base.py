@@ -218,8 +218,9 @@ class Driver(GraphDriver, DiffDriver, Protocol):
 
 @runtime_checkable
 class ParallelApply(Protocol):
-    """``apply_diff`` of a layer never reads its parent's data (overlay, fuse: each layer its own
-    directory), so a pull may apply a stack's layers at once, in any order."""
+    """``apply_diff`` of a layer never reads its parent's data, so a pull may apply a stack's
+    layers at once, in any order. (No driver has it now: overlay and fuse read the applied
+    layers below, as a copy-up would; see ``drivers.tar.lower``.)"""
 
     parallel_apply: bool
 

@@ -88,9 +88,9 @@ class DiffDirDriver(LocalDriver):
     subclass calls ``_init_layout`` first."""
 
     name = "diffdirs"
-    parallel_apply = True
-    """``apply_diff`` of layer N does not need layer N-1 applied, only created: overlay whiteouts
-    need nothing from the layers below."""
+    # Not ``drivers.base.ParallelApply``: ``apply_diff`` of layer N reads the applied layers
+    # below it (implicit parents, hardlinks to lower files and lower symlinks met as parents
+    # depend on them: ``drivers.tar.lower``), so a stack is applied in order.
 
     home: Path
     layers: Path
@@ -287,8 +287,9 @@ class DiffDirDriver(LocalDriver):
     # -- data ----------------------------------------------------------------------------------
 
     def apply_diff(self, id: CacheID, parent: CacheID | None, tar: BinaryIO) -> int:
-        """Extract an OCI layer tar into ``<id>/diff`` with overlay whiteouts; returns bytes of
-        file content written. Safe to run for several layers of a stack at once."""
+        """Extract an OCI layer tar into ``<id>/diff`` with overlay whiteouts, as the kernel
+        would copy up over the parent chain (which must be applied); returns bytes of file
+        content written."""
         from drivers.tar.apply import Whiteouts, apply_tar
 
         layer = self._layer(id)
@@ -296,7 +297,7 @@ class DiffDirDriver(LocalDriver):
             raise Conflict(f"{self.name} layer {id} was created on {layer.parent}, not {parent}")
         if self.refs.count(id) > 0:
             raise Conflict(f"{self.name} layer {id} is mounted; apply_diff needs it unmounted")
-        return apply_tar(str(layer.diff), tar, Whiteouts.OVERLAY)
+        return apply_tar(str(layer.diff), tar, Whiteouts.OVERLAY, self._diff_dirs(layer.chain))
 
     def _native(self, layer: Layer, parent: CacheID | None) -> bool:
         return self.native_diff and layer.parent == parent

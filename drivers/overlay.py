@@ -65,9 +65,10 @@ back to comparing the mounted trees of layer and parent (``tardiff.tree_changes`
 caller asks for a diff against another layer than the real parent, or the driver was opened with
 ``naive_diff=True``, or the kernel would not take ``redirect_dir``/``metacopy`` off.
 
-Layers of one pull may be applied in parallel (``parallel_apply``): ``apply_diff`` writes only
-``<id>/diff`` (overlay whiteouts need nothing from the layers below), so layer N needs layer N-1
-to be *created* (its link is in N's ``lower`` file), not applied.
+Layers of a stack are applied in order (no ``parallel_apply``): ``apply_diff`` writes only
+``<id>/diff`` but reads the applied diff dirs below, as a copy-up would (implicit parents take
+the lower dir's metadata, a hardlink to a lower file copies it up, a lower symlink met as a
+parent is followed inside the rootfs: ``drivers.tar.lower``).
 
 ``get``/``put`` counts live on disk (``RefCounts``) because holders are separate processes. On
 open, a mount under ``home`` with no count (a crash between mount and count) is unmounted and a
@@ -466,7 +467,7 @@ class OverlayDriver(DiffDirDriver):
             "options": opts,
             "volatile": "opt-in per container layer" if self.kernel.volatile else "unavailable",
             "native_diff": "yes" if self.native_diff else "no (tree comparison)",
-            "parallel_apply": "yes",
+            "parallel_apply": "no",
         }
 
     def cleanup(self) -> None:

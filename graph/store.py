@@ -22,7 +22,7 @@ from drivers.sys.durable import fsync_dir
 from graph.containers import Container, ContainerStore
 from graph.content import ContentStore
 from graph.db import DB
-from graph.digest import ChainID, DiffID, Digest, chain_ids
+from graph.digest import ChainID, DiffID, Digest, ImageID, chain_ids
 from graph.errors import Conflict, Corrupt, InvalidInput, LaminaError, NotFound, Unsupported
 from graph.images import Image, ImageStore
 from graph.gc import OPEN_BUDGET, PARTIAL_MAX_AGE, Collector, GCReport, expire_partials, stale_partials
@@ -199,7 +199,7 @@ class Store:
 
         An image given by ID with several references is refused unless ``force``. An image used by
         a container is refused unless ``force``; forced, it is untagged and kept as a dangling
-        image until its last container goes (``system prune`` then removes it).
+        image (as Docker: ``image prune`` or ``rmi <id>`` removes it once no container uses it).
         The removal is a roll-forward: the references and the image row go in one transaction
         (what a user sees is then done), and the garbage collector removes the layers, driver
         data and blobs this left unreferenced; a crash after the transaction is finished by the
@@ -236,7 +236,7 @@ class Store:
                 self.refs.remove(r.reference)
                 events.append(f"Untagged: {r.reference.familiar()}")
             _step("rmi:untagged")
-            if not users:  # else dangling until its containers are gone
+            if not users:  # else dangling: kept until pruned or removed by id
                 self.images.unrecord(img.id)
                 events.append(f"Deleted: {img.id}")
         _step("rmi:committed")
@@ -365,12 +365,11 @@ class Store:
             self.containers.unmount(c)
 
     def remove_container(self, container: str, *, force: bool = False) -> Container:
+        """Remove a container and its layer. Its image stays, even with no name left (an
+        untagged load, an ``rmi -f``): a user's image goes only by ``rmi`` or a prune, as with
+        Docker."""
         c = self.containers.get(container)
         self.containers.remove(c, force=force)
-        if c.image_id is not None and self.images.exists(c.image_id):
-            if not self.refs.list(c.image_id) and not self.containers.using_image(c.image_id):
-                # a dangling image kept only for this container (rmi -f): finish its removal
-                self.images.unrecord(c.image_id)
         self.gc()
         return c
 
@@ -386,12 +385,7 @@ class Store:
         seconds (None: all) that no live writer holds. Containers are left alone (stopped
         containers are the runtime's)."""
         rep = PruneReport()
-        leased = self.leases.held("image")
-        for img in self.images.list():
-            if img.id in leased or self.refs.list(img.id) or self.containers.using_image(img.id):
-                continue
-            self.images.unrecord(img.id)
-            rep.images.append(img.id)
+        self._prune_dangling(rep)
         collector = Collector(self)
         g = collector.collect()
         rep.layers += [str(c) for c in g.layers]
@@ -405,6 +399,29 @@ class Store:
             rep.partials.append(ref)
             rep.reclaimed += size
         return rep
+
+    def dangling(self) -> list[ImageID]:
+        """Images with no reference (Docker's ``dangling=true``), used by a container or not."""
+        return [img.id for img in self.images.list() if not self.refs.list(img.id)]
+
+    def prune_images(self) -> PruneReport:
+        """``image prune``: dangling images no container uses, then what the garbage collector
+        takes because of them (their layers and blobs)."""
+        rep = PruneReport()
+        self._prune_dangling(rep)
+        g = self.gc()
+        rep.layers += [str(c) for c in g.layers]
+        rep.blobs += [str(d) for d in g.blobs]
+        rep.reclaimed += g.reclaimed
+        return rep
+
+    def _prune_dangling(self, rep: PruneReport) -> None:
+        leased = self.leases.held("image")
+        for img in self.images.list():
+            if img.id in leased or self.refs.list(img.id) or self.containers.using_image(img.id):
+                continue
+            self.images.unrecord(img.id)
+            rep.images.append(img.id)
 
     def df(self) -> dict[str, Any]:
         imgs = self.images.list()

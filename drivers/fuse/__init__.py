@@ -497,7 +497,7 @@ class FuseDriver(DiffDirDriver):
             "helper": "python -m drivers.fuse.helper, one process per mount",
             "options": ",".join(self._options()),
             "native_diff": "yes",
-            "parallel_apply": "yes",
+            "parallel_apply": "no",
         }
 
     def cleanup(self) -> None:

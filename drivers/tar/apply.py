@@ -9,7 +9,15 @@ made (0755, root-owned), metadata is numeric uid/gid, mode incl. setuid/setgid/s
 after chown, which clears them), PAX xattrs and ns mtimes; directory times are set at the end,
 deepest first, and directories that existed before keep their times unless the tar names them.
 Whiteouts follow the driver's layout (``Whiteouts``): full-tree drivers delete (REMOVE), diff-dir
-drivers record overlayfs whiteouts (OVERLAY). It returns the sum of the regular files' sizes and
+drivers record overlayfs whiteouts (OVERLAY). With OVERLAY the applier writes an empty diff dir but
+sees the merged view of the applied diff dirs below (``drivers.tar.lower``), so that the merged
+result is the one REMOVE gives on a full copy: a parent the tar leaves implicit is copied up with
+the lower dir's mode, owner, xattrs and times; a hardlink to a lower file copies it up (its other
+visible names too, so the group stays one inode) and links to the copy; a lower symlink met as a
+parent is followed inside the rootfs, as REMOVE follows one in the tree; whiteouts of names nothing
+below has make nothing. A directory entry over an existing directory takes the entry's xattrs
+only (both modes). Names are bytes: libarchive's NFC-normalised UTF-8 names are replaced by the
+raw header bytes (``_LibarchiveReader._raw_names``). It returns the sum of the regular files' sizes and
 reads ``stream`` to its very end, because the caller hashes that stream for the DiffID.
 
 Threat model
@@ -65,6 +73,7 @@ import urllib.parse
 from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Protocol
 
 from drivers.errors import Bug, InvalidInput, NotFound, Unsupported
+from drivers.tar.lower import Found, LowerView, copy_data, copy_xattrs
 
 __all__ = ["Whiteouts", "apply_tar", "apply_tar_py", "TarApplier", "TarApplierPy"]
 
@@ -103,7 +112,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def apply_tar(root: str, stream: BinaryIO, whiteouts: Whiteouts = Whiteouts.REMOVE) -> int:
+def apply_tar(root: str, stream: BinaryIO, whiteouts: Whiteouts = Whiteouts.REMOVE,
+              lowers: list[str] | None = None) -> int:
     """Apply the layer tar read from ``stream`` onto the existing directory ``root``.
 
     Requires: ``root`` exists (REMOVE: a full copy of the parent layer; OVERLAY: an empty diff
@@ -113,13 +123,18 @@ def apply_tar(root: str, stream: BinaryIO, whiteouts: Whiteouts = Whiteouts.REMO
     Raises: InvalidInput (malformed or hostile tar, naming the entry), Unsupported (an entry this
     filesystem or this process cannot hold), OSError (disk full, I/O error). On error ``root`` is
     half-written and the caller removes it.
+    OVERLAY: ``lowers`` are the diff dirs of the layers below, uppermost first (complete: applied
+    already); the layer is applied as the kernel would copy up into an upper dir over them
+    (``drivers.tar.lower``): a parent the tar leaves implicit takes the lower dir's mode, owner,
+    xattrs and times; a hardlink to a lower file copies that file up and links to the copy; a
+    parent component that is a lower symlink is followed inside the rootfs, as with REMOVE.
     Repeat: not idempotent; apply a layer once onto a fresh directory.
     """
     applier = TarApplier if _libarchive() is not None else TarApplierPy
     if not TEST_SLOWDOWN:
-        return applier(root, whiteouts).apply(stream)
+        return applier(root, whiteouts, lowers).apply(stream)
     t0 = time.perf_counter()
-    size = applier(root, whiteouts).apply(stream)
+    size = applier(root, whiteouts, lowers).apply(stream)
     time.sleep(TEST_SLOWDOWN * (time.perf_counter() - t0))
     return size
 
@@ -132,9 +147,10 @@ that measurement, where it costs one comparison per layer. Set only by ``bench.w
 environment."""
 
 
-def apply_tar_py(root: str, stream: BinaryIO, whiteouts: Whiteouts = Whiteouts.REMOVE) -> int:
+def apply_tar_py(root: str, stream: BinaryIO, whiteouts: Whiteouts = Whiteouts.REMOVE,
+                 lowers: list[str] | None = None) -> int:
     """``apply_tar`` with the stdlib ``tarfile`` parser (the pure-Python twin); same contract."""
-    return TarApplierPy(root, whiteouts).apply(stream)
+    return TarApplierPy(root, whiteouts, lowers).apply(stream)
 
 
 class _Header(NamedTuple):
@@ -174,14 +190,17 @@ class TarApplier:
     and the scoped lookup (``_lookup``/``_walk``), which is the only way a path becomes an fd.
     """
 
-    def __init__(self, root: str, whiteouts: Whiteouts) -> None:
+    def __init__(self, root: str, whiteouts: Whiteouts, lowers: list[str] | None = None) -> None:
         self._root_path = root
         self._whiteouts = whiteouts
+        self._lower = LowerView(lowers or [])  # OVERLAY: the merged view of the layers below
+        self._opaque: set[bytes] = set()  # OVERLAY: real paths of dirs this layer made opaque
         self._root = _Dir(-1, b"")
         self._fds: collections.OrderedDict[bytes, int] = collections.OrderedDict()  # real -> fd
         self._alias: dict[bytes, bytes] = {}  # lexical dir path -> real path
         self._pin = -1  # fd of the current entry's parent: never evicted mid-entry
-        self._upper: set[bytes] = set()  # REMOVE: real paths written by this layer + ancestors
+        self._upper: set[bytes] = set()  # real paths written by this layer + their ancestors
+        self._copied: set[bytes] = set()  # OVERLAY: real paths copied up from below, not written
         self._seen: set[bytes] = set()  # dirs whose original times are saved, or made here
         self._saved_times: dict[bytes, tuple[int, int, int]] = {}  # real -> (atime, mtime, ino)
         self._dir_times: dict[bytes, tuple[int, int, int]] = {}  # dirs the tar names
@@ -258,8 +277,7 @@ class TarApplier:
             self._node(h, pdir, base)
         else:
             raise self._refuse(f"unsupported entry type {kind:#o}")
-        if self._whiteouts is Whiteouts.REMOVE:
-            self._mark_upper(_join(pdir.real, base))
+        self._mark_upper(_join(pdir.real, base))
 
     # ---------------------------------------------------------------------------- entries
     def _file(self, h: _Header, pdir: _Dir, base: bytes, reader: _Reader) -> None:
@@ -279,15 +297,18 @@ class TarApplier:
     def _directory(self, h: _Header, pdir: _Dir, base: bytes) -> None:
         real = _join(pdir.real, base)
         opaque = False
+        made = True  # False: a directory was there already (merge)
         try:
             os.mkdir(base, 0o700, dir_fd=pdir.fd)
             self._seen.add(real)
         except FileExistsError:
             st = os.stat(base, dir_fd=pdir.fd, follow_symlinks=False)
-            if not stat.S_ISDIR(st.st_mode):
-                # a dir replacing an overlay whiteout must hide the lower dir's content, as a
-                # REMOVE whiteout followed by this dir would
-                opaque = self._whiteouts is Whiteouts.OVERLAY and _is_whiteout_device(st)
+            made = not stat.S_ISDIR(st.st_mode)
+            if made:
+                # a dir replacing an overlay whiteout, or a non-dir this layer wrote over a
+                # lower dir, must hide that dir's content, as REMOVE (which deleted it) does
+                opaque = self._whiteouts is Whiteouts.OVERLAY and (
+                    _is_whiteout_device(st) or self._lower_shows_dir(pdir.real, base))
                 self._clear(pdir, base)
                 os.mkdir(base, 0o700, dir_fd=pdir.fd)
                 self._seen.add(real)
@@ -295,9 +316,11 @@ class TarApplier:
         assert d is not None
         os.fchown(d.fd, h.uid, h.gid)
         os.fchmod(d.fd, h.mode)
+        if not made:  # a dir over a dir: its xattrs are the entry's, no others
+            self._drop_xattrs(d.fd, {k for k, _ in h.xattrs})
         self._set_xattrs(h, d.fd)
         if opaque:
-            self._setxattr(d.fd, OPAQUE_XATTR, b"y")
+            self._make_opaque(d.fd, real)
         atime, mtime = self._times(h)
         self._dir_times[real] = (atime, mtime, os.fstat(d.fd).st_ino)
 
@@ -344,6 +367,13 @@ class TarApplier:
             raise self._refuse("hardlink to itself")
         tfd = os.dup(tdir.fd)  # survives cache eviction while the destination is cleared
         try:
+            if self._whiteouts is Whiteouts.OVERLAY:
+                try:
+                    tst = os.stat(tbase, dir_fd=tfd, follow_symlinks=False)
+                    if _is_whiteout_device(tst):
+                        raise self._refuse(f"hardlink target {os.fsdecode(target)!r} not found")
+                except FileNotFoundError:  # a lower file: link to its copy, as a copy-up would
+                    self._copy_up(_Dir(tfd, tdir.real), tbase)
             self._create(pdir, base, lambda: os.link(tbase, base, src_dir_fd=tfd,
                                                      dst_dir_fd=pdir.fd, follow_symlinks=False))
         except FileNotFoundError:
@@ -358,13 +388,13 @@ class TarApplier:
         name = base[len(WH_PREFIX):]
         if name in (b"", b".", b".."):
             raise self._refuse("whiteout without a name")
-        pdir = self._lookup(parent, create=overlay)
-        if pdir is None:  # REMOVE: nothing there to delete
+        pdir = self._lookup(parent, create=False)
+        if pdir is None:  # nothing there to delete
             return
         self._pin = pdir.fd
         if base == WH_OPAQUE:
             if overlay:
-                self._setxattr(pdir.fd, OPAQUE_XATTR, b"y")
+                self._make_opaque(pdir.fd, pdir.real)
             else:
                 self._prune(pdir)
             return
@@ -373,13 +403,20 @@ class TarApplier:
         except FileNotFoundError:
             st = None
         if overlay:
+            real = _join(pdir.real, name)
+            if st is not None and real not in self._upper:  # copied up, not written: as lower
+                self._clear(pdir, name)
+                self._copied.discard(real)
+                st = None
             if st is None:
+                if self._lower_find(pdir.real, name) is None:
+                    return  # nothing below to hide
                 os.mknod(name, stat.S_IFCHR, 0, dir_fd=pdir.fd)
                 os.chown(name, h.uid, h.gid, dir_fd=pdir.fd, follow_symlinks=False)
-            elif stat.S_ISDIR(st.st_mode):  # this layer made it: keep its entries, hide lower
+            elif stat.S_ISDIR(st.st_mode):  # this layer wrote into it: keep that, hide lower
                 d = self._walk(pdir, [name], create=False)
                 assert d is not None
-                self._setxattr(d.fd, OPAQUE_XATTR, b"y")
+                self._make_opaque(d.fd, d.real)
             return  # a non-dir this layer wrote hides the lower one already
         if st is None:
             return
@@ -553,17 +590,22 @@ class TarApplier:
         try:
             fd = os.open(part, _DIR_FLAGS, dir_fd=cur.fd)
         except FileNotFoundError:
+            if self._lower:
+                return self._lower_child(cur, part, real, create)
             if not create:
                 return None
-            os.mkdir(part, 0o755, dir_fd=cur.fd)
-            fd = os.open(part, _DIR_FLAGS, dir_fd=cur.fd)
-            os.fchmod(fd, 0o755)  # whatever the umask
-            self._seen.add(real)
-            return fd
+            return self._new_dir(cur, part, real)
         except OSError as e:
             if e.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
             st = os.stat(part, dir_fd=cur.fd, follow_symlinks=False)
+            if self._whiteouts is Whiteouts.OVERLAY and _is_whiteout_device(st):
+                if not create:  # this layer whited it out: nothing is there
+                    return None
+                os.unlink(part, dir_fd=cur.fd)  # a dir where a whiteout was: hides the lower
+                fd = self._new_dir(cur, part, real)
+                self._make_opaque(fd, real)
+                return fd
             if not stat.S_ISLNK(st.st_mode):
                 raise self._refuse(f"parent {os.fsdecode(real)!r} is not a directory") from None
             target = os.readlink(part, dir_fd=cur.fd)
@@ -573,6 +615,157 @@ class TarApplier:
         if real not in self._seen:
             self._save_times(_Dir(fd, real), os.fstat(fd))
         return fd
+
+    def _new_dir(self, cur: _Dir, part: bytes, real: bytes) -> int:
+        """An implicit parent nothing below shows: 0755, root-owned."""
+        os.mkdir(part, 0o755, dir_fd=cur.fd)
+        fd = os.open(part, _DIR_FLAGS, dir_fd=cur.fd)
+        os.fchmod(fd, 0o755)  # whatever the umask
+        self._seen.add(real)
+        return fd
+
+    def _lower_child(self, cur: _Dir, part: bytes, real: bytes, create: bool) -> int | bytes | None:
+        """OVERLAY: ``part`` is not in the upper; what the layers below show decides. A lower
+        dir is copied up (mode, owner, xattrs, times: the kernel's copy-up), a lower symlink is
+        followed (its target), a lower non-dir is refused as with REMOVE, nothing is made
+        fresh (``create``) or None."""
+        found = self._lower_find(cur.real, part)
+        if found is None:
+            return self._new_dir(cur, part, real) if create else None
+        st = found.st
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(found.path)
+            if not target:
+                raise self._refuse(f"parent {os.fsdecode(real)!r} is an empty symlink")
+            return target
+        if not stat.S_ISDIR(st.st_mode):
+            raise self._refuse(f"parent {os.fsdecode(real)!r} is not a directory")
+        os.mkdir(part, 0o700, dir_fd=cur.fd)
+        fd = os.open(part, _DIR_FLAGS, dir_fd=cur.fd)
+        os.fchown(fd, st.st_uid, st.st_gid)
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+        copy_xattrs(found.path, fd)
+        self._seen.add(real)
+        self._copied.add(real)
+        self._saved_times[real] = (st.st_atime_ns, st.st_mtime_ns, os.fstat(fd).st_ino)
+        return fd
+
+    def _copy_up(self, pdir: _Dir, base: bytes) -> bool:
+        """OVERLAY: copy the non-directory the lower layers show at ``base`` in ``pdir`` into the
+        upper (data, mode, owner, xattrs, times), for a hardlink to name it; False if they show
+        none there."""
+        found = self._lower_find(pdir.real, base)
+        if found is None or stat.S_ISDIR(found.st.st_mode):
+            return False
+        self._copy_node(pdir, base, found)
+        self._copied.add(_join(pdir.real, base))
+        if found.st.st_nlink > 1:
+            self._copy_links(_join(pdir.real, base), found)
+        return True
+
+    def _copy_links(self, copy: bytes, found: Found) -> None:
+        """The lower inode just copied up to ``copy`` has other names in its layer: those the
+        merged view still shows are linked to the copy too, so the hardlink group stays whole
+        (the walk of that one layer happens only for a hardlinked copy-up)."""
+        ino, dev = found.st.st_ino, found.st.st_dev
+        names: list[bytes] = []
+        for top, dirs, files in os.walk(found.layer):
+            for n in files + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
+                full = os.path.join(top, n)
+                st = os.lstat(full)
+                if st.st_ino == ino and st.st_dev == dev:
+                    names.append(os.path.relpath(full, found.layer))
+        for name in names:
+            if name == copy:
+                continue
+            parent, _, base = name.rpartition(b"/")
+            pdir = self._lookup(parent, create=False)
+            if pdir is None or pdir.real != parent:
+                continue  # not where the merged view has it
+            try:
+                os.stat(base, dir_fd=pdir.fd, follow_symlinks=False)
+                continue  # this layer put something there
+            except FileNotFoundError:
+                pass
+            f = self._lower_find(parent, base)
+            if f is None or f.st.st_ino != ino or f.st.st_dev != dev:
+                continue  # hidden by a layer in between
+            cparent, _, cbase = copy.rpartition(b"/")
+            cdir = os.dup(self._real_dir(cparent).fd)
+            try:
+                os.link(cbase, base, src_dir_fd=cdir, dst_dir_fd=pdir.fd, follow_symlinks=False)
+            finally:
+                os.close(cdir)
+            self._copied.add(name)
+
+    def _copy_node(self, pdir: _Dir, base: bytes, found: Found) -> None:
+        """Make a copy of the lower non-directory ``found`` at ``base`` in ``pdir``."""
+        st, src = found.st, found.path
+        kind = stat.S_IFMT(st.st_mode)
+        if kind == stat.S_IFREG:
+            fd = os.open(base, _NEW_FILE, 0o600, dir_fd=pdir.fd)
+            try:
+                copy_data(src, fd)
+                os.fchown(fd, st.st_uid, st.st_gid)
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                copy_xattrs(src, fd)
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(fd)
+            return
+        if kind == stat.S_IFLNK:
+            os.symlink(os.readlink(src), base, dir_fd=pdir.fd)
+        else:
+            os.mknod(base, kind | 0o600, st.st_rdev, dir_fd=pdir.fd)
+        os.chown(base, st.st_uid, st.st_gid, dir_fd=pdir.fd, follow_symlinks=False)
+        if kind != stat.S_IFLNK:
+            os.chmod(base, stat.S_IMODE(st.st_mode), dir_fd=pdir.fd, follow_symlinks=False)
+        copy_xattrs(src, _proc_path(pdir.fd, base))
+        os.utime(base, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=pdir.fd,
+                 follow_symlinks=False)
+
+    def _make_opaque(self, fd: int, real: bytes) -> None:
+        """OVERLAY: directory ``real`` hides what the layers below have there, including what
+        was copied up from them into it (only this layer's own entries stay)."""
+        self._setxattr(fd, OPAQUE_XATTR, b"y")
+        self._opaque.add(real)
+        under = real + b"/" if real else b""
+        for path in sorted((p for p in self._copied if p.startswith(under)), key=len):
+            if path not in self._copied:
+                continue  # went with a copied dir above it
+            self._copied.discard(path)
+            if path in self._upper:
+                continue
+            parent, _, name = path.rpartition(b"/")
+            pdir = self._lookup(parent, create=False)
+            if pdir is not None:
+                self._clear(pdir, name)
+            below = path + b"/"
+            self._copied -= {p for p in self._copied if p.startswith(below)}
+
+    def _lower_find(self, parent: bytes, name: bytes) -> Found | None:
+        """What the layers below show at ``name`` in ``parent``, unless an upper dir on the way
+        is opaque (then: nothing)."""
+        if not self._lower:
+            return None
+        p = parent
+        while True:
+            if p in self._opaque:
+                return None
+            if not p:
+                break
+            p = p.rpartition(b"/")[0]
+        return self._lower.find(parent, name)
+
+    def _lower_shows_dir(self, parent: bytes, name: bytes) -> bool:
+        found = self._lower_find(parent, name)
+        return found is not None and stat.S_ISDIR(found.st.st_mode)
+
+    def _drop_xattrs(self, fd: int, keep: set[bytes]) -> None:
+        for key in os.listxattr(fd):
+            k = os.fsencode(key)
+            if k not in keep and not k.startswith(b"trusted.overlay."):
+                os.removexattr(fd, k)
 
     def _real_dir(self, real: bytes) -> _Dir:
         """The dir at a symlink-free path (from the cache, or walked again from root)."""
@@ -705,6 +898,48 @@ class _Reader(Protocol):
         ...
 
 
+def _header_names(data: memoryview) -> tuple[bytes, bytes]:
+    """Path and link target of the tar entry whose header blocks start ``data``."""
+    path: bytes | None = None
+    link: bytes | None = None
+    off = 0
+    while off + 512 <= len(data):
+        blk = bytes(data[off:off + 512])
+        kind = blk[156:157]
+        if kind not in (b"x", b"L", b"K", b"g"):
+            if path is None:
+                path = blk[0:100].split(b"\0", 1)[0]
+                prefix = blk[345:500].split(b"\0", 1)[0] if blk[257:262] == b"ustar" else b""
+                if prefix:
+                    path = prefix + b"/" + path
+            if link is None:
+                link = blk[157:257].split(b"\0", 1)[0]
+            return path, link
+        raw_size = blk[124:136]
+        size = (int.from_bytes(raw_size[1:], "big") if raw_size[0] & 0x80
+                else int(raw_size.split(b"\0", 1)[0].strip() or b"0", 8))
+        body = bytes(data[off + 512:off + 512 + size])
+        if len(body) < size:
+            break
+        if kind == b"x":
+            i = 0
+            while i < len(body):
+                sp = body.index(b" ", i)
+                n = int(body[i:sp])
+                key, _, value = body[sp + 1:i + n - 1].partition(b"=")
+                if key == b"path":
+                    path = value
+                elif key == b"linkpath":
+                    link = value
+                i += n
+        elif kind == b"L":
+            path = body.split(b"\0", 1)[0]
+        elif kind == b"K":
+            link = body.split(b"\0", 1)[0]
+        off += 512 + (size + 511) // 512 * 512
+    raise Unsupported("a tar entry with a non-ASCII name has headers over 1 MiB")
+
+
 def _malformed(why: str) -> InvalidInput:
     return InvalidInput("malformed layer tar: " + " ".join(why.split()))
 
@@ -745,6 +980,7 @@ def _libarchive() -> _Lib | None:
                                      ctypes.POINTER(ll)], i),
         "archive_read_free": ([p], i),
         "archive_error_string": ([p], ctypes.c_char_p),
+        "archive_read_header_position": ([p], ll),
         "archive_entry_pathname": ([p], ctypes.c_char_p),
         "archive_entry_hardlink": ([p], ctypes.c_char_p),
         "archive_entry_symlink": ([p], ctypes.c_char_p),
@@ -788,8 +1024,11 @@ class _LibarchiveReader:
         self._lib = lib.archive
         self._pwrite = lib.pwrite
         self._stream = stream
-        self._buf = ctypes.create_string_buffer(_CHUNK)
-        self._addr = ctypes.addressof(self._buf)
+        # two buffers, used in turn: the chunk before the current one stays intact, so the raw
+        # header bytes of the current entry can be read again (``_raw_names``)
+        self._bufs = (ctypes.create_string_buffer(_CHUNK), ctypes.create_string_buffer(_CHUNK))
+        self._chunks: list[tuple[int, int, int]] = []  # (stream offset, buffer index, length)
+        self._pos = 0  # stream bytes handed to libarchive so far
         self._readinto = getattr(stream, "readinto", None)
         self._error: BaseException | None = None
         self._callback = _READ_CALLBACK(self._read)
@@ -811,13 +1050,17 @@ class _LibarchiveReader:
     def _read(self, _archive: int, _context: int, out: Any) -> int:
         """libarchive's read callback: one chunk of the caller's stream (0 at its end)."""
         try:
+            i = 1 - self._chunks[-1][1] if self._chunks else 0
+            buf = self._bufs[i]
             if self._readinto is not None:
-                n = self._readinto(self._buf) or 0
+                n = self._readinto(buf) or 0
             else:
                 data = self._stream.read(_CHUNK)
                 n = len(data)
-                ctypes.memmove(self._addr, data, n)
-            out[0] = self._addr
+                ctypes.memmove(buf, data, n)
+            self._chunks = [*self._chunks[-1:], (self._pos, i, n)]
+            self._pos += n
+            out[0] = ctypes.addressof(buf)
             return n
         except BaseException as e:  # noqa: BLE001 - re-raised in Python once libarchive returns
             self._error = e
@@ -859,6 +1102,12 @@ class _LibarchiveReader:
             devmajor = devminor = 0
             if kind == stat.S_IFCHR or kind == stat.S_IFBLK:
                 devmajor, devminor = lib.archive_entry_rdevmajor(e), lib.archive_entry_rdevminor(e)
+            if not name.isascii() or (link is not None and not link.isascii()):
+                # libarchive hands UTF-8 names over NFC-normalised: two names that differ only
+                # in normalisation would become one. Names are bytes: take them from the header.
+                name, raw_link = self._raw_names(lib.archive_read_header_position(a))
+                if link is not None:
+                    link = raw_link
             atime = None
             if atime_is_set(e):
                 atime = (lib.archive_entry_atime(e) * 1_000_000_000
@@ -866,6 +1115,19 @@ class _LibarchiveReader:
             yield _Header(name, kind, size(e), mode(e) & 0o7777, uid(e), gid(e),
                           mtime(e) * 1_000_000_000 + mtime_ns(e), atime, link, devmajor,
                           devminor, self._xattrs(e) if xattr_reset(e) else [])
+
+    def _raw_names(self, pos: int) -> tuple[bytes, bytes]:
+        """The entry's path and link target as its header bytes say (pax ``path``/``linkpath``,
+        GNU ``L``/``K`` records, ustar prefix + name), from the retained chunks; ``pos`` is the
+        stream offset where the entry's headers start."""
+        if not self._chunks or pos < self._chunks[0][0]:
+            raise Unsupported("a tar entry with a non-ASCII name has headers over 1 MiB")
+        data = b"".join(ctypes.string_at(ctypes.addressof(self._bufs[i]), n)
+                        for _, i, n in self._chunks)
+        try:
+            return _header_names(memoryview(data)[pos - self._chunks[0][0]:])
+        except (ValueError, IndexError):
+            raise _malformed("unreadable extended header") from None
 
     def _xattrs(self, e: int) -> list[tuple[bytes, bytes]]:
         """The entry's xattrs (SCHILY.xattr.* and LIBARCHIVE.xattr.* records); the caller has

@@ -353,10 +353,11 @@ class _Job:
                 if it.lock is not None:
                     it.lock.release()
                     it.lock = None
+                if it.spool is not None:  # every layer's: an open fd keeps a deleted ingest alive
+                    it.spool.close()
+                    it.spool = None
             with contextlib.suppress(OSError):
                 self.locks_dir.rmdir()  # only when empty: no other pull holds a lock
-                if it.spool is not None:
-                    it.spool.close()
             for it in reversed(self.items):  # children first
                 if it.cid is None:
                     continue

@@ -1,9 +1,12 @@
-"""``lamina images [-a] [-q] [--format json]``: list images, one row per tag, like ``docker images``.
+"""``lamina images [-a] [-q] [-f dangling=true|false] [--format json]``: list images, one row per
+tag, like ``docker images``.
 
 An image with several tags has several rows; one known only by digest shows ``<none>`` as its tag;
-one with no reference at all (a commit without a name, an image kept for a container after
-``rmi -f``) shows ``<none> <none>``. Rows are newest first. ``-a`` is accepted for Docker's sake:
-lamina has no intermediate build images, so it lists the same images.
+one with no reference at all (a *dangling* image: a commit without a name, an unnamed load, an
+image kept after ``rmi -f``) shows ``<none> <none>``; it stays until ``rmi <id>`` or
+``image prune``. ``-f dangling=true`` lists only those, ``dangling=false`` only the others. Rows
+are newest first. ``-a`` is accepted for Docker's sake: lamina has no intermediate build images,
+so it lists the same images.
 """
 
 from __future__ import annotations
@@ -27,7 +30,24 @@ def register(sub: Any) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     p.add_argument("--no-trunc", action="store_true", help="show full image IDs")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="dangling=true|false",
+                   help="filter output (only dangling= is supported)")
     p.set_defaults(run=run)
+
+
+def _dangling_filter(filters: list[str]) -> bool | None:
+    """True/False for ``dangling=true|false`` (the last one wins, as Docker), None for none."""
+    from graph.errors import InvalidInput
+
+    want: bool | None = None
+    for f in filters:
+        key, _, value = f.partition("=")
+        if key != "dangling":
+            raise InvalidInput(f"invalid filter {key!r} (supported: dangling=true|false)")
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise InvalidInput(f"invalid filter 'dangling={value}': use true or false")
+        want = value.lower() in ("true", "1")
+    return want
 
 
 def rows(store: "Store") -> list[dict[str, Any]]:
@@ -68,6 +88,10 @@ def rows(store: "Store") -> list[dict[str, Any]]:
 
 def run(args: argparse.Namespace, store: "Store") -> int:
     listing = rows(store)
+    dangling = _dangling_filter(args.filter)
+    if dangling is not None:
+        ids = set(map(str, store.dangling()))
+        listing = [r for r in listing if (r["ID"] in ids) == dangling]
     if args.quiet:
         seen: set[str] = set()
         for r in listing:

@@ -42,6 +42,7 @@ COMMAND_TABLE: list[tuple[str, tuple[str, ...], str, str]] = [
     ("load", (), "load", "load images from a docker-save tar or an OCI layout"),
     ("save", (), "save", "save images to a docker-save or OCI archive"),
     ("images", (), "images", "list images"),
+    ("image", (), "image", "manage images (prune)"),
     ("tag", (), "tag", "name an image"),
     ("rmi", (), "rmi", "remove images"),
     ("inspect", (), "inspect", "show details of images and containers (JSON)"),

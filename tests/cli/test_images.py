@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from tests.cli.conftest import Archives, Lamina
+from pathlib import Path
+
+from tests.cli.conftest import Archives, Lamina, small_image, write_oci_layout
 
 HEADER = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
 
@@ -58,3 +60,30 @@ def test_untagged_image_shows_none(loaded: Lamina) -> None:
     none = [r for r in rows if r["ID"] == new_id]
     assert [(r["Repository"], r["Tag"]) for r in none] == [("<none>", "<none>")]
     assert "<none>       <none>" in loaded("images").out
+
+
+def test_an_unnamed_load_stays_until_removed_by_id_or_pruned(lamina: Lamina, tmp_path: Path) -> None:
+    """Issue 14 item 5: a container's removal never removes a user's image (Docker keeps a
+    dangling image until ``rmi <id>`` or ``image prune``)."""
+    img = small_image(b"nameless\n")
+    other = small_image(b"named\n")
+    lamina("load", "-i", str(write_oci_layout(tmp_path / "nameless", [(img, None)])))
+    lamina("load", "-i", str(write_oci_layout(tmp_path / "named", [(other, "named:1")])))
+    lamina("create", "--name", "c", img.id)
+    lamina("rm", "c")
+    rows = json.loads(lamina("images", "--format", "json", "-f", "dangling=true").out)
+    assert [(r["ID"], r["Repository"], r["Tag"]) for r in rows] == [(img.id, "<none>", "<none>")]
+    rows = json.loads(lamina("images", "--format", "json", "-f", "dangling=false").out)
+    assert [r["ID"] for r in rows] == [other.id]
+    lamina.fails("images", "-f", "label=x", code=5)
+    assert lamina("rmi", img.id).lines[0] == f"Deleted: {img.id}"
+    lamina("load", "-i", str(tmp_path / "nameless"))
+    lamina("create", "--name", "c2", img.id)
+    r = lamina("image", "prune", "-f")
+    assert r.lines == ["Total reclaimed space: 0B"]  # in use by c2: kept
+    lamina("rm", "c2")
+    r = lamina("image", "prune", input=b"y\n")
+    assert "remove all dangling images" in r.err
+    assert r.lines[:2] == ["Deleted Images:", f"deleted: {img.id}"]
+    assert lamina("images", "-q", "--no-trunc").lines == [other.id]
+    lamina.check_clean()

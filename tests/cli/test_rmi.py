@@ -41,12 +41,15 @@ def test_rmi_of_an_image_in_use_is_refused_without_force(loaded: Lamina, archive
     assert "user" in r.err  # names the container
     assert loaded("images", "-q").out.strip()  # still there
     loaded.check_clean()
-    # forced: untagged, kept for the container, gone with it
+    # forced: untagged and kept, dangling, also after its container goes (as Docker), until
+    # removed by id or pruned
     assert loaded("rmi", "-f", "app:1.0").lines == ["Untagged: app:1.0"]
     rows = json.loads(loaded("images", "--format", "json").out)
     assert [(r["Repository"], r["ID"]) for r in rows] == [("<none>", archives.app.id)]
     loaded("create", "app:1.0", expect=2)  # the name is gone
     loaded("rm", "user")
+    assert loaded("images", "-q", "--no-trunc").lines == [archives.app.id]
+    assert loaded("image", "prune", "-f").lines[:2] == ["Deleted Images:", f"deleted: {archives.app.id}"]
     assert loaded("images", "-q").out == ""
     assert _df(loaded)["Layers"]["Total"] == 0
     loaded.check_clean()

@@ -17,7 +17,6 @@ import stat
 import subprocess
 import sys
 import tarfile
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -378,27 +377,19 @@ def test_hardlinks_from_a_lower_layer(drv: OverlayDriver) -> None:
                                                        Change("/z", ChangeKind.ADDED)]
 
 
-def test_parallel_apply_in_any_order(drv: OverlayDriver) -> None:
-    assert OverlayDriver.parallel_apply is True
+def test_layers_are_applied_in_order(drv: OverlayDriver) -> None:
+    """No ``parallel_apply``: a layer's apply reads the applied layers below (implicit parents,
+    hardlinks to lower files, lower symlinks as parents: ``drivers.tar.lower``), so a pull
+    applies a stack bottom-up."""
+    from drivers.base import ParallelApply
+
+    assert not isinstance(drv, ParallelApply)
     ids = [CacheID(f"p{i}") for i in range(6)]
-    for i, id in enumerate(ids):
-        drv.create(id, ids[i - 1] if i else None)
     tars = [tar_of(("f", "v", str(i).encode()), ("f", f"only{i}", b"o"),
                    *([("wh", "", f"only{i - 1}")] if i % 2 else [])) for i in range(6)]
-    errors: list[BaseException] = []
-
-    def apply(i: int) -> None:
-        try:
-            drv.apply_diff(ids[i], ids[i - 1] if i else None, tars[i])
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=apply, args=(i,)) for i in reversed(range(6))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    for i, id in enumerate(ids):
+        drv.create(id, ids[i - 1] if i else None)
+        drv.apply_diff(ids[i], ids[i - 1] if i else None, tars[i])
     root = drv.get(ids[-1])
     try:
         assert Path(root, "v").read_bytes() == b"5"

@@ -88,9 +88,21 @@ def test_rmi_refused_while_a_container_uses_it(store: Store) -> None:
     assert events == ["Untagged: base:latest"]
     assert store.images.exists(img.id)  # dangling, kept for its container
     store.remove_container("c1")
+    assert store.images.exists(img.id)  # and after it: a container's removal removes no image
+    assert store.dangling() == [img.id]
+    assert store.prune_images().images == [img.id]
     assert not store.images.exists(img.id) and store.layers.list() == []
     assert store.check() == []
     del c
+
+
+def test_an_untagged_image_outlives_its_containers(store: Store) -> None:
+    """Issue 14 item 5: as Docker, until ``rmi <id>`` or a prune."""
+    img = make_image(store, [BASE], None)
+    store.remove_container(store.create_container(str(img.id), name="c").id)
+    assert store.images.exists(img.id) and store.dangling() == [img.id]
+    assert store.rmi(str(img.id))[0] == f"Deleted: {img.id}"
+    assert store.check() == []
 
 
 def test_container_mount_write_diff_commit(store: Store) -> None:

@@ -46,8 +46,8 @@ class Env:
     outside: Path
     applier: type[TarApplier]
 
-    def apply(self, data: bytes, whiteouts: Whiteouts = REMOVE) -> int:
-        return self.applier(str(self.root), whiteouts).apply(io.BytesIO(data))
+    def apply(self, data: bytes, whiteouts: Whiteouts = REMOVE, lowers: list[str] | None = None) -> int:
+        return self.applier(str(self.root), whiteouts, lowers).apply(io.BytesIO(data))
 
     def refused(self, data: bytes, whiteouts: Whiteouts = REMOVE, match: str = "") -> str:
         with pytest.raises(InvalidInput, match=match) as e:
@@ -489,12 +489,22 @@ def test_aufs_metadata_is_skipped(env: Env) -> None:
     assert os.listdir(env.root) == ["real"]
 
 
+def _lower(env: Env, *files: str) -> list[str]:
+    """A lower diff dir holding ``files`` (their parents made): what the whiteouts hide."""
+    lower = Path(tempfile.mkdtemp(prefix="lower-", dir=env.base.parent))  # not next to root
+    for f in files:
+        (lower / f).parent.mkdir(parents=True, exist_ok=True)
+        (lower / f).write_bytes(b"lower")
+    return [str(lower)]
+
+
 def test_overlay_whiteouts(env: Env) -> None:
+    lowers = _lower(env, "etc/gone", "var/cache/x", "a/mine", "b/old", "c/old")
     t = (LayerTar().whiteout("etc/gone").opaque("var/cache")
          .file("a/mine", b"m").whiteout("a/mine")        # this layer's file stays
          .dir("b").file("b/mine", b"m").whiteout("b")    # this layer's dir becomes opaque
          .whiteout("c").dir("c").file("c/new", b"n"))    # dir over a whiteout is opaque
-    env.apply(t.bytes(), OVERLAY)
+    env.apply(t.bytes(), OVERLAY, lowers)
     wh = lst(env.r("etc/gone"))
     assert stat.S_ISCHR(wh.st_mode) and wh.st_rdev == 0
     assert os.getxattr(env.r("var/cache"), "trusted.overlay.opaque") == b"y"
@@ -506,8 +516,15 @@ def test_overlay_whiteouts(env: Env) -> None:
 
 
 def test_overlay_whiteout_takes_header_owner(env: Env) -> None:
-    env.apply(LayerTar().file(".wh.x", uid=12, gid=34).bytes(), OVERLAY)
+    env.apply(LayerTar().file(".wh.x", uid=12, gid=34).bytes(), OVERLAY, _lower(env, "x"))
     assert (lst(env.r("x")).st_uid, lst(env.r("x")).st_gid) == (12, 34)
+
+
+def test_overlay_whiteout_of_nothing_makes_nothing(env: Env) -> None:
+    """No lower layer has the name (or its parent): no whiteout, no parent dirs in the diff."""
+    env.apply(LayerTar().whiteout("x").whiteout("p/q/y").opaque("d/e").bytes(), OVERLAY,
+              _lower(env, "z"))
+    assert os.listdir(env.root) == []
 
 
 # ============================================================================= attacks
