@@ -24,9 +24,8 @@ What happens
    as a copy of its parent) apply in order while later downloads run ahead. Layers are prepared,
    applied and committed through the layer store's two-phase register (``prepare`` /
    ``apply_prepared`` / ``commit_prepared``); commits happen in stack order, each only after its
-   blob verified and its DiffID matched the config. With ``parallel_apply`` there is one
-   durability barrier per pull (``_Job._barrier``: every layer applied, one ``driver.sync()``,
-   then the layer rows); other drivers sync before each commit.
+   blob verified and its DiffID matched the config. There is one durability barrier per pull
+   (``_Job._barrier``: every layer applied, one ``driver.sync()``, then the layer rows).
 5. **Record.** Image row, manifest (and index) bytes, the manifest row, then the reference.
 
 Two processes pulling the same image at once: a blob's ingest carries the ref
@@ -331,9 +330,10 @@ class _Job:
                     self._lock_and_prepare(it)
                     it.work = ap.submit(self._apply, it)
                 self._barrier(work)
-            else:
+            else:  # one apply worker: each layer is made and applied after its parent
                 for it in work:
                     it.work = ap.submit(self._prepare_and_apply, it)
+                self._barrier(work)
             for it in self.items:
                 if it.action != "exists" or it.work is not None:
                     self._commit(it)
@@ -373,7 +373,7 @@ class _Job:
                     self.store.record_layer_blob(*row)
 
     def _barrier(self, work: list[_Item]) -> None:
-        """One durability barrier per pull (parallel drivers): wait until every layer is applied,
+        """One durability barrier per pull (every driver): wait until every layer is applied,
         then one ``driver.sync()`` (syncfs of its filesystem); only then are layer rows committed (``_commit``
         with ``sync=False``), so no row is ever visible before its data is durable.
 

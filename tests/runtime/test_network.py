@@ -30,7 +30,9 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 SERVER = "while true; do echo hello-from-$(hostname) | nc -l -p 80; done"
 # a client that waits for the server to listen: up to 5 s
-CLIENT = "(for i in $(seq 50); do nc {host} 80 </dev/null && exit 0; sleep 0.1; done; exit 1)"
+# (a connection the server's previous nc accepted while exiting gives no data: try again)
+CLIENT = ('(for i in $(seq 50); do out=$(nc {host} 80 </dev/null) && [ -n "$out" ] && echo "$out" && exit 0; '
+          'sleep 0.1; done; exit 1)')
 RUNTIMES = ["crun", "runc"]
 UDP_ECHO = """
 import socket
