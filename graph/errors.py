@@ -11,8 +11,10 @@ from drivers.errors import (
     DigestMismatch,
     InvalidInput,
     LaminaError,
+    NoSpace,
     NotFound,
     Unsupported,
+    no_space,
 )
 
 __all__ = [
@@ -23,6 +25,8 @@ __all__ = [
     "DigestMismatch",
     "InvalidInput",
     "LaminaError",
+    "NoSpace",
     "NotFound",
     "Unsupported",
+    "no_space",
 ]

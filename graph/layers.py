@@ -120,8 +120,11 @@ class LayerStore:
             )
 
     def _discard(self, cid: CacheID) -> None:
-        """Remove driver data that no committed row points at, then its pending row."""
+        """Remove driver data that no committed row points at, then its pending row. The removal
+        is synced first: a power cut must not bring the data back with no row at all (an orphan
+        ``check`` reports; tests/powercut found it once ``orphans`` became real)."""
         self.driver.remove(cid)
+        self.driver.sync()
         with self.db.transaction() as c:
             c.execute("DELETE FROM pending WHERE cache_id = ?", (cid,))
 
@@ -350,6 +353,10 @@ class LayerStore:
         try:
             _step("create_rw:pending")
             self.driver.create_rw(cid, parent_cid)
+            # data first, metadata last: the container row that records this cache-id is synced
+            # at commit, so the layer's names must be on disk before it (a power cut right after
+            # ``create`` left a container whose RW layer was gone: tests/powercut)
+            self.driver.sync()
             _step("create_rw:created")
         except BaseException:
             self._discard(cid)
@@ -411,9 +418,17 @@ class LayerStore:
             done.append(cid)
         return done
 
-    def pending(self) -> list[CacheID]:
-        """Driver layers made but not yet recorded (in flight, or left by a crash)."""
-        return [CacheID(r["cache_id"]) for r in self.db.query("SELECT cache_id FROM pending")]
+    def interrupted(self) -> list[CacheID]:
+        """Pending layers whose process is gone: what ``recover`` rolls back, damage while it
+        has not (``Store.check``)."""
+        return [CacheID(r["cache_id"]) for r in self.db.query("SELECT cache_id, pid FROM pending")
+                if not _pid_alive(r["pid"])]
+
+    def in_flight(self) -> list[tuple[CacheID, int]]:
+        """Pending layers of live processes, with their pids: operations in progress, a normal
+        state (``Store.notes``)."""
+        return [(CacheID(r["cache_id"]), int(r["pid"])) for r in self.db.query("SELECT cache_id, pid FROM pending")
+                if _pid_alive(r["pid"])]
 
     def records_cache_id(self, cid: CacheID) -> bool:
         """Whether a recorded layer has this cache-id (a prepared layer was committed)."""

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Callable, ContextManager
 
 import drivers
 from drivers.base import Driver, Sweeper
+from drivers.sys.durable import fsync_dir
 from graph.containers import Container, ContainerStore
 from graph.content import ContentStore
 from graph.db import DB
@@ -47,7 +48,8 @@ def _step(name: str) -> None:
 
 @dataclass
 class Problem:
-    """One finding of ``Store.check``."""
+    """One finding of ``Store.check`` (damage) or ``Store.notes`` (information: a normal state
+    worth showing, such as a resumable download, never a reason to fail a check)."""
 
     kind: str
     object: str
@@ -120,8 +122,12 @@ class Store:
         if reason is not None:
             raise Unsupported(f"graph driver {name} cannot run here: {reason}")
         tmp = path.with_name(f".{DRIVER_FILE}.{os.getpid()}")
-        tmp.write_text(name + "\n")
+        with open(tmp, "w") as f:
+            f.write(name + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # a power cut must not leave the binding empty (tests/powercut)
         os.replace(tmp, path)
+        fsync_dir(self.root)
         return name
 
     def recover(self, budget: float | None = OPEN_BUDGET) -> GCReport:
@@ -493,11 +499,19 @@ class Store:
         if isinstance(self.driver, Sweeper):
             for name in self.driver.leftovers():
                 problems.append(Problem("driver", name, f"left by an interrupted operation: {self.driver.home / name}"))
-        for cid in self.layers.pending():
-            problems.append(Problem("pending", cid, "operation in flight or interrupted"))
-        for ing in self.content.ingests():
-            problems.append(Problem("ingest", str(ing.ref), "partial ingest (resumable)"))
+        for cid in self.layers.interrupted():
+            problems.append(Problem("pending", cid, "interrupted operation not rolled back"))
         return problems
+
+    def notes(self) -> list[Problem]:
+        """What ``check`` shows as information, not damage: operations in flight in live
+        processes, and resumable partial downloads (an interrupted pull resumes from them)."""
+        out: list[Problem] = []
+        for cid, pid in self.layers.in_flight():
+            out.append(Problem("pending", cid, f"operation in flight (pid {pid})"))
+        for ing in self.content.ingests():
+            out.append(Problem("ingest", str(ing.ref), f"partial ingest, resumable from byte {ing.offset}"))
+        return out
 
     def _data_path(self, cid: str) -> str:
         """Where the driver keeps ``cid`` (for messages): its first ``home/<dir>/<cid>``."""

@@ -2,9 +2,14 @@
 
 Exit codes: 0 success; a ``LaminaError``'s own ``exit_code`` (1 generic, 2 not found, 3 exists,
 4 conflict, 5 invalid input, 6 corrupt, 7 unsupported, 70 bug) with exactly one line
-``lamina: <message>`` on stderr; 2 for a usage error (argparse); 1 for an operating-system error
-(permission denied, disk full: one line too); 130 on Ctrl-C; 70 for anything unexpected, with one
-line and a hint to run with ``--debug``, which shows tracebacks.
+``lamina: <message>`` on stderr; 8 for a full disk (``NoSpace``: ENOSPC, EDQUOT, SQLite's "database
+or disk is full", whichever write path met it); 1 for another operating-system error (permission
+denied: one line too); 130 on Ctrl-C; 70 for anything unexpected, with one line and a hint to run
+with ``--debug``, which shows tracebacks.
+
+Usage errors follow Docker's CLI: ``lamina: <what is wrong>`` and ``See 'lamina <cmd> --help'.``
+(two lines, no usage block), exit 125 as ``docker`` exits for a bad flag or argument; an unknown
+command exits 1, as ``docker nosuch`` does.
 
 Start-up is kept light: this module imports only the standard library's argparse and builds the
 full parser of the chosen command alone (the others are one help line each, ``COMMAND_TABLE``);
@@ -18,6 +23,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING's value, without importing typing at start-up
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 from lamina import __version__, config
 
@@ -67,12 +76,24 @@ EXIT_OS_ERROR = 1
 EXIT_INTERRUPTED = 130
 EXIT_UNEXPECTED = 70
 EXIT_BROKEN_PIPE = 141
+EXIT_USAGE = 125  # docker's exit code for flag and argument errors
+EXIT_UNKNOWN_COMMAND = 1  # docker nosuch: 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with Docker's usage-error form: the error, then where help is, exit 125.
+    Subparsers are made of this class too (argparse uses the parent's class)."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        sys.stderr.write(f"lamina: {message}\nSee '{self.prog} --help'.\n")
+        unknown = self.prog == "lamina" and message.startswith("argument COMMAND: invalid choice")
+        raise SystemExit(EXIT_UNKNOWN_COMMAND if unknown else EXIT_USAGE)
 
 
 def build_parser(argv: Sequence[str] | None = None, *, full: bool = False) -> argparse.ArgumentParser:
     """The parser for ``argv``: complete for the command it names (or for all with ``full``)."""
     d = config.defaults()
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="lamina",
         description="A container image and layer store.",
         epilog="Global options go before the command: lamina --root DIR images",
@@ -131,9 +152,12 @@ def _chosen_module(argv: Sequence[str] | None) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
-    args = parser.parse_args(argv)  # usage errors: argparse prints usage and exits 2
+    args, extra = parser.parse_known_args(argv)  # usage errors: two lines, exit 125 (see _Parser)
     if not hasattr(args, "run"):  # argparse chose a command _chosen_module did not: parse in full
-        args = build_parser(argv, full=True).parse_args(argv)
+        parser = build_parser(argv, full=True)
+        args, extra = parser.parse_known_args(argv)
+    if extra:  # say it as the innermost command's error, so the hint names that command's help
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.host and args.subcommand != "daemon":
         from lamina.cli import remote  # the standard library only: no store, no runtime
 
@@ -158,9 +182,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        code, line = _describe(e, args.debug)
+        code, line = _describe(e, args.debug, args.root)
         print(f"lamina: {line}", file=sys.stderr)
         return code
+
+
+def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command ``args`` selected (``lamina system df`` -> its parser)."""
+    p = parser
+    while True:
+        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name is None or name not in subs[0].choices:
+            return p
+        p = subs[0].choices[name]
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -174,13 +209,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     return int(rc or 0)
 
 
-def _describe(e: BaseException, debug: bool) -> tuple[int, str]:
+def _describe(e: BaseException, debug: bool, root: str = "") -> tuple[int, str]:
     """(exit code, one line) for an exception that reached the top."""
     try:
-        from graph.errors import LaminaError
+        from graph.errors import LaminaError, no_space
     except Exception:  # the library itself failed to import: that error is the unexpected one
         LaminaError = ()  # type: ignore[assignment,misc]
+        no_space = None  # type: ignore[assignment]
 
+    full = no_space(e, root or None) if no_space is not None else None
+    if full is not None:  # whichever write path and driver met it: one line, one code
+        return full.exit_code, f"{full} (store {root})" if root else str(full)
     if isinstance(e, LaminaError):
         return e.exit_code, _one_line(str(e)) or type(e).__name__
     if isinstance(e, OSError):

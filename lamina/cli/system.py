@@ -5,7 +5,8 @@
 - ``prune``: remove images without a name or container, then layers and blobs nothing needs
   (``--volumes``: and anonymous volumes no container uses). Asks first unless ``-f``.
 - ``check``: verify every blob against its digest and the metadata against the driver's data;
-  prints ``ok``, or lists each problem and exits 6 (corrupt).
+  prints ``ok``, or lists each problem and exits 6 (corrupt). Normal states worth knowing (a
+  resumable partial download, an operation in flight) follow as ``info:`` lines, exit 0.
 """
 
 from __future__ import annotations
@@ -198,16 +199,24 @@ def run_prune(args: argparse.Namespace, store: "Store") -> int:
 
 # ---- check ------------------------------------------------------------------------------------
 def run_check(args: argparse.Namespace, store: "Store") -> int:
+    """Damage exits 6; information (a resumable download, an operation in flight) is shown as
+    ``info: ...`` lines and does not fail the check: a healthy store checks clean."""
     from graph.errors import Corrupt
 
     problems = store.check(verify_blobs=not args.quick)
+    notes = store.notes()
     if args.format == "json":
-        output.print_json([{"Kind": p.kind, "Object": str(p.object), "Detail": p.detail} for p in problems])
-    elif not problems:
-        print("ok")
+        output.print_json(
+            [{"Kind": p.kind, "Object": str(p.object), "Detail": p.detail, "Severity": "problem"} for p in problems]
+            + [{"Kind": n.kind, "Object": str(n.object), "Detail": n.detail, "Severity": "info"} for n in notes]
+        )
     else:
         for p in problems:
             print(output.cell(str(p)))
+        if not problems:
+            print("ok")
+        for n in notes:
+            print(output.cell(f"info: {n}"))
     if problems:
         sys.stdout.flush()
         raise Corrupt(f"store {store.root} has {len(problems)} problem{'s' if len(problems) != 1 else ''}")

@@ -79,6 +79,8 @@ def test_bad_options_are_refused_and_nothing_is_created(loaded: Lamina) -> None:
     loaded.fails("create", "--network", "bad name!", "app:1.0", code=5)
     loaded.fails("create", "-p", "80", "app:1.0", code=5)  # ports need a bridge network
     loaded.fails("create", "--network", "bridge", "-p", "1:2:3:4", "app:1.0", code=5)
+    r = loaded("create", "--pids-limit", "abc", "app:1.0", expect=125)  # a usage error (argparse)
+    assert r.err_lines[-1] == "See 'lamina create --help'."
     assert _containers(loaded) == 0
     loaded.check_clean()
 

@@ -43,13 +43,23 @@ def test_version() -> None:
     assert r.out.startswith("lamina ")
 
 
-def test_usage_errors_exit_2_without_touching_the_store(tmp_path: Path) -> None:
+def test_usage_errors_are_two_lines_and_exit_125_without_touching_the_store(tmp_path: Path) -> None:
+    """Docker's form (issue 19.3): the error, then where help is; exit 125 as docker exits for a
+    bad flag or argument, 1 for an unknown command (as ``docker nosuch``)."""
     root = tmp_path / "root"
-    for args in (["nosuchcommand"], [], ["images", "extra"], ["rmi"], ["create"], ["system"],
-                 ["--runtime", "nosuch", "images"], ["save", "--format", "zip", "x"]):
-        r = run_cmd(lamina_command() + ["--root", str(root), *args], expect=2)
-        assert "usage:" in r.err
-        assert "Traceback" not in r.err
+    cases = [
+        (["nosuchcommand"], "lamina", 1), ([], "lamina", 125), (["images", "extra"], "lamina images", 125),
+        (["rmi"], "lamina rmi", 125), (["create"], "lamina create", 125), (["system"], "lamina system", 125),
+        (["--runtime", "nosuch", "images"], "lamina", 125), (["save", "--format", "zip", "x"], "lamina save", 125),
+        (["images", "--format", "xml"], "lamina images", 125),
+        (["create", "--pids-limit", "abc", "x"], "lamina create", 125),
+    ]
+    for args, prog, code in cases:
+        r = run_cmd(lamina_command() + ["--root", str(root), *args], expect=code)
+        assert len(r.err_lines) == 2, r.err
+        assert r.err_lines[0].startswith("lamina: ") and "usage:" not in r.err, r.err
+        assert r.err_lines[1] == f"See '{prog} --help'.", r.err
+        assert r.out == ""
     assert not root.exists()
 
 
