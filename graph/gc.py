@@ -84,7 +84,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from drivers.base import CacheID
 from graph.digest import ChainID, Digest
 from graph.errors import Conflict, LaminaError
-from graph.layers import _pid_alive as pid_alive
+from drivers.sys.proc import pid_alive
 
 if TYPE_CHECKING:
     from graph.content import ContentStore, IngestStatus

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
 from drivers.base import CacheID, Change, Driver, HeldCounts, LayerListing, new_cache_id
+from drivers.sys.proc import pid_alive
 from graph import leases
 from graph.db import DB
 from graph.digest import ChainID, DiffID, Digest, chain_id
@@ -54,16 +55,6 @@ class Layer:
     created: float
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class LayerStore:
@@ -402,7 +393,7 @@ class LayerStore:
         release or container create/remove). Returns the cache-ids removed."""
         done: list[CacheID] = []
         for r in self.db.query("SELECT cache_id, pid FROM pending"):
-            if _pid_alive(r["pid"]):
+            if pid_alive(r["pid"]):
                 continue
             cid = CacheID(r["cache_id"])
             still_used = self.db.one(
@@ -422,13 +413,13 @@ class LayerStore:
         """Pending layers whose process is gone: what ``recover`` rolls back, damage while it
         has not (``Store.check``)."""
         return [CacheID(r["cache_id"]) for r in self.db.query("SELECT cache_id, pid FROM pending")
-                if not _pid_alive(r["pid"])]
+                if not pid_alive(r["pid"])]
 
     def in_flight(self) -> list[tuple[CacheID, int]]:
         """Pending layers of live processes, with their pids: operations in progress, a normal
         state (``Store.notes``)."""
         return [(CacheID(r["cache_id"]), int(r["pid"])) for r in self.db.query("SELECT cache_id, pid FROM pending")
-                if _pid_alive(r["pid"])]
+                if pid_alive(r["pid"])]
 
     def records_cache_id(self, cid: CacheID) -> bool:
         """Whether a recorded layer has this cache-id (a prepared layer was committed)."""

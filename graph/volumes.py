@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drivers.sys.proc import pid_alive
 from graph.db import DB
 from graph.errors import Conflict, InvalidInput, NotFound
 
@@ -36,16 +37,6 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 DRIVER = "local"
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def check_name(name: str) -> str:
@@ -98,7 +89,7 @@ class VolumeStore:
             if r is not None:
                 if r["state"] == "ready":
                     return self._row(r), False
-                if _pid_alive(r["pid"]):
+                if pid_alive(r["pid"]):
                     raise Conflict(f"volume {name} is being {'created' if r['state'] == 'creating' else 'removed'}")
                 c.execute("DELETE FROM volumes WHERE name = ?", (name,))  # a dead one's: redo it
             c.execute("INSERT INTO volumes (name, driver, labels, options, anonymous, state, pid, created) "
@@ -215,7 +206,7 @@ class VolumeStore:
     def recover(self) -> None:
         """Finish creates and removes whose process died (see the module docstring)."""
         for r in self.db.query("SELECT name, state, pid FROM volumes WHERE state != 'ready'"):
-            if _pid_alive(r["pid"]):
+            if pid_alive(r["pid"]):
                 continue
             shutil.rmtree(self._dir(r["name"]), ignore_errors=True)
             with self.db.transaction() as c:
