@@ -1015,9 +1015,38 @@ def _extract(store: "Store", key: str, path: str, tar_path: str) -> None:
             with tarfile.open(tar_path, mode="r:*") as tf:
                 # the "data" filter refuses absolute names, "..", links leaving the target and
                 # device files; the target's own symlinks cannot lead out (real paths checked)
-                tf.extractall(dest, filter="data")
+                if hasattr(tarfile, "data_filter"):
+                    tf.extractall(dest, filter="data")
+                else:  # Python before 3.11.4 (Debian 12's 3.11.2) has no extraction filters
+                    tf.extractall(dest, members=_checked_members(tf, dest))
         except tarfile.TarError as e:
             raise InvalidInput(f"bad archive: {e}") from None
+
+
+def _checked_members(tf: tarfile.TarFile, dest: str) -> list[tarfile.TarInfo]:
+    """The "data" filter's refusals, for a Python without it: absolute names, ``..`` out of
+    ``dest``, links whose target leaves ``dest``, device files; setuid/setgid bits dropped."""
+    top = os.path.realpath(dest)
+
+    def inside(p: str) -> bool:
+        return os.path.commonpath([top, os.path.realpath(p)]) == top
+
+    out = []
+    for m in tf.getmembers():
+        name = m.name
+        if os.path.isabs(name) or not inside(os.path.join(top, name)):
+            raise tarfile.TarError(f"{m.name!r} would be extracted outside the destination")
+        if m.isdev():
+            raise tarfile.TarError(f"{m.name!r} is a device file")
+        if m.issym():
+            target = os.path.join(top, os.path.dirname(name), m.linkname)
+            if os.path.isabs(m.linkname) or not inside(target):
+                raise tarfile.TarError(f"{m.name!r} links outside the destination")
+        if m.islnk() and (os.path.isabs(m.linkname) or not inside(os.path.join(top, m.linkname))):
+            raise tarfile.TarError(f"{m.name!r} links outside the destination")
+        m.mode &= 0o1777
+        out.append(m)
+    return out
 
 
 async def archive_put(d: "Daemon", request: web.Request, id: str) -> web.StreamResponse:
