@@ -620,6 +620,7 @@ class TarApplier:
         """An implicit parent nothing below shows: 0755, root-owned."""
         os.mkdir(part, 0o755, dir_fd=cur.fd)
         fd = os.open(part, _DIR_FLAGS, dir_fd=cur.fd)
+        os.fchown(fd, 0, 0)  # not the group a setgid parent would hand down
         os.fchmod(fd, 0o755)  # whatever the umask
         self._seen.add(real)
         return fd
