@@ -297,7 +297,9 @@ class DiffDirDriver(LocalDriver):
             raise Conflict(f"{self.name} layer {id} was created on {layer.parent}, not {parent}")
         if self.refs.count(id) > 0:
             raise Conflict(f"{self.name} layer {id} is mounted; apply_diff needs it unmounted")
-        return apply_tar(str(layer.diff), tar, Whiteouts.OVERLAY, self._diff_dirs(layer.chain))
+        # the links, not their resolved paths: the applier resolves only the lowers it looks in
+        lowers = [self._link_path(k) for k in layer.chain]
+        return apply_tar(str(layer.diff), tar, Whiteouts.OVERLAY, lowers)
 
     def _native(self, layer: Layer, parent: CacheID | None) -> bool:
         return self.native_diff and layer.parent == parent

@@ -1,7 +1,8 @@
 """Differential fuzzer: every driver gives the same rootfs for every layer stack, and that rootfs
 is the one the OCI changeset model (``tests/drivers/ocimodel.py``) says.
 
-hypothesis draws stacks of 1-6 layers from a small name pool (so entries collide: every type
+hypothesis draws stacks (``tests/drivers/fuzzstacks.py``: the same ones on every machine in the
+bounded profile) of 1-6 layers from a small name pool (so entries collide: every type
 replaces every type, paths cross symlinks of the same or a lower layer, whiteouts and opaque dirs
 hit real entries, parents are left implicit), with modes (setuid/setgid/sticky, 0000, read-only
 dirs), owners, xattrs (user.*, security.capability), ns mtimes, fifos, device nodes, hardlinks
@@ -14,7 +15,7 @@ layer.
 
 Profiles: ``LAMINA_FUZZ=long`` (``make test-fuzz-long``) runs many more stacks and also unpacks
 each with ``umoci unpack`` (an independent implementation) and compares it with vfs.
-Shrunk failures found on the way are kept below as ``@example`` regression cases.
+Shrunk failures found on the way are kept below as ``REGRESSIONS`` cases.
 """
 
 from __future__ import annotations
@@ -27,18 +28,17 @@ import json
 import os
 import shutil
 import subprocess
-import unicodedata
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
+from hypothesis import event
 
 import drivers
 from drivers.base import CacheID, GraphDriver
 from drivers.errors import InvalidInput
-from tests.drivers.conformance import CAP_NET_RAW, tree_diff, tree_snapshot
+from tests.drivers.conformance import tree_diff, tree_snapshot
+from tests.drivers.fuzzstacks import LONG, NFC, NFD, fuzz, same_stacks_everywhere
 from tests.drivers.ocimodel import E, Refused, apply_stack, layer_tar
 from tests.loopfs import loopfs_skip_reason, make_loop_filesystem
 
@@ -48,91 +48,7 @@ if os.geteuid() != 0:
     pytest.skip("the differential fuzzer needs root (mounts, device nodes, chown)",
                 allow_module_level=True)
 
-LONG = os.environ.get("LAMINA_FUZZ") == "long"
-EXAMPLES = int(os.environ.get("LAMINA_FUZZ_EXAMPLES", "3000" if LONG else "200"))
 DRIVERS = ["vfs", "overlay", "btrfs", "fuse"]
-
-# ------------------------------------------------------------------------------------- stacks
-NFC = unicodedata.normalize("NFC", "caf\u00e9").encode()
-NFD = unicodedata.normalize("NFD", "caf\u00e9").encode()
-NAMES = [b"a", b"b", b"c", NFC, NFD, b"\xff\xfe-not-utf8", b"L" * 200]
-SHORT = [b"a", b"b", b"c"]
-T0 = 1_700_000_000_000_000_000
-
-PATHS = sorted({b"/".join(p) for first in NAMES
-                for p in [(first,), *((first, x) for x in SHORT + [NFC, NFD]),
-                          *((first, x, y) for x in SHORT for y in SHORT + [NFD])]},
-               key=lambda p: (p.count(b"/"), len(p), p))
-paths = st.sampled_from(PATHS)  # shortest first: failures shrink to short paths
-file_modes = st.sampled_from([0o644, 0o755, 0o600, 0o000, 0o444, 0o4755, 0o2755, 0o6711,
-                              0o1644])
-dir_modes = st.sampled_from([0o755, 0o700, 0o555, 0o000, 0o1777, 0o2775, 0o3770])
-ids = st.sampled_from([0, 0, 1, 1000, 65534, 2**31 - 2])
-mtimes = st.sampled_from([T0, T0 + 1, T0 + 999_999_999, T0 - 86_400_000_000_007,
-                          T0 + 123_456_789_123_456_789])
-xattr = st.sampled_from([(b"user.a", b"1"), (b"user.a", b"2"), (b"user.b", b"\x00\xff"),
-                         (b"security.capability", CAP_NET_RAW.encode("latin-1"))])
-dir_xattr = st.sampled_from([(b"user.a", b"1"), (b"user.a", b"2"), (b"user.b", b"\x00\xff")])
-datas = st.one_of(st.sampled_from([b"", b"x", b"hello\n"]), st.binary(max_size=64),
-                  st.just(bytes(range(256)) * 300))
-symlink_targets = st.one_of(
-    paths, paths.map(lambda p: b"/" + p), paths.map(lambda p: b"../" + p),
-    st.sampled_from([b".", b"..", b"/", b"/nowhere/x", b"../../..", b"a/../b", b"./a"]))
-
-
-def _xattrs(draw: Any, strategy: Any) -> tuple[tuple[bytes, bytes], ...]:
-    return tuple(sorted(dict(draw(st.lists(strategy, max_size=2))).items()))
-
-
-@st.composite
-def entries(draw: Any, known: list[bytes]) -> E:
-    """One tar entry; ``known`` are paths made so far (hardlink targets are drawn from them)."""
-    kind = draw(st.sampled_from(["file"] * 5 + ["dir"] * 4 + ["symlink"] * 3 + ["link"] * 2
-                                + ["whiteout"] * 2 + ["opaque", "fifo", "char", "block"]))
-    path = draw(paths)
-    owner = dict(uid=draw(ids), gid=draw(ids))
-    if kind == "file":
-        return E("file", path, draw(file_modes), data=draw(datas), mtime=draw(mtimes),
-                 xattrs=_xattrs(draw, xattr), **owner)
-    if kind == "dir":
-        return E("dir", path, draw(dir_modes), xattrs=_xattrs(draw, dir_xattr), **owner)
-    if kind == "symlink":
-        return E("symlink", path, 0o777, target=draw(symlink_targets), mtime=draw(mtimes),
-                 **owner)
-    if kind == "link":
-        target = draw(st.sampled_from(known)) if known and draw(st.booleans()) else draw(paths)
-        return E("link", path, target=target)
-    if kind in ("whiteout", "opaque"):
-        return E(kind, path)
-    if kind == "fifo":
-        return E("fifo", path, draw(file_modes), mtime=draw(mtimes), **owner)
-    rdev = draw(st.sampled_from([(1, 3), (4, 64), (7, 0), (259, 1)]))
-    return E(kind, path, draw(st.sampled_from([0o600, 0o666, 0o4660])), rdev=rdev,
-             mtime=draw(mtimes), **owner)
-
-
-@st.composite
-def stacks(draw: Any) -> list[list[E]]:
-    """1-6 layers of 1-8 entries. An entry the model refuses (a parent that is a file, a
-    symlink loop, a hardlink to nothing) is kept now and then and ends the stack; mostly it is
-    dropped, so that most stacks get to their top layer."""
-    out: list[list[E]] = []
-    known: list[bytes] = []
-    for _ in range(draw(st.integers(1, 6))):
-        layer: list[E] = []
-        for _ in range(draw(st.integers(1, 8))):
-            e = draw(entries(known))
-            if isinstance(apply_stack([*out, [*layer, e]]), Refused):
-                if draw(st.integers(0, 15)) == 0:
-                    return [*out, [*layer, e]]
-                continue
-            layer.append(e)
-            if e.kind not in ("whiteout", "opaque", "dir"):
-                known.append(e.path)
-        if layer:
-            out.append(layer)
-    return out or [[E("dir", b"a")]]
-
 
 # ---------------------------------------------------------------------------------- drivers
 @pytest.fixture(scope="module")
@@ -267,6 +183,11 @@ REGRESSIONS: list[list[list[E]]] = [
      [E("symlink", NFD, 0o777, target=b"a"), E("dir", NFD)]],
     # a whiteout, then an entry below the whited-out dir: a fresh dir hiding the lower one
     [[E("dir", b"a", 0o700), E("file", b"a/old")], [E("whiteout", b"a"), E("file", b"a/new")]],
+    # found by the fuzzer in a fresh Debian tree (written down by hand): an implicit parent under
+    # a setgid dir is root:root 0755, not the group (and setgid bit) the kernel hands down; in
+    # the same layer, and under a lower layer's setgid dir (overlay/fuse copy that one up first)
+    [[E("dir", b"a", 0o2775, uid=1000, gid=1), E("file", b"a/b/f")]],
+    [[E("dir", b"a", 0o2775, gid=1)], [E("file", b"a/b/f")]],
 ]
 
 
@@ -276,11 +197,14 @@ def test_regressions(opened: dict[str, GraphDriver | str], stack: list[list[E]],
     check_stack(opened, stack, tmp_path)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _same_stacks_everywhere() -> Iterator[None]:
+    with same_stacks_everywhere():
+        yield
+
+
 @pytest.mark.timeout(0 if LONG else 1200)  # a failure's shrinking takes minutes
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=not LONG,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
-@given(stack=stacks())
+@fuzz
 def test_every_driver_gives_the_model_tree(opened: dict[str, GraphDriver | str],
                                            stack: list[list[E]], tmp_path: Path) -> None:
     want = apply_stack(stack)
