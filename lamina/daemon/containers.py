@@ -73,13 +73,59 @@ def board(d: "Daemon") -> Board:
 
 
 # ---- create ---------------------------------------------------------------------------------------
-def _network(mode: Any) -> str:
-    m = str(mode or "")
-    if m in ("", "default", "bridge", "none"):
-        return "none"  # lamina has no bridge network: a container gets a network only with host
-    if m == "host":
-        return "host"
-    raise InvalidInput(f"network mode {m!r} is not supported by lamina (none, host)")
+def _network_mode(hc: dict[str, Any]) -> str:
+    """``HostConfig.NetworkMode``; the clients send ``default`` (or nothing) when the user gave no
+    ``--network``, which is lamina's default network (``none``, README: unlike Docker's bridge, a
+    container joins a bridge only when asked, so no command makes one in the host's namespace)."""
+    from lamina.containerconfig import DEFAULT_NETWORK
+
+    m = str(hc.get("NetworkMode") or "")
+    return DEFAULT_NETWORK if m in ("", "default") else m
+
+
+def _publish_specs(bindings: Any) -> list[str]:
+    """``HostConfig.PortBindings`` as ``-p`` specs, so the daemon and the CLI parse (and validate)
+    ports in one place (``lamina.netconfig.parse_publish``). A binding without ``HostIp`` is on
+    127.0.0.1, as ``lamina run -p`` (Docker's is every address)."""
+    if not isinstance(bindings, dict):
+        raise InvalidInput("HostConfig.PortBindings must be an object")
+    specs = []
+    for key, items in bindings.items():
+        port, _, proto = str(key).partition("/")
+        for b in items or [{}]:
+            if not isinstance(b, dict):
+                raise InvalidInput(f"HostConfig.PortBindings[{key!r}] must be a list of objects")
+            ip, hp = str(b.get("HostIp") or ""), str(b.get("HostPort") or "")
+            host = f"[{ip}]" if ":" in ip else ip
+            spec = f"{host}:{hp}:{port}" if ip else (f"{hp}:{port}" if hp else port)
+            specs.append(f"{spec}/{proto or 'tcp'}")
+    return specs
+
+
+def _network_part(body: dict[str, Any], hc: dict[str, Any]) -> dict[str, Any]:
+    """The record's network fields from a create body, built by ``lamina.netconfig`` as the CLI's
+    ``--network/--network-alias/--ip/-p/-P`` are: ``NetworkMode``, ``PortBindings``,
+    ``PublishAllPorts`` and the mode's ``NetworkingConfig.EndpointsConfig`` entry."""
+    from lamina import netconfig
+
+    mode = _network_mode(hc)
+    nc = body.get("NetworkingConfig") or {}
+    eps = (nc.get("EndpointsConfig") if isinstance(nc, dict) else None) or {}
+    if not isinstance(eps, dict) or not all(isinstance(v, dict) or v is None for v in eps.values()):
+        raise InvalidInput("NetworkingConfig.EndpointsConfig must be an object of objects")
+    asked = str(hc.get("NetworkMode") or "") or "default"  # the docker CLI names it as the user did
+    others = sorted(k for k in eps if k not in (mode, asked))
+    if others:
+        raise InvalidInput(f"NetworkingConfig names network {others[0]!r} but NetworkMode is {asked!r}: "
+                           "lamina joins one network at create (use network connect for more)")
+    ep = eps.get(mode) or eps.get(asked) or {}
+    aliases = ep.get("Aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise InvalidInput("EndpointsConfig Aliases must be a list of strings")
+    ip = str(((ep.get("IPAMConfig") or {}).get("IPv4Address")) or "")
+    return netconfig.network_config(network=mode, aliases=aliases, ip=ip,
+                                    publish=_publish_specs({} if hc.get("PortBindings") is None else hc["PortBindings"]),
+                                    publish_all=bool(hc.get("PublishAllPorts")))
 
 
 def build_config(d: "Daemon", store: "Store", body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -109,7 +155,7 @@ def build_config(d: "Daemon", store: "Store", body: dict[str, Any]) -> tuple[str
     user = cc.user_config(
         image, cmd=cmd or (), entrypoint=None, env=list(body.get("Env") or []),
         workdir=str(body.get("WorkingDir") or ""), user=str(body.get("User") or ""),
-        hostname=str(body.get("Hostname") or ""), network=_network(hc.get("NetworkMode")),
+        hostname=str(body.get("Hostname") or ""), network=_network_mode(hc),
         memory=int(hc.get("Memory") or 0), nano_cpus=int(hc.get("NanoCpus") or 0),
         pids_limit=int(pids) if pids is not None else None,
         runtime=str(hc.get("Runtime") or d.cfg.runtime or "") or None,
@@ -132,8 +178,9 @@ def build_config(d: "Daemon", store: "Store", body: dict[str, Any]) -> tuple[str
     for k in _HOST_CONFIG_PASSED:
         if hc.get(k) not in (None, [], {}, "", False, 0):
             user["HostConfig"][k] = hc[k]
-    if hc.get("PortBindings"):
-        raise InvalidInput("HostConfig.PortBindings is not supported by the daemon yet (lamina run -p is)")
+    from lamina import netconfig
+
+    user = netconfig.apply(user, _network_part(body, hc))
     return str(img.id), cc.merge(user, image_cfg)
 
 
@@ -163,7 +210,9 @@ async def create(d: "Daemon", request: web.Request) -> web.StreamResponse:
     except NotFound as e:
         if "image" in str(e).lower():
             raise ApiError(404, f"No such image: {body.get('Image')}") from None
-        raise
+        # the API's 404 here means "no such image" (the docker CLI pulls on it); anything else
+        # missing (a network) is a bad parameter, as the API documents create's 400
+        raise ApiError(400, str(e)) from None
     d.events.emit("container", "create", c.id, {"name": c.name, "image": str(body.get("Image"))})
     return wire.json_response({"Id": c.id, "Warnings": []}, 201)
 
@@ -201,6 +250,8 @@ def list_containers(store: "Store", *, all_: bool, flt: dict[str, list[str]], si
             "HostConfig": {"NetworkMode": (c.config.get("HostConfig") or {}).get("NetworkMode") or "none"},
             "NetworkSettings": {"Networks": {}}, "Mounts": [],
         }
+        if item["HostConfig"]["NetworkMode"] != "none":
+            item["Ports"], item["NetworkSettings"]["Networks"] = _ps_network(store, c)
         if size:
             with contextlib.suppress(Exception):
                 item["SizeRw"] = store.containers.size(c)
@@ -208,6 +259,23 @@ def list_containers(store: "Store", *, all_: bool, flt: dict[str, list[str]], si
         if limit is not None and limit > 0 and len(out) >= limit:
             break
     return out
+
+
+def _ps_network(store: "Store", c: "Container") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``ps``'s ``Ports`` (Docker's list form, exposed-only ports without a public side) and
+    ``NetworkSettings.Networks`` from the same settings ``inspect`` shows."""
+    from runtime.network import api
+
+    ns = api.settings(store, c)
+    ports: list[dict[str, Any]] = []
+    for key, binds in sorted((ns.get("Ports") or {}).items()):
+        port, _, proto = key.partition("/")
+        if not binds:
+            ports.append({"PrivatePort": int(port), "Type": proto})
+        for b in binds or []:
+            ports.append({"IP": b.get("HostIp", ""), "PrivatePort": int(port),
+                          "PublicPort": int(b.get("HostPort") or 0), "Type": proto})
+    return ports, dict(ns.get("Networks") or {})
 
 
 def _match(c: "Container", state: str, st: Any, flt: dict[str, list[str]]) -> bool:
@@ -265,9 +333,12 @@ def inspect_doc(store: "Store", key: str, size: bool = False) -> dict[str, Any]:
     doc.update({
         "Platform": "linux", "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None,
         "Mounts": [],
-        "NetworkSettings": {"Bridge": "", "SandboxID": "", "Ports": {}, "Networks": {}, "IPAddress": "",
-                            "Gateway": "", "MacAddress": ""},
     })
+    ns = doc.setdefault("NetworkSettings", {})  # runtime.network.api.settings, as `lamina inspect`
+    for k, v in (("Bridge", ""), ("SandboxID", ""), ("Ports", {}), ("Networks", {}), ("IPAddress", ""),
+                 ("Gateway", ""), ("MacAddress", ""), ("SandboxKey", "")):
+        if ns.get(k) is None:
+            ns[k] = v
     return doc
 
 

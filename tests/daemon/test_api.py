@@ -239,7 +239,20 @@ def test_sigterm_keeps_containers_running_and_restart_reconciles(tmp_path: Path,
 @pytest.mark.parametrize("body", [b"[]", b'"text"', b'{"Image": 5}', b'{"Image": "bb:1", "Cmd": [1]}',
                                   b'{"Image": "bb:1", "HostConfig": {"Memory": "lots"}}',
                                   b'{"Image": "bb:1", "Env": "A=1"}', b'{"Image": "bb:1", "HostConfig": []}',
-                                  b'{"Image": "bb:1", "Tty": true}', b'{"Image": "bb:1", "Labels": [1]}'])
+                                  b'{"Image": "bb:1", "Tty": true}', b'{"Image": "bb:1", "Labels": [1]}',
+                                  # network fields fail validation before anything is made
+                                  b'{"Image": "bb:1", "HostConfig": {"PortBindings": {"80/tcp": [{}]}}}',
+                                  b'{"Image": "bb:1", "HostConfig": {"NetworkMode": "bridge", '
+                                  b'"PortBindings": {"80/tcp": [{"HostPort": "99999"}]}}}',
+                                  b'{"Image": "bb:1", "HostConfig": {"NetworkMode": "bridge", '
+                                  b'"PortBindings": {"80/sctp": []}}}',
+                                  b'{"Image": "bb:1", "HostConfig": {"NetworkMode": "bridge", "PortBindings": []}}',
+                                  b'{"Image": "bb:1", "HostConfig": {"NetworkMode": "a b"}}',
+                                  b'{"Image": "bb:1", "HostConfig": {"NetworkMode": "none"}, '
+                                  b'"NetworkingConfig": {"EndpointsConfig": {"other": {}}}}',
+                                  b'{"Image": "bb:1", "HostConfig": {"NetworkMode": "none"}, '
+                                  b'"NetworkingConfig": {"EndpointsConfig": {"none": {"Aliases": ["a"]}}}}',
+                                  b'{"Image": "bb:1", "HostConfig": {"NetworkMode": "no-such-net"}}'])
 def test_wrong_shapes_are_400_and_the_daemon_lives_on(daemon: DaemonProc, body: bytes) -> None:
     status, _, got = request(daemon, "POST", "/v1.45/containers/create", body, {"Content-Type": "application/json"})
     assert status == 400, got
