@@ -10,24 +10,34 @@ graphdriver. A user embeds it as a storage backend in a few lines::
 Everything a user needs is exported here (``__all__``); other modules are implementation.
 """
 
-from graph.containers import Container
-from graph.digest import ChainID, DiffID, Digest, ImageID, chain_id, chain_ids
-from graph.errors import (
-    AlreadyExists,
-    Bug,
-    Conflict,
-    Corrupt,
-    DigestMismatch,
-    InvalidInput,
-    LaminaError,
-    NotFound,
-    Unsupported,
-)
-from graph.images import Image
-from graph.layers import Layer
-from graph.oci.reference import Reference, parse_reference
-from graph.store import Problem, PruneReport, Store
-from graph.volumes import Volume, check_name as check_volume_name
+# Every name loads on first use (PEP 562): ``from graph import Store`` imports the store and what
+# it needs, not containers, volumes, archives, pulls or the HTTP client; the CLI imports ``graph``
+# on every start (tests/cli/test_imports.py). Type checkers read the imports below.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING's value, without importing typing here
+if TYPE_CHECKING:
+    from graph.archive import LoadedImage, load_archive, save_archive
+    from graph.containers import Container
+    from graph.digest import ChainID, DiffID, Digest, ImageID, chain_id, chain_ids
+    from graph.distribution.auth import Credentials
+    from graph.distribution.pull import PullResult, pull
+    from graph.distribution.push import PushResult, push
+    from graph.distribution.registry import RegistryOptions
+    from graph.errors import (
+        AlreadyExists,
+        Bug,
+        Conflict,
+        Corrupt,
+        DigestMismatch,
+        InvalidInput,
+        LaminaError,
+        NotFound,
+        Unsupported,
+    )
+    from graph.images import Image
+    from graph.layers import Layer
+    from graph.oci.reference import Reference, parse_reference
+    from graph.store import Problem, PruneReport, Store
+    from graph.volumes import Volume, check_name as check_volume_name
 
 __all__ = [
     "AlreadyExists",
@@ -66,9 +76,21 @@ __all__ = [
     "save_archive",
 ]
 
-# Archives, pulls and pushes pull in tarfile, compression and HTTP libraries; the CLI imports
-# ``graph`` on every start, so these names load on first use (PEP 562).
+_ERRORS = ("AlreadyExists", "Bug", "Conflict", "Corrupt", "DigestMismatch", "InvalidInput", "LaminaError",
+           "NotFound", "Unsupported")
 _LAZY = {
+    **{name: "graph.errors" for name in _ERRORS},
+    **{name: "graph.digest" for name in ("ChainID", "DiffID", "Digest", "ImageID", "chain_id", "chain_ids")},
+    "Container": "graph.containers",
+    "Image": "graph.images",
+    "Layer": "graph.layers",
+    "Reference": "graph.oci.reference",
+    "parse_reference": "graph.oci.reference",
+    "Problem": "graph.store",
+    "PruneReport": "graph.store",
+    "Store": "graph.store",
+    "Volume": "graph.volumes",
+    "check_volume_name": "graph.volumes",
     "LoadedImage": "graph.archive",
     "load_archive": "graph.archive",
     "save_archive": "graph.archive",
@@ -87,7 +109,7 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'graph' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), "check_name" if name == "check_volume_name" else name)
     globals()[name] = value
     return value
 

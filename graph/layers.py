@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import types
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
@@ -60,9 +61,23 @@ class Layer:
 class LayerStore:
     """Read-only layers by ChainID and read-write layers by cache-id, over one driver."""
 
-    def __init__(self, db: DB, driver: Driver) -> None:
+    def __init__(self, db: DB, driver: Driver | Callable[[], Driver]) -> None:
+        """``driver``: the driver, or a function that opens it on first use (a store opened
+        for reading lists layers from its rows without opening the driver)."""
         self.db = db
-        self.driver = driver
+        self._driver: Driver | None = None
+        self._open: Callable[[], Driver] | None = None
+        if isinstance(driver, (types.FunctionType, types.MethodType)):
+            self._open = driver
+        else:
+            self._driver = driver
+
+    @property
+    def driver(self) -> Driver:
+        if self._driver is None:
+            assert self._open is not None
+            self._driver = self._open()
+        return self._driver
 
     # ---- lookups -------------------------------------------------------------------------
     @staticmethod

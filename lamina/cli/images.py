@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-trunc", action="store_true", help="show full image IDs")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="dangling=true|false",
                    help="filter output (only dangling= is supported)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, recovers=False)  # reads rows only: no recovery, no driver (graph.Store)
 
 
 def _dangling_filter(filters: list[str]) -> bool | None:
