@@ -20,7 +20,7 @@ fuse-overlayfs walk    walk         the phases' own walk on that mount, caches d
 fuse-overlayfs read    read         the phases' own cold read on that mount
 lamina images          start        lamina's own CLI, a fresh ``python -m lamina images`` on a
                                     store holding the one image (pulled untimed, overlay)
-lamina run             start        ``python -m lamina --runtime runc run --rm IMAGE /bin/true``
+lamina run             start        ``python -m lamina --runtime runc run --rm --network none IMAGE /bin/true``
                                     on that store: the CLI's whole cost, as podman run's is
 =====================  ===========  ===========================================================
 
@@ -300,7 +300,7 @@ def _lamina_cli(w: Any, reg: dict[str, Any], root: Path, record: Any, wanted: se
         cli("images")  # untimed: the first open after the pull (page cache, bytecode)
         record("lamina images", lambda: cli("images"))
         if w.runnable and "lamina run" in wanted:
-            record("lamina run", lambda: cli("--runtime", "runc", "run", "--rm", reg["ref"], "/bin/true"))
+            record("lamina run", lambda: cli("--runtime", "runc", "run", "--rm", "--network", "none", reg["ref"], "/bin/true"))
     finally:
         fs.umount_tree(root)
 

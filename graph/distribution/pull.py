@@ -14,7 +14,8 @@ What happens
    ("exists"); ChainID registered but blob not stored -> fetch the blob and check its DiffID
    (so a later push hands out the very bytes); otherwise fetch (unless the blob is stored) and
    apply.
-4. **Transfer and apply, overlapped.** Up to ``concurrency`` downloads run at once, each
+4. **Transfer and apply, overlapped.** Up to ``concurrency`` downloads run at once (``choose_concurrency``:
+   3, or 8 for many tiny layers), each
    streaming its blob into a resumable content-store ingest (sha256 and size checked at commit;
    more bytes than the descriptor says are refused as they arrive). The applier reads the same
    bytes back from the ingest file as they land (a *spool*: downloads never wait for
@@ -73,6 +74,20 @@ if TYPE_CHECKING:
 
 DEFAULT_CONCURRENCY = 3
 MAX_CONCURRENCY = 32
+# Many tiny layers: each blob's cost is a round trip and a file sync, not bytes, so more downloads
+# at once overlap them. Measured here (deep-500, blobs of a few KB, journaled ext4 loop, load 8):
+# 3 at once 5.6-6.8 s, 8 at once 4.0-4.3 s, 16 at once 5.0 s; deep-64: 1.0 s -> 0.6-0.9 s.
+TINY_CONCURRENCY = 8
+TINY_LAYER = 1 << 20  # a median layer blob below this makes an image "many tiny layers"
+
+
+def choose_concurrency(manifest: Manifest) -> int:
+    """Downloads at once when the caller names none: Docker's 3, or ``TINY_CONCURRENCY`` for an
+    image of more than 3 layers whose median blob is under ``TINY_LAYER``."""
+    sizes = sorted(d.size for d in manifest.layers)
+    if len(sizes) > DEFAULT_CONCURRENCY and sizes[len(sizes) // 2] < TINY_LAYER:
+        return TINY_CONCURRENCY
+    return DEFAULT_CONCURRENCY
 
 
 @dataclass
@@ -106,7 +121,7 @@ def pull(
     options: RegistryOptions | None = None,
     client: RegistryClient | None = None,
     platform: Platform | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    concurrency: int | None = None,
     progress_fn: progress.ProgressFn | None = None,
     keep_partial: bool = False,
 ) -> PullResult:
@@ -125,7 +140,7 @@ def pull(
     Repeat: pulling again fetches nothing that is present and returns ``new=False``.
     """
     ref = parse_reference(reference) if isinstance(reference, str) else reference
-    if not 1 <= concurrency <= MAX_CONCURRENCY:
+    if concurrency is not None and not 1 <= concurrency <= MAX_CONCURRENCY:
         raise InvalidInput(f"concurrency must be 1..{MAX_CONCURRENCY}, got {concurrency}")
     own = client is None
     cli = client if client is not None else RegistryClient(options)
@@ -135,7 +150,8 @@ def pull(
     try:
         repo, top = _resolve(cli, ref)
         manifest, index = _select(repo, ref, top, platform)
-        job = _Job(store, repo, ref, manifest, index, report, concurrency, undo, t0)
+        n = concurrency if concurrency is not None else choose_concurrency(manifest)
+        job = _Job(store, repo, ref, manifest, index, report, n, undo, t0)
         with store.lease() as lease:
             job.lease = lease
             cfg = job.fetch_config(platform)
