@@ -20,8 +20,9 @@ fuse-overlayfs walk    walk         the phases' own walk on that mount, caches d
 fuse-overlayfs read    read         the phases' own cold read on that mount
 lamina images          start        lamina's own CLI, a fresh ``python -m lamina images`` on a
                                     store holding the one image (pulled untimed, overlay)
-lamina run             start        ``python -m lamina --runtime runc run --rm --network none IMAGE /bin/true``
-                                    on that store: the CLI's whole cost, as podman run's is
+lamina run             start        ``python -m lamina --runtime runc run --rm --network none
+                                    IMAGE /bin/true`` on that store: the CLI's whole cost, as
+                                    podman run's is
 =====================  ===========  ===========================================================
 
 The two ``lamina`` rows are not peers but lamina's command line timed the way the peers are
