@@ -479,9 +479,9 @@ class _Job:
 
     def _reserve(self, work: list[_Item]) -> None:
         """Before any driver layer is made: the chain locks in stack order (so never in a cycle),
-        the layers another pull registered meanwhile held (and left alone), and a pending row for
-        every layer still to apply, all in one transaction (``LayerStore.reserve``: one WAL sync
-        for the stack, where a 500-layer pull made 500). The rows are on disk before any data
+        the layers another pull registered meanwhile held (and left alone: one transaction), and
+        a pending row for every layer still to apply (``LayerStore.reserve``: one transaction, one
+        WAL sync for the stack, where a 500-layer pull made 500). The rows are on disk before any data
         they describe; a crash after them leaves pending rows with no data, which ``recover``
         drops. Layers are then made one by one (``_create``) as they are applied."""
         todo = [it for it in work if it.action == "apply"]
@@ -553,7 +553,6 @@ class _Job:
             blob = result_of(it.blob)
         else:
             blob = it.desc.digest  # plan() leased every layer's blob
-
         self.blob_rows.append((diff_id, blob, it.desc.media_type, it.desc.size))
         if it.action == "apply":
             assert it.cid is not None
