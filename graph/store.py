@@ -99,6 +99,8 @@ class Store:
         try:
             self.content = ContentStore(self.root)
             self._driver_options = driver_options
+            for lazy in ("leases", "containers", "volumes"):  # __init__ again: no table of the old db
+                self.__dict__.pop(lazy, None)
             self.layers = LayerStore(self.db, self._open_driver)
             self.layer_blobs = LayerBlobs(self.db, self.content)
             self.images = ImageStore(self.db, self.content, self.layers, self.layer_blobs)
