@@ -16,6 +16,7 @@ import pytest
 
 from graph import Store
 from graph.distribution.registry import RegistryClient, RegistryOptions
+from tests.faultproxy import FaultProxy, run_fault_proxy
 from tests.registry import REGISTRY_BIN, run_registry
 
 
@@ -78,6 +79,22 @@ def registry_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("docker-registry is not installed")
     with run_registry(tmp_path_factory.mktemp("dist-registry")) as reg:
         yield reg.host
+
+
+@pytest.fixture(scope="package")
+def _shared_proxy(registry_host: str) -> Iterator[FaultProxy]:
+    with run_fault_proxy(registry_host) as p:
+        yield p
+
+
+@pytest.fixture
+def proxy(_shared_proxy: FaultProxy) -> Iterator[FaultProxy]:
+    """A fault proxy (``tests.faultproxy``) in front of the package's registry, with no faults
+    and an empty log (one proxy for the package: starting one costs half a second)."""
+    _shared_proxy.clear()
+    _shared_proxy.stalled.clear()
+    yield _shared_proxy
+    _shared_proxy.clear()
 
 
 @pytest.fixture

@@ -116,10 +116,9 @@ def test_whole_upload_is_stored_byte_exact(client: RegistryClient, registry_host
     repo.upload_blob(Digest(sha(data)), len(data), lambda: io.BytesIO(data))  # repeat: fine
 
 
-def test_chunked_upload_sends_every_chunk(registry_host: str, raw: Raw) -> None:
+def test_chunked_upload_sends_every_chunk(registry_host: str, raw: Raw, proxy: FaultProxy) -> None:
     data = blob_bytes(1000, seed=3)
-    with run_fault_proxy(registry_host) as proxy, \
-            RegistryClient(fast_options(proxy.host, chunk_size=300)) as c:
+    with RegistryClient(fast_options(proxy.host, chunk_size=300)) as c:
         repo = repo_of(c, proxy.host, "blobs/chunked")
         repo.upload_blob(Digest(sha(data)), len(data), lambda: io.BytesIO(data))
         assert proxy.count("PATCH", "/blobs/uploads/", 202) == 4  # 300 + 300 + 300 + 100
@@ -176,7 +175,7 @@ def test_fetch_blob_into_an_ingest(client: RegistryClient, registry_host: str, r
     assert content.content.read_bytes(d) == data
 
 
-def test_fetch_resumes_a_partial_ingest_with_range(registry_host: str, raw: Raw, content: Store) -> None:
+def test_fetch_resumes_a_partial_ingest_with_range(registry_host: str, raw: Raw, content: Store, proxy: FaultProxy) -> None:
     data = blob_bytes(4000, seed=2)
     raw.put_blob("fetch/resume", data)
     d = Digest(sha(data))
@@ -184,7 +183,7 @@ def test_fetch_resumes_a_partial_ingest_with_range(registry_host: str, raw: Raw,
         with content.content.ingest(d, len(data), ref="r") as w:
             w.write(data[:1234])
             raise RuntimeError("interrupted")  # a ref'd ingest keeps what it has
-    with run_fault_proxy(registry_host) as proxy, RegistryClient(fast_options(proxy.host)) as c:
+    with RegistryClient(fast_options(proxy.host)) as c:
         repo = repo_of(c, proxy.host, "fetch/resume", push=False)
         with content.content.ingest(d, len(data), ref="r") as w:
             assert w.offset == 1234
@@ -195,11 +194,11 @@ def test_fetch_resumes_a_partial_ingest_with_range(registry_host: str, raw: Raw,
     assert content.content.read_bytes(d) == data
 
 
-def test_dropped_download_resumes_from_what_arrived(registry_host: str, raw: Raw, content: Store) -> None:
+def test_dropped_download_resumes_from_what_arrived(registry_host: str, raw: Raw, content: Store, proxy: FaultProxy) -> None:
     data = blob_bytes(50_000, seed=4)
     raw.put_blob("fetch/drop", data)
     d = Digest(sha(data))
-    with run_fault_proxy(registry_host) as proxy, RegistryClient(fast_options(proxy.host)) as c:
+    with RegistryClient(fast_options(proxy.host)) as c:
         proxy.add(Fault.drop("/blobs/sha256:", after=20_000, times=2))
         repo = repo_of(c, proxy.host, "fetch/drop", push=False)
         retries: list[str] = []
@@ -282,12 +281,12 @@ def test_manifest_errors_name_what_is_wrong(client: RegistryClient, registry_hos
     assert raw.manifest("man/errors", "v1", formats.MEDIA_OCI_MANIFEST)[0] == 404
 
 
-def test_manifest_bytes_are_checked(registry_host: str, raw: Raw) -> None:
+def test_manifest_bytes_are_checked(registry_host: str, raw: Raw, proxy: FaultProxy) -> None:
     repo_path = "man/checked"
     raw.put_blob(repo_path, CONFIG)
     m = manifest_for(CONFIG, [])
     raw.put_manifest(repo_path, "v1", m, formats.MEDIA_OCI_MANIFEST)
-    with run_fault_proxy(registry_host) as proxy, RegistryClient(fast_options(proxy.host)) as c:
+    with RegistryClient(fast_options(proxy.host)) as c:
         repo = repo_of(c, proxy.host, repo_path, push=False)
         proxy.add(Fault.corrupt("/manifests/", offset=10, times=2))
         # by digest: the bytes must hash to it
@@ -299,9 +298,9 @@ def test_manifest_bytes_are_checked(registry_host: str, raw: Raw) -> None:
         assert repo.get_manifest("v1").raw == m
 
 
-def test_oversized_manifest_is_refused(registry_host: str) -> None:
+def test_oversized_manifest_is_refused(registry_host: str, proxy: FaultProxy) -> None:
     big = b"{" + b" " * formats.MAX_MANIFEST_SIZE + b"}"
-    with run_fault_proxy(registry_host) as proxy, RegistryClient(fast_options(proxy.host)) as c:
+    with RegistryClient(fast_options(proxy.host)) as c:
         proxy.add(Fault.replace("/manifests/", big, content_type=formats.MEDIA_OCI_MANIFEST))
         with pytest.raises(InvalidInput, match="over the .*-byte limit"):
             repo_of(c, proxy.host, "man/big", push=False).get_manifest("v1")
@@ -310,10 +309,10 @@ def test_oversized_manifest_is_refused(registry_host: str) -> None:
 # ------------------------------------------------------------------------------ retries
 
 
-def test_transient_answers_are_retried_within_the_budget(registry_host: str, raw: Raw) -> None:
+def test_transient_answers_are_retried_within_the_budget(registry_host: str, raw: Raw, proxy: FaultProxy) -> None:
     raw.put_blob("retry/a", CONFIG)
     raw.put_manifest("retry/a", "v1", manifest_for(CONFIG, []), formats.MEDIA_OCI_MANIFEST)
-    with run_fault_proxy(registry_host) as proxy, RegistryClient(fast_options(proxy.host, retries=2)) as c:
+    with RegistryClient(fast_options(proxy.host, retries=2)) as c:
         repo = repo_of(c, proxy.host, "retry/a", push=False)
         proxy.add(Fault.status("/tags/list", 503, times=2))
         assert repo.tags() == ["v1"]  # two 503s, then the answer: within retries=2
