@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from graph import LaminaError
+from runtime import cgroups
 from runtime.attach import Attachment
+from runtime.bundle import CGROUP_PARENT
 from runtime.monitor import Options, spawn
 from runtime.oci import OCIRuntime, open_runtime
 from runtime.paths import Paths
@@ -65,6 +67,8 @@ def bundle(tmp_path: Path, rt: OCIRuntime, rootfs: Path, args: list[str]) -> Pat
     spec = json.loads((d / "config.json").read_text())
     spec["process"].update(terminal=False, args=args, env=["PATH=/bin"])
     spec["root"] = {"path": str(rootfs), "readonly": True}
+    # where lamina's bundles put it: the monitor's OOM watch makes that memory cgroup beforehand
+    spec["linux"]["cgroupsPath"] = f"{CGROUP_PARENT}/{cid}"
     (d / "config.json").write_text(json.dumps(spec))
     return Paths(str(d), cid)
 
@@ -80,6 +84,8 @@ def gone(att_pid: int, p: Paths, rt: OCIRuntime) -> None:
         time.sleep(0.01)
     assert start_time(att_pid) is None, "monitor still running"
     assert rt.state(p.container_id) is None
+    left = cgroups.expected(cgroups.mounts(), f"{CGROUP_PARENT}/{p.container_id}")
+    assert not left.v1 and left.v2 is None, f"cgroup left: {left}"
 
 
 def log_records(p: Paths) -> list[tuple[str, str]]:
