@@ -71,14 +71,10 @@ def home(ext4_loop: Path | None, tmp_path: Path, request: pytest.FixtureRequest)
     try:
         yield h
     finally:
-        left = mountapi.mounts_under(h)
-        for m in reversed(left):
-            try:
-                mountapi.umount(m.mount_point, mountapi.MNT_DETACH)
-            except OSError:
-                pass
+        left = [m.mount_point for m in mountapi.mounts_under(h)]
+        mountapi.umount_tree(h)
         shutil.rmtree(h, ignore_errors=True)
-        assert not left, f"mounts left under {h}: {[m.mount_point for m in left]}"
+        assert not left, f"mounts left under {h}: {left}"
 
 
 @pytest.fixture(params=APIS)
