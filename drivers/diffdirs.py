@@ -266,10 +266,9 @@ class DiffDirDriver(LocalDriver):
         mount point is never handed out (writes would land in an empty dir)."""
         layer = self._layer(id)
         with self.refs.locked():
-            n = self.refs.count(id)
-            if n == 0 or not self._mounted(layer):
+            if self.refs.count(id) == 0 or not self._mounted(layer):
                 self._mount(layer)
-            self.refs.set(id, n + 1)
+            self.refs.add(id)
         return str(layer.merged)
 
     def put(self, id: CacheID) -> None:
@@ -282,7 +281,7 @@ class DiffDirDriver(LocalDriver):
                 return
             if n == 1:
                 self._unmount(layer)
-            self.refs.set(id, n - 1)
+            self.refs.remove(id)
 
     # -- data ----------------------------------------------------------------------------------
 

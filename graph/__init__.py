@@ -30,64 +30,48 @@ from graph.store import Problem, PruneReport, Store
 from graph.volumes import Volume, check_name as check_volume_name
 
 __all__ = [
-    "AlreadyExists",
-    "Bug",
-    "ChainID",
-    "Conflict",
-    "Container",
-    "Corrupt",
-    "Credentials",
-    "DiffID",
-    "Digest",
-    "DigestMismatch",
-    "Image",
-    "ImageID",
-    "InvalidInput",
-    "Layer",
-    "LoadedImage",
-    "LaminaError",
-    "NotFound",
-    "Problem",
-    "PruneReport",
-    "PullResult",
-    "PushResult",
-    "Reference",
-    "RegistryOptions",
-    "Store",
-    "Unsupported",
-    "Volume",
-    "chain_id",
-    "chain_ids",
-    "check_volume_name",
-    "load_archive",
-    "parse_reference",
-    "pull",
-    "push",
-    "save_archive",
+    # the store and the records it hands out
+    "Store", "Problem", "PruneReport", "Container", "Image", "Layer", "Volume", "check_volume_name",
+    # identities and references
+    "ChainID", "DiffID", "Digest", "ImageID", "chain_id", "chain_ids", "Reference", "parse_reference",
+    # errors (the family of drivers.errors)
+    "LaminaError", "AlreadyExists", "Bug", "Conflict", "Corrupt", "DigestMismatch", "InvalidInput",
+    "NotFound", "Unsupported",
+    # archives (docker save/load)
+    "LoadedImage", "load_archive", "save_archive",
+    # distribution (registries)
+    "Credentials", "RegistryOptions", "pull", "PullResult", "push", "PushResult",
+    # network records and address pools (the kernel side is runtime.network's)
+    "Endpoint", "Network", "NetworkStore", "network_inspect_doc", "parse_network_pools",
 ]
 
 # Archives, pulls and pushes pull in tarfile, compression and HTTP libraries; the CLI imports
-# ``graph`` on every start, so these names load on first use (PEP 562).
+# ``graph`` on every start, so these names load on first use (PEP 562). name -> (module, its name there)
 _LAZY = {
-    "LoadedImage": "graph.archive",
-    "load_archive": "graph.archive",
-    "save_archive": "graph.archive",
-    "pull": "graph.distribution.pull",
-    "PullResult": "graph.distribution.pull",
-    "push": "graph.distribution.push",
-    "PushResult": "graph.distribution.push",
-    "RegistryOptions": "graph.distribution.registry",
-    "Credentials": "graph.distribution.auth",
+    "LoadedImage": ("graph.archive", "LoadedImage"),
+    "load_archive": ("graph.archive", "load_archive"),
+    "save_archive": ("graph.archive", "save_archive"),
+    "pull": ("graph.distribution.pull", "pull"),
+    "PullResult": ("graph.distribution.pull", "PullResult"),
+    "push": ("graph.distribution.push", "push"),
+    "PushResult": ("graph.distribution.push", "PushResult"),
+    "RegistryOptions": ("graph.distribution.registry", "RegistryOptions"),
+    "Credentials": ("graph.distribution.auth", "Credentials"),
+    "Endpoint": ("graph.networks", "Endpoint"),
+    "Network": ("graph.networks", "Network"),
+    "NetworkStore": ("graph.networks", "NetworkStore"),
+    "network_inspect_doc": ("graph.networks", "inspect_doc"),
+    "parse_network_pools": ("graph.networks", "parse_pools"),
 }
 
 
 def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
+    where = _LAZY.get(name)
+    if where is None:
         raise AttributeError(f"module 'graph' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(where[0]), where[1])
     globals()[name] = value
     return value
 
