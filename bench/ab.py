@@ -18,7 +18,6 @@ a row saying so, not a verdict.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench import paired
+from bench.compare import fmt_seconds
 from bench.phases import PHASE_NAMES
 from bench.results import Cell, Suite
 from bench.revs import Side
@@ -262,16 +262,6 @@ def _only_reps(s: Suite, reps: range) -> Suite:
 # ---- the report ---------------------------------------------------------------------------------
 
 
-def _fmt_s(x: float) -> str:
-    if not math.isfinite(x):
-        return "-"
-    if x < 1e-3:
-        return f"{x * 1e6:.0f} µs"
-    if x < 1:
-        return f"{x * 1e3:.1f} ms"
-    return f"{x:.2f} s"
-
-
 def _loads(run: ABRun) -> str:
     xs = [x["load1"] for x in run.task_log]
     if not xs:
@@ -297,7 +287,7 @@ def verdict_paragraph(run: ABRun, rows: list[Row], t: paired.Thresholds) -> str:
             f"ratio of the pairs >= {1 + t.threshold:.2f}) with p <= {t.alpha} in a one-sided sign-flip "
             f"test on the log ratios. {len(slower)} cell(s) were significantly slower by less than that, "
             f"{len(better)} significantly faster; {len(tiny)} tiny (base median under "
-            f"{_fmt_s(t.floor)}, never fail) and {len(skipped)} not compared (reasons in the table).")
+            f"{fmt_seconds(t.floor)}, never fail) and {len(skipped)} not compared (reasons in the table).")
 
 
 def markdown(run: ABRun, rows: list[Row], t: paired.Thresholds, plot: str | None) -> str:
@@ -314,7 +304,7 @@ def markdown(run: ABRun, rows: list[Row], t: paired.Thresholds, plot: str | None
         assert x is not None
         v = f"**{x.verdict}**" if x.verdict in ("regression", "improvement") else x.verdict
         note = f" ({r.reason})" if r.reason else ""
-        lines.append(f"| {r.label} | {_fmt_s(x.base_median)} | {_fmt_s(x.new_median)} | {x.ratio:.3f} | "
+        lines.append(f"| {r.label} | {fmt_seconds(x.base_median)} | {fmt_seconds(x.new_median)} | {x.ratio:.3f} | "
                      f"{x.ci[0]:.3f}–{x.ci[1]:.3f} | {x.p_slower:.4f} | {x.n} | {v}{note} |")
     skipped = [r for r in rows if r.result is None]
     if skipped:
@@ -358,5 +348,5 @@ def summary_text(run: ABRun, rows: list[Row], t: paired.Thresholds) -> str:
     for r in bad:
         assert r.result is not None
         lines.append(f"  REGRESSION {r.label}: {r.result.ratio:.3f}x [{r.result.ci[0]:.3f}, {r.result.ci[1]:.3f}] "
-                     f"p={r.result.p_slower:.4f} ({_fmt_s(r.result.base_median)} -> {_fmt_s(r.result.new_median)})")
+                     f"p={r.result.p_slower:.4f} ({fmt_seconds(r.result.base_median)} -> {fmt_seconds(r.result.new_median)})")
     return "\n".join(lines)

@@ -389,21 +389,6 @@ def _run_attached(d: "Daemon", cid: str, running: Any, conns: list[tuple[Hijacke
         b.notify(cid)
 
 
-def _feed_stdin(h: Hijacked, fd: int) -> None:
-    """Client input to the container's stdin until the client closes its side."""
-    try:
-        while True:
-            data = h.read()
-            if not data:
-                break
-            os.write(fd, data)
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
 def _start(store: "Store", d: "Daemon", key: str) -> tuple[str, bool]:
     """Start; (id, whether it was already running)."""
     import runtime
@@ -440,7 +425,7 @@ def _start(store: "Store", d: "Daemon", key: str) -> tuple[str, bool]:
         if not isinstance(stdin, bool):
             os.close(stdin)  # the monitor has its copy
     if pipe_w >= 0 and feeder is not None:
-        threading.Thread(target=_feed_stdin, args=(feeder, pipe_w), daemon=True, name="lamina-stdin").start()
+        threading.Thread(target=feeder.feed, args=(pipe_w,), daemon=True, name="lamina-stdin").start()
     if conns:
         with b.lock:
             b.streaming.add(c.id)
