@@ -42,6 +42,8 @@ def test_exit_releases_and_the_object_can_be_used_again(tmp_path: Path) -> None:
     with lock:
         assert lock.acquired and lock.fd >= 0
     assert not lock.acquired and lock.fd == -1
+    with Flock(tmp_path / "l", wait=False) as again:  # released: free for anyone at once
+        assert again.acquired
     with lock:  # re-entered after release
         with Flock(tmp_path / "l", wait=False) as other:
             assert not other.acquired
