@@ -128,6 +128,21 @@ def test_a_signal_ends_with_128_plus_n(tmp_path: Path, rt: OCIRuntime, rootfs: P
     assert ex is not None and ex.code == 128 + signal.SIGKILL
 
 
+def test_a_runtime_killed_under_a_running_container(tmp_path: Path, rt: OCIRuntime, rootfs: Path) -> None:
+    p = bundle(tmp_path, rt, rootfs, ["sleep", "60"])
+    att = spawn(p, rt, store_root=str(tmp_path / "store"))
+    pid = att.child
+    started = att.handshake(timeout=60)
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+        [runtime_pid] = [int(x) for x in f.read().split()]
+    os.kill(runtime_pid, signal.SIGKILL)  # the runtime dies; init is re-parented to the monitor
+    os.kill(started.pid, signal.SIGKILL)
+    ex = att.stream(io.BytesIO(), io.BytesIO())
+    att.finish()
+    gone(pid, p, rt)  # includes: the state the dead runtime left was deleted
+    assert ex is not None and ex.code == 128 + signal.SIGKILL
+
+
 def test_stdin_is_handed_to_the_container(tmp_path: Path, rt: OCIRuntime, rootfs: Path) -> None:
     p = bundle(tmp_path, rt, rootfs, ["cat"])
     r, w = os.pipe()

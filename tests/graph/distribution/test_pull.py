@@ -146,6 +146,17 @@ def test_wrong_diff_id_is_refused_and_rolled_back(store: Store, raw: Raw, regist
             options=fast_options(registry_host))
 
 
+def test_a_stored_blob_is_trusted_only_for_the_layer_it_was_recorded_for(store: Store, raw: Raw,
+                                                                          registry_host: str) -> None:
+    a = build([BASE, APP], "gzip")
+    pull(store, f"{registry_host}/{put(raw, a)}", options=fast_options(registry_host))
+    # APP's blob (stored) named as the blob of BASE's layer (registered): both present, but
+    # nothing says this blob holds that layer, so it is hashed, and the lie found
+    liar = build([APP], "gzip", config=config_for([sha(BASE)]))
+    refused(store, DigestMismatch, "DiffID mismatch", reference=f"{registry_host}/{put(raw, liar)}",
+            options=fast_options(registry_host))
+
+
 def test_manifest_and_config_disagreeing_are_refused(store: Store, raw: Raw, registry_host: str) -> None:
     b = build([BASE, APP], "gzip", config=config_for([sha(BASE)]))  # two layers, one DiffID
     refused(store, InvalidInput, "layers", reference=f"{registry_host}/{put(raw, b)}",

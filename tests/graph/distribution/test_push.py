@@ -10,15 +10,16 @@ import json
 
 import pytest
 
-from graph import Corrupt, NotFound, Store
+from graph import Corrupt, InvalidInput, NotFound, Store, parse_reference
 from graph.digest import Digest
 from graph.distribution import progress
 from graph.distribution.pull import pull
 from graph.distribution.push import pick_manifest, push
 from graph.oci import formats
+from graph.oci.reference import Reference
 from tests.faultproxy import FaultProxy
 from tests.graph.distribution.conftest import Raw, fast_options
-from tests.graph.test_archive import APP, BASE, build, sha
+from tests.graph.test_archive import APP, BASE, Built, build, sha
 from tests.graph.test_store import make_image
 
 _names = itertools.count()
@@ -28,7 +29,7 @@ def fresh(prefix: str = "push") -> str:
     return f"{prefix}/r{next(_names)}"
 
 
-def pulled(store: Store, raw: Raw, host: str, comp: str = "gzip") -> tuple[str, object]:
+def pulled(store: Store, raw: Raw, host: str, comp: str = "gzip") -> tuple[str, Built]:
     """An image pulled from ``host`` (put there by ``raw``); returns its name and the build."""
     b = build([BASE, APP], comp)
     repo = fresh("src")
@@ -74,9 +75,9 @@ def test_pulled_image_pushed_elsewhere_keeps_every_digest_and_mounts(store: Stor
     store.tag(src, f"{registry_host}/{repo}:copy")
     r = push(store, f"{registry_host}/{repo}:copy", options=fast_options(registry_host))
     # the manifest that came in goes out; its blobs are on this registry under src: mounted
-    assert r.digest == b.manifest_digest  # type: ignore[attr-defined]
+    assert r.digest == b.manifest_digest
     assert (r.pushed, r.existed, r.mounted) == (0, 0, 3)
-    assert raw.manifest(repo, "copy", formats.MEDIA_OCI_MANIFEST)[1] == b.manifest  # type: ignore[attr-defined]
+    assert raw.manifest(repo, "copy", formats.MEDIA_OCI_MANIFEST)[1] == b.manifest
 
 
 def test_pick_manifest_prefers_the_references_own(store: Store, raw: Raw, registry_host: str) -> None:
@@ -84,20 +85,17 @@ def test_pick_manifest_prefers_the_references_own(store: Store, raw: Raw, regist
     zs_name, zs = pulled(store, raw, registry_host, "zstd")
     img = store.resolve_image(gz_name)
     assert store.resolve_image(zs_name).id == img.id  # one config: one image, two manifests
-    ref = lambda n: store.refs.get(_parse(n)).reference  # noqa: E731
-    assert pick_manifest(store, img.id, ref(gz_name)) == (gz.manifest, formats.MEDIA_OCI_MANIFEST)  # type: ignore[attr-defined]
-    assert pick_manifest(store, img.id, ref(zs_name)) == (zs.manifest, formats.MEDIA_OCI_MANIFEST)  # type: ignore[attr-defined]
-    assert pick_manifest(store, img.id)[0] == gz.manifest  # type: ignore[attr-defined]  # first recorded
+
+    def ref(n: str) -> Reference:
+        return store.refs.get(parse_reference(n)).reference
+
+    assert pick_manifest(store, img.id, ref(gz_name)) == (gz.manifest, formats.MEDIA_OCI_MANIFEST)
+    assert pick_manifest(store, img.id, ref(zs_name)) == (zs.manifest, formats.MEDIA_OCI_MANIFEST)
+    assert pick_manifest(store, img.id)[0] == gz.manifest  # the first recorded
     # a manifest whose blobs are gone is passed over
-    for blob in gz.layers:  # type: ignore[attr-defined]
+    for blob in gz.layers:
         store.content.delete(Digest(sha(blob)))
-    assert pick_manifest(store, img.id, ref(gz_name))[0] == zs.manifest  # type: ignore[attr-defined]
-
-
-def _parse(name: str):  # type: ignore[no-untyped-def]
-    from graph import parse_reference
-
-    return parse_reference(name)
+    assert pick_manifest(store, img.id, ref(gz_name))[0] == zs.manifest
 
 
 def test_missing_local_blob_is_refused_before_anything_is_sent(store: Store, proxy: FaultProxy) -> None:
@@ -119,7 +117,7 @@ def test_stored_blob_of_the_wrong_size_is_corrupt(store: Store, proxy: FaultProx
     lying = store.content.put_bytes(raw_m)
     store.images.add_manifest(lying, formats.MEDIA_OCI_MANIFEST, img.id)
     name = f"{proxy.host}/{fresh()}:v1"
-    store.refs.add(_parse(name), img.id, lying)  # the reference's own manifest: picked first
+    store.refs.add(parse_reference(name), img.id, lying)  # the reference's own manifest: picked first
     with pytest.raises(Corrupt, match="stored copy has"):
         push(store, name, options=fast_options(proxy.host))
     assert proxy.count("PUT", "/manifests/") == 0
@@ -128,7 +126,5 @@ def test_stored_blob_of_the_wrong_size_is_corrupt(store: Store, proxy: FaultProx
 def test_unknown_image_and_bad_concurrency(store: Store, registry_host: str) -> None:
     with pytest.raises(NotFound):
         push(store, f"{registry_host}/nosuch:1", options=fast_options(registry_host))
-    from graph import InvalidInput
-
     with pytest.raises(InvalidInput, match="concurrency"):
         push(store, f"{registry_host}/nosuch:1", concurrency=0)
