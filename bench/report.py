@@ -14,23 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from bench import stats
 from bench.phases import BY_NAME, PHASE_NAMES
-from bench.results import Suite
+from bench.results import Suite, fmt_s
 from bench.roofline import LIMIT_TEXT, WRITE_SEQ_BYTES, limit_samples
 
 if TYPE_CHECKING:
     from bench.compare import Comparison
 
 HEADLINE_ORDER = ("realistic", "small-files", "large-files", "deep-128")
-
-
-def fmt_s(x: float) -> str:
-    if x is None or not math.isfinite(x):
-        return "–"
-    if x < 1e-3:
-        return f"{x * 1e6:.0f} µs"
-    if x < 1:
-        return f"{x * 1e3:.1f} ms" if x < 0.1 else f"{x * 1e3:.0f} ms"
-    return f"{x:.2f} s"
 
 
 def fmt_bytes(n: float) -> str:

@@ -56,6 +56,24 @@ def SweepLock(home: Path, exclusive: bool) -> Flock:
     return Flock(home / "sweep.lock", shared=not exclusive, wait=not exclusive)
 
 
+def probe_once(home: Path, probe: Callable[[], str | None]) -> str | None:
+    """``probe()`` (a test mount: None if it worked, else why not), remembered in
+    ``home/probe.ok`` for this kernel and this filesystem, so that only the first open of a home
+    pays for it; a failure is not remembered (the next open tries again)."""
+    stamp = f"{os.uname().release} {os.stat(home).st_dev}\n"
+    try:
+        if (home / "probe.ok").read_text() == stamp:
+            return None
+    except OSError:
+        pass
+    why = probe()
+    if why is None:
+        tmp = home / f".probe-ok-{os.urandom(4).hex()}"
+        tmp.write_text(stamp)
+        os.replace(tmp, home / "probe.ok")
+    return why
+
+
 @dataclass(frozen=True)
 class Layer:
     """One layer as its files describe it (``DiffDirDriver._layer``)."""
@@ -269,10 +287,9 @@ class DiffDirDriver(LocalDriver):
         mount point is never handed out (writes would land in an empty dir)."""
         layer = self._layer(id)
         with self.refs.locked():
-            n = self.refs.count(id)
-            if n == 0 or not self._mounted(layer):
+            if self.refs.count(id) == 0 or not self._mounted(layer):
                 self._mount(layer)
-            self.refs.set(id, n + 1)
+            self.refs.add(id)
         return str(layer.merged)
 
     def put(self, id: CacheID) -> None:
@@ -285,7 +302,7 @@ class DiffDirDriver(LocalDriver):
                 return
             if n == 1:
                 self._unmount(layer)
-            self.refs.set(id, n - 1)
+            self.refs.remove(id)
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -440,4 +457,4 @@ def rmtree(path: Path) -> None:
     shutil.rmtree(path, onerror=onerror)
 
 
-__all__ = ["DiffDirDriver", "LINK_LEN", "Layer", "MountedPair", "SweepLock", "is_id", "rmtree"]
+__all__ = ["DiffDirDriver", "LINK_LEN", "Layer", "MountedPair", "SweepLock", "is_id", "probe_once", "rmtree"]

@@ -26,7 +26,7 @@ import types
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
-from drivers.base import CacheID, Change, Driver, HeldCounts, LayerListing, new_cache_id
+from drivers.base import CacheID, Change, Driver, HeldCounts, KeptCounts, LayerListing, new_cache_id
 from drivers.sys.proc import pid_alive
 from graph import leases
 from graph.db import DB
@@ -424,8 +424,13 @@ class LayerStore:
         made it pending in that row's delete transaction)."""
         self._discard(cid)
 
-    def mount(self, cid: CacheID) -> str:
-        return self.driver.get(cid)
+    def mount(self, cid: CacheID, *, keep: bool = False) -> str:
+        """The layer's merged tree (``driver.get``). The count is this process's and goes when
+        it ends, crash or not; ``keep``: it stays until an ``unmount`` from any process."""
+        path = self.driver.get(cid)
+        if keep and isinstance(self.driver, KeptCounts):
+            self.driver.keep(cid)
+        return path
 
     def unmount(self, cid: CacheID) -> None:
         self.driver.put(cid)

@@ -92,14 +92,10 @@ def run(args: argparse.Namespace, store: "Store") -> int:
         ids = set(map(str, store.dangling()))
         listing = [r for r in listing if (r["ID"] in ids) == dangling]
     if args.quiet:
-        seen: set[str] = set()
-        for r in listing:
-            if r["ID"] not in seen:
-                seen.add(r["ID"])
-                print(r["ID"] if args.no_trunc else output.short_id(r["ID"]))
+        output.print_ids((r["ID"] for r in listing), args.no_trunc)
         return 0
     if args.format == "json":
-        output.print_json([{k: v for k, v in r.items() if not k.startswith("_")} for r in listing])
+        output.print_rows_json(listing)
         return 0
     output.table(
         HEADERS,
