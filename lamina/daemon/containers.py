@@ -233,10 +233,8 @@ def list_containers(store: "Store", *, all_: bool, flt: dict[str, list[str]], si
                     limit: int | None = None) -> list[dict[str, Any]]:
     import runtime as rc
 
-    rc.reconcile_all(store)
     out = []
-    for c in store.containers.list():
-        st = rc.read_state(rc.paths_of(store, c), c.state)
+    for c, st in rc.list_reconciled(store):
         state = st.Status if st.Status in ("created", "running", "paused", "exited") else c.state
         if not all_ and state not in ACTIVE and not flt.get("status") and not flt.get("exited"):
             continue
@@ -817,10 +815,8 @@ async def rename(d: "Daemon", request: web.Request, id: str) -> web.StreamRespon
 def _prune(store: "Store") -> dict[str, Any]:
     import runtime
 
-    runtime.reconcile_all(store)
     gone, reclaimed = [], 0
-    for c in store.containers.list():
-        st = runtime.read_state(runtime.paths_of(store, c), c.state)
+    for c, st in runtime.list_reconciled(store):
         if st.Status in ACTIVE:
             continue
         with contextlib.suppress(Exception):
