@@ -169,3 +169,26 @@ def test_docker_py_tty(daemon: DaemonProc, monkeypatch: pytest.MonkeyPatch, tmp_
             c.remove(force=True)
     finally:
         client.close()
+
+
+def test_detach_keys_leave_the_container_running_for_a_later_attach(docker: DockerCLI) -> None:
+    """Ctrl-P Ctrl-Q (the docker CLI's detach keys) ends ``run -it`` with 0 and the container
+    runs on; ``attach`` gets its terminal back."""
+    name = uniq("dk")
+    t = on_pty(docker, "run", "-it", "--name", name, "bb:1", "sh")
+    try:
+        t.expect(r"# ")
+        t.type("\x10\x11")
+        assert t.wait() == 0
+    finally:
+        t.close()
+    assert docker("inspect", "--format", "{{.State.Status}}", name).out.strip() == "running"
+    t = on_pty(docker, "attach", name)
+    try:
+        t.type("echo again-$((2+3))\r")
+        t.expect(r"again-5\r\n")
+        t.type("exit 4\r")
+        assert t.wait() == 4
+    finally:
+        t.close()
+    docker("rm", "-f", name)
