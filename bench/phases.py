@@ -494,6 +494,10 @@ class Lifecycle:
             else:
                 with contextlib.suppress(Exception):
                     self._time("start", lambda: start(store, c))
+            from bench import daemon_path  # the same start through the lamina CLI and the daemon
+
+            for name, o in daemon_path.measure(store.root, self.driver, self.w.ref, self.w.runnable).items():
+                self.out[name] = Outcome(**o)
         if path is None:
             return
         if "walk" in self.wanted:
