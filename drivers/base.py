@@ -10,7 +10,9 @@ parent. ``get`` makes a layer's *merged* tree available at a path and returns it
 union drivers, a plain directory for copy drivers); ``put`` releases it. ``get``/``put`` are
 **refcounted across processes** (the CLI is many short processes: ``lamina mount`` and ``lamina
 umount`` are two of them), so the count lives on disk in the driver's home (``RefCounts``), and
-the mount is torn down when it drops to zero.
+the mount is torn down when it drops to zero. A count is its process's and ends with it (a crash
+leaves none behind) unless the process hands it over with ``keep`` (``KeptCounts``), as ``lamina
+mount`` and a container's start do.
 
 Vocabulary: ``id`` is always the layer's own cache-id, ``parent`` its parent's cache-id or
 ``None``. A "tar" is an uncompressed OCI layer tar (whiteouts ``.wh.<name>``, opaque dirs
@@ -42,6 +44,7 @@ from typing import BinaryIO, Callable, Iterator, NewType, Protocol, runtime_chec
 from drivers.errors import InvalidInput
 from drivers.sys.durable import syncfs
 from drivers.sys.flock import Flock
+from drivers.sys.proc import start_time
 
 CacheID = NewType("CacheID", str)
 
@@ -122,7 +125,8 @@ class GraphDriver(Protocol):
         """Make the layer's merged tree available and return its absolute path.
 
         Requires: the layer exists.
-        Effect: refcount + 1 (on disk, across processes); mounts on the 0 -> 1 step.
+        Effect: refcount + 1 (on disk, across processes; this process's until ``keep``);
+        mounts on the 0 -> 1 step.
         Raises: NotFound, Unsupported (kernel refused the mount; message names the cause).
         Repeat: each call takes one more reference and returns the same path.
         """
@@ -235,6 +239,18 @@ class HeldCounts(Protocol):
 
 
 @runtime_checkable
+class KeptCounts(Protocol):
+    """A ``get``'s count belongs to the process that took it and dies with it (a crash inside
+    ``create`` leaves no count behind); ``keep`` hands one over so that it outlives the process,
+    for a mount meant to stay (``lamina mount``, a started container's rootfs)."""
+
+    def keep(self, id: CacheID) -> None:
+        """Requires: this process holds a ``get`` on ``id``.  Effect: that count stays until a
+        ``put`` from any process.  Raises: nothing.  Repeat: hands over one more (if held)."""
+        ...
+
+
+@runtime_checkable
 class LayerListing(Protocol):
     """The driver can list the layers it holds: what lets ``system check`` find driver data no
     metadata row knows (an orphan), and ``system prune`` remove it. A separate protocol checked
@@ -282,7 +298,7 @@ class Sweeper(Protocol):
 
 class LocalDriver:
     """What the drivers here share: data under ``home`` on a local filesystem, ``get`` counts
-    in ``self.refs`` (``RefCounts``). Gives them ``sync`` and ``HeldCounts``."""
+    in ``self.refs`` (``RefCounts``). Gives them ``sync``, ``HeldCounts`` and ``KeptCounts``."""
 
     home: Path
     refs: "RefCounts"
@@ -290,6 +306,10 @@ class LocalDriver:
     def held_count(self, id: CacheID) -> int:
         """``get`` calls on ``id`` not yet matched by a ``put`` (``HeldCounts``)."""
         return self.refs.count(id)
+
+    def keep(self, id: CacheID) -> None:
+        """This process's ``get`` on ``id`` outlives it (``KeptCounts``)."""
+        self.refs.keep(id)
 
     def sync(self) -> None:
         """``syncfs`` of the filesystem holding ``home`` (``GraphDriver.sync``): one flush of
@@ -301,66 +321,145 @@ class RefCounts:
     """Per-layer ``get`` counts kept in ``<home>/refs/<id>``, one small file per held layer,
     updated under an exclusive ``flock`` of ``<home>/refs.lock``.
 
-    On disk because the holders are separate processes. A crash can leave a count that is too
-    high; ``reset`` (called by ``cleanup`` after unmounting) drops them all.
+    On disk because the holders are separate processes. Each count belongs to a **holder**: the
+    process that took it (its pid and start time, so a reused pid is another holder) or, once
+    handed over with ``keep``, nobody in particular (``lamina mount``, a started container's
+    rootfs: released by a later ``put`` from any process). A process that dies holding counts
+    (a power cut, SIGKILL inside ``create``) holds nothing any more: its counts are not counted
+    and go at the next change of that layer's counts; what it had mounted is a mount with no
+    count, which the drivers' sweeps and ``remove`` undo. ``reset`` (called by ``cleanup``
+    after unmounting) drops them all.
+
+    The file holds one ``<holder> <count>`` line per holder (``kept`` for the handed-over
+    ones; a bare number, from before holders, counts as kept).
     """
+
+    KEPT = "kept"
 
     def __init__(self, home: Path) -> None:
         self.dir = home / "refs"
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_path = home / "refs.lock"
+        self._me: tuple[int, str] = (-1, "")
 
     def locked(self) -> Flock:
         """Hold the counts' lock, for a driver that must check a count and act atomically
         (remove refuses a held layer; get verifies a standing count still has its mount)."""
         return Flock(self._lock_path)
 
-    def count(self, id: CacheID) -> int:
-        try:
-            return int((self.dir / id).read_text() or 0)
-        except FileNotFoundError:
-            return 0
+    # ---- holders -------------------------------------------------------------------------
+    def _holder(self) -> str:
+        """This process as a holder: ``<pid>:<start time>`` (computed again after a fork)."""
+        pid = os.getpid()
+        if self._me[0] != pid:
+            self._me = (pid, f"{pid}:{start_time(pid)}")
+        return self._me[1]
 
-    def set(self, id: CacheID, n: int) -> None:
-        """Write a count (0 removes it); the caller holds ``locked()``."""
+    @classmethod
+    def _live(cls, holder: str) -> bool:
+        if holder == cls.KEPT:
+            return True
+        pid, _, start = holder.partition(":")
+        try:
+            return str(start_time(int(pid))) == start
+        except ValueError:
+            return False
+
+    def _read(self, id: CacheID) -> dict[str, int]:
+        """The live holders of ``id`` and their counts (dead ones left out)."""
+        try:
+            text = (self.dir / id).read_text()
+        except FileNotFoundError:
+            return {}
+        holders: dict[str, int] = {}
+        for line in text.splitlines():
+            holder, _, n = line.strip().rpartition(" ")
+            holder = holder or self.KEPT  # a bare count: the format before holders
+            if n.isdigit() and int(n) > 0 and self._live(holder):
+                holders[holder] = holders.get(holder, 0) + int(n)
+        return holders
+
+    def _write(self, id: CacheID, holders: dict[str, int]) -> None:
         p = self.dir / id
-        if n <= 0:
+        lines = "".join(f"{h} {n}\n" for h, n in sorted(holders.items()) if n > 0)
+        if not lines:
             p.unlink(missing_ok=True)
             return
         tmp = self.dir / f".{id}.tmp"
-        tmp.write_text(str(n))
+        tmp.write_text(lines)
         os.replace(tmp, p)
+
+    # ---- the counts ----------------------------------------------------------------------
+    def count(self, id: CacheID) -> int:
+        """Outstanding ``get``s on ``id`` by live holders (kept ones included)."""
+        return sum(self._read(id).values())
+
+    def set(self, id: CacheID, n: int) -> None:
+        """Replace the counts of ``id`` by ``n`` kept ones (0 removes them all); the caller holds
+        ``locked()``."""
+        self._write(id, {self.KEPT: n})
+
+    def add(self, id: CacheID) -> int:
+        """One more count for this process (dead holders' counts dropped); the caller holds
+        ``locked()``. Returns the new total."""
+        holders = self._read(id)
+        me = self._holder()
+        holders[me] = holders.get(me, 0) + 1
+        self._write(id, holders)
+        return sum(holders.values())
+
+    def remove(self, id: CacheID) -> int:
+        """One count less: this process's own if it has one, else a kept one, else another live
+        holder's (a ``put`` may follow a ``get`` of another process); none at 0. The caller
+        holds ``locked()``. Returns the new total."""
+        holders = self._read(id)
+        if holders:
+            me = self._holder()
+            victim = me if me in holders else self.KEPT if self.KEPT in holders else min(holders)
+            holders[victim] -= 1
+        self._write(id, holders)
+        return sum(holders.values())
+
+    def keep(self, id: CacheID) -> None:
+        """Hand one of this process's counts on ``id`` over to no process in particular: it
+        outlives this process and goes with a later ``put`` from any process (``lamina mount``,
+        a started container's rootfs). Nothing happens if this process holds none."""
+        with self.locked():
+            holders = self._read(id)
+            me = self._holder()
+            if holders.get(me, 0) > 0:
+                holders[me] -= 1
+                holders[self.KEPT] = holders.get(self.KEPT, 0) + 1
+                self._write(id, holders)
 
     def held(self) -> Iterator[CacheID]:
         """The ids with a count above zero."""
         for p in self.dir.iterdir():
-            if not p.name.startswith("."):
+            if not p.name.startswith(".") and self.count(CacheID(p.name)) > 0:
                 yield CacheID(p.name)
 
     def reset(self) -> None:
         """Drop every count (after ``cleanup`` unmounted everything)."""
-        for id in list(self.held()):
-            self.set(id, 0)
+        for p in list(self.dir.iterdir()):
+            if not p.name.startswith("."):
+                p.unlink(missing_ok=True)
 
     def increment(self, id: CacheID, on_first: Callable[[], None] | None = None) -> int:
-        """Add one; run ``on_first`` (the mount) under the lock on the 0 -> 1 step. If it raises,
-        the count is not changed."""
+        """Add one for this process; run ``on_first`` (the mount) under the lock on the 0 -> 1
+        step. If it raises, the count is not changed."""
         with self.locked():
-            n = self.count(id)
-            if n == 0 and on_first is not None:
+            if on_first is not None and self.count(id) == 0:
                 on_first()
-            self.set(id, n + 1)
-            return n + 1
+            return self.add(id)
 
     def decrement(self, id: CacheID, on_last: Callable[[], None] | None = None) -> int:
-        """Take one away; run ``on_last`` (the unmount) under the lock on the 1 -> 0 step. A
-        decrement at 0 is a no-op and returns 0."""
+        """Take one away (see ``remove``); run ``on_last`` (the unmount) under the lock on the
+        1 -> 0 step. A decrement at 0 is a no-op and returns 0."""
         with self.locked():
             n = self.count(id)
             if n == 0:
                 return 0
             if n == 1 and on_last is not None:
                 on_last()
-            self.set(id, n - 1)
-            return n - 1
+            return self.remove(id)
 

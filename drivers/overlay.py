@@ -87,7 +87,7 @@ from typing import Iterator
 
 from drivers.sys import mount as mountapi
 from drivers.base import CacheID
-from drivers.diffdirs import LINK_LEN, DiffDirDriver, Layer, SweepLock, is_id
+from drivers.diffdirs import LINK_LEN, DiffDirDriver, Layer, SweepLock, is_id, probe_once
 from drivers.errors import Bug, Corrupt, NotFound, Unsupported
 from drivers.sys.durable import syncfs
 
@@ -167,18 +167,7 @@ def supported(home: Path) -> str | None:
     backing = mountapi.fstype_of(home)
     if backing in _BACKING_REFUSED:
         return f"{home} is on {backing}: {_BACKING_REFUSED[backing]}"
-    stamp = f"{os.uname().release} {os.stat(home).st_dev}\n"
-    try:
-        if (home / "probe.ok").read_text() == stamp:
-            return None
-    except OSError:
-        pass
-    why = _probe_mount(home, backing)
-    if why is None:
-        tmp = home / f".probe-ok-{os.urandom(4).hex()}"
-        tmp.write_text(stamp)
-        os.replace(tmp, home / "probe.ok")
-    return why
+    return probe_once(home, lambda: _probe_mount(home, backing))
 
 
 def _probe_mount(home: Path, backing: str) -> str | None:

@@ -135,8 +135,11 @@ class ContainerStore:
         with self.db.transaction() as conn:
             conn.execute("UPDATE containers SET config = ? WHERE id = ?", (json.dumps(config), c.id))
 
-    def mount(self, c: Container) -> str:
-        return self.layers.mount(c.cache_id)
+    def mount(self, c: Container, *, keep: bool = False) -> str:
+        """The container's merged rootfs, held for this process (released by ``unmount``, or
+        when the process ends, crash or not); ``keep``: held until an ``unmount`` from any
+        process (``lamina mount``, a started container)."""
+        return self.layers.mount(c.cache_id, keep=keep)
 
     def unmount(self, c: Container) -> None:
         self.layers.unmount(c.cache_id)

@@ -130,7 +130,7 @@ def start(store: "Store", key: str, *, runtime: str | None = None, attach: bool 
         rt = runtime_for(store, c, runtime)
         if os.path.isdir(os.path.join(rt.state_root, c.id)):
             rt.delete(c.id, force=True)  # left by a crash
-        path = store.containers.mount(c)
+        path = store.containers.mount(c, keep=True)  # released by whoever sees it stop
         st.RootfsHeld, st.Rootfs = True, path
         write_state(p, st)
         _phase("mount")

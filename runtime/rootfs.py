@@ -4,9 +4,9 @@ An image is hostile input: ``/etc/passwd`` may be a symlink to ``/../../etc/shad
 ``/bin`` a link to ``/proc/self/root``. Every lookup here resolves a container path component by
 component under the root, the way the kernel would inside the container (``..`` stops at the
 root, an absolute symlink target restarts at the root, at most 40 links), so a result is always a
-host path under ``root``. Used before the container runs (the image cannot change meanwhile; a
-running container could race a lookup, which is why nothing here is used on a running container's
-tree for anything but reading a small text file).
+host path under ``root``. Used before the container runs (the image cannot change meanwhile), and
+by the daemon's ``docker cp`` (``lamina.daemon.containers``) on a mounted tree, where a running
+container could race a lookup as it can Docker's own (``FollowSymlinkInScope``).
 """
 
 from __future__ import annotations

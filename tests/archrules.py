@@ -58,8 +58,6 @@ PRIVATE_IMPORTS_ALLOWED = {
     ("bench/phases.py", "graph.pull"): "A/B runs drive an older base revision, whose pull lived in graph.pull",
     ("bench/phases.py", "graph.registry"): "A/B runs drive an older base revision (graph.registry)",
     ("bench/worker.py", "drivers.tar"): "the test-only slowdown knob of the A/B instrument sits in the applier",
-    ("runtime/network/", "graph.networks"): "network records are not on graph's public face yet "
-                                            "(network work, 18:02): export them from graph, then drop this",
 }
 BOTTOM_LAYER = "drivers.sys"   # libc, locks, durable writes, mounts: shared by every package
 

@@ -56,8 +56,9 @@ from pathlib import Path
 from typing import Iterator
 
 from drivers.sys import mount as mountapi
+from drivers.sys.proc import start_time
 from drivers.base import CacheID
-from drivers.diffdirs import DiffDirDriver, Layer, SweepLock, is_id
+from drivers.diffdirs import DiffDirDriver, Layer, SweepLock, is_id, probe_once
 from drivers.errors import Corrupt, NotFound, Unsupported
 
 DEV_FUSE = "/dev/fuse"
@@ -104,18 +105,7 @@ def supported(home: Path) -> str | None:
         os.setxattr(home, _TRUSTED_PROBE, b"y")
     except OSError as e:
         return f"{backing} at {home} cannot store trusted.* xattrs ({e.strerror}); whiteouts need them"
-    stamp = f"{os.uname().release} {os.stat(home).st_dev}\n"
-    try:
-        if (home / "probe.ok").read_text() == stamp:
-            return None
-    except OSError:
-        pass
-    why = _probe_mount(home)
-    if why is None:
-        tmp = home / f".probe-ok-{secrets.token_hex(4)}"
-        tmp.write_text(stamp)
-        os.replace(tmp, home / "probe.ok")
-    return why
+    return probe_once(home, lambda: _probe_mount(home))
 
 
 def _probe_mount(home: Path) -> str | None:
@@ -149,13 +139,7 @@ def _probe_mount(home: Path) -> str | None:
 
 def _alive(pid: int, start: int) -> bool:
     """Whether ``pid`` is still the process that started at ``start`` (and not a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    fields = data[data.rindex(b")") + 2:].split()
-    return fields[0] not in (b"Z", b"X") and int(fields[19]) == start
+    return start_time(pid) == start
 
 
 def _wait_gone(pid: int, start: int, timeout: float) -> bool:
@@ -423,14 +407,9 @@ class FuseDriver(DiffDirDriver):
             h = Helper.of(layer)
             pid = h.pid if h is not None else -1
         if pid > 0:
-            from drivers.fuse.helper import starttime
-
-            try:
-                h = Helper(pid, starttime(pid))
-            except (OSError, ValueError, IndexError):
-                h = None
-            if h is not None:
-                h.stop(0.0)
+            start = start_time(pid)
+            if start is not None:
+                Helper(pid, start).stop(0.0)
         if self._mount_entry(layer) is not None:
             self._umount(layer.merged)
         (layer.dir / "fuse.pid").unlink(missing_ok=True)

@@ -30,12 +30,7 @@ import os
 import signal
 import sys
 
-
-def starttime(pid: int | str = "self") -> int:
-    """Field 22 of /proc/<pid>/stat: when the process started, in clock ticks since boot."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    return int(data[data.rindex(b")") + 2:].split()[19])
+from drivers.sys.proc import start_time
 
 
 def _say(fd: int, line: str) -> None:
@@ -48,7 +43,7 @@ def _say(fd: int, line: str) -> None:
 def _write_pid_file(path: str) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
-        f.write(f"{os.getpid()} {starttime()}\n")
+        f.write(f"{os.getpid()} {start_time()}\n")
     os.replace(tmp, path)
 
 

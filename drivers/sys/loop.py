@@ -4,7 +4,8 @@ Why: the root filesystem here is ext4 without a journal (see MACHINE-NOTES), and
 btrfs needs its own filesystem anyway. Each ``LoopFS`` is a sparse image file in a temp dir,
 ``mkfs``'d, attached to a free loop device and mounted in that same temp dir; ``close`` (and the
 context manager, also on error) undoes every step that was done: unmount (lazily if it stays busy),
-detach the loop device, delete the image. Nothing is left behind, which ``leftovers`` checks.
+detach the loop device, delete the image. Nothing is left behind, which ``leftovers`` checks;
+``sweep`` removes what a killed process left under a directory (mounts, loop devices).
 
 Use::
 
@@ -30,7 +31,9 @@ from typing import Iterable, Iterator
 
 from drivers.sys import mount as mountapi
 
-_MKFS_ARGS = {
+MKFS_ARGS = {
+    # what every loop filesystem here is made with (lazy_*_init=0: inode tables and journal are
+    # initialised by mkfs, not by a kernel thread writing in the background afterwards)
     "btrfs": ["-q", "-f"],
     "ext4": ["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"],
     "xfs": ["-q", "-f"],
@@ -78,15 +81,70 @@ def loopfs_skip_reason(fstype: str = "btrfs") -> str | None:
     return None
 
 
+class LoopError(RuntimeError):
+    """A step of making a loop filesystem failed (mkfs, losetup, mount); the message names the
+    command and what it said."""
+
+
 def _run(*argv: str) -> str:
     p = subprocess.run(argv, capture_output=True, text=True, check=False)
     if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: exit {p.returncode}: {p.stderr.strip() or p.stdout.strip()}")
+        raise LoopError(f"{' '.join(argv)}: exit {p.returncode}: {(p.stderr or p.stdout).strip()[:400]}")
     return p.stdout
 
 
-def _is_mounted(path: Path) -> bool:
-    return mountapi.is_mount_point(os.path.realpath(path))
+def loop_devices_backed_by(directory: str | os.PathLike[str]) -> list[str]:
+    """Loop devices whose backing file lies under ``directory`` (a killed run's leftovers are
+    found this way; ``losetup -J`` is not in every util-linux, so the plain listing is parsed)."""
+    d = os.path.realpath(directory).rstrip("/") + "/"
+    out = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    devs = []
+    for line in out.splitlines():
+        dev, _, rest = line.partition(":")
+        start, end = rest.rfind("("), rest.rfind(")")
+        if start < 0 or end < 0:
+            continue
+        if rest[start + 1:end].removesuffix(" (deleted)").startswith(d):
+            devs.append(dev)
+    return devs
+
+
+def detach(device: str, timeout: float = 15.0) -> str | None:
+    """``losetup -d device`` with retries (the kernel may hold the device a moment after the
+    umount), then wait until it is really free: ``losetup -d`` of a device a filesystem still
+    holds only marks it for auto-clear, and btrfs drops its last reference shortly after umount
+    returns, so a leak check right after would see it. Returns an error line, or None.
+    Repeat: harmless (a device already gone is not an error)."""
+    msg = ""
+    for _ in range(40):
+        p = subprocess.run(["losetup", "-d", device], capture_output=True, text=True)
+        if p.returncode == 0 or "No such device" in p.stderr:
+            break
+        msg = p.stderr.strip()
+        time.sleep(0.05)
+    else:
+        return f"losetup -d {device}: {msg}"
+    backing = Path("/sys/block") / Path(device).name / "loop" / "backing_file"
+    deadline = time.monotonic() + timeout
+    while backing.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if backing.exists():
+        return f"{device} still attached {timeout:.0f} s after losetup -d"
+    return None
+
+
+def sweep(directory: str | os.PathLike[str]) -> list[str]:
+    """Remove what a killed run left under ``directory``: every mount at or below it and every
+    loop device backed by a file below it. Never touches anything outside it. Returns the
+    errors met (empty: clean)."""
+    if not os.path.isdir(directory):
+        return []
+    errors = mountapi.umount_tree(directory)
+    for dev in loop_devices_backed_by(directory):
+        err = detach(dev)
+        if err:
+            errors.append(err)
+    return errors
 
 
 @dataclass
@@ -99,17 +157,21 @@ class LoopFS:
     device: str | None = None
     mounted: bool = False
     errors: list[str] = field(default_factory=list)
+    size: int = 0
+    mkfs_args: tuple[str, ...] = ()
 
     def close(self) -> None:
         try:
-            if self.mounted or _is_mounted(self.mountpoint):
-                self._umount_all()
+            # a test may have left a bind mount inside; a busy mount is detached lazily, and
+            # its loop device is auto-cleared when the last user goes
+            self.errors += mountapi.umount_tree(self.mountpoint)
             self.mounted = False
         finally:
             try:
                 if self.device:
-                    self._detach()
-                    self._wait_detached()
+                    err = detach(self.device)
+                    if err:
+                        self.errors.append(err)
                     self.device = None
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -117,44 +179,10 @@ class LoopFS:
                 with contextlib.suppress(OSError):
                     self.mountpoint.rmdir()
 
-    def _umount_all(self) -> None:
-        # Unmount whatever sits on (or under) the mount point, innermost first; a test may have
-        # left a bind mount. If a mount stays busy (a process holds a file), detach it lazily:
-        # the kernel finishes when the last user goes, and the loop device is auto-cleared then.
-        for _ in range(20):
-            if not _is_mounted(self.mountpoint):
-                return
-            p = subprocess.run(["umount", "-R", str(self.mountpoint)], capture_output=True, text=True)
-            if p.returncode == 0:
-                continue
-            if "busy" in p.stderr:
-                time.sleep(0.05)
-                continue
-            self.errors.append(p.stderr.strip())
-            break
-        if _is_mounted(self.mountpoint):
-            subprocess.run(["umount", "-R", "-l", str(self.mountpoint)], capture_output=True)
-
-    def _detach(self) -> None:
-        assert self.device is not None
-        for _ in range(20):
-            p = subprocess.run(["losetup", "-d", self.device], capture_output=True, text=True)
-            if p.returncode == 0 or "No such device" in p.stderr or "No such device or address" in p.stderr:
-                return
-            time.sleep(0.05)
-        self.errors.append(f"losetup -d {self.device}: {p.stderr.strip()}")
-
-    def _wait_detached(self, timeout: float = 15.0) -> None:
-        """``losetup -d`` of a device the filesystem still holds only marks it for auto-clear;
-        btrfs drops its last reference to the device shortly after umount returns. Wait for the
-        detach to finish so the caller's leak check sees the real end state."""
-        assert self.device is not None
-        backing = Path("/sys/block") / Path(self.device).name / "loop" / "backing_file"
-        deadline = time.monotonic() + timeout
-        while backing.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if backing.exists():
-            self.errors.append(f"{self.device} still attached {timeout:.0f} s after losetup -d")
+    def describe(self) -> dict[str, object]:
+        """What this filesystem is, for a record of where something ran (the bench's results)."""
+        return {"fstype": self.fstype, "size": self.size, "device": self.device,
+                "mkfs": " ".join(self.mkfs_args), "mountpoint": str(self.mountpoint)}
 
     def __enter__(self) -> "LoopFS":
         return self
@@ -171,13 +199,21 @@ def make_loop_filesystem(base: Path, fstype: str = "btrfs", size: str | int = "5
     base = Path(base)
     base.mkdir(parents=True, exist_ok=True)
     stem = name or f"loop-{fstype}"
-    fs = LoopFS(image=base / f"{stem}.img", mountpoint=base / stem, fstype=fstype)
+    args = (*MKFS_ARGS.get(fstype, []), *mkfs_args)
+    fs = LoopFS(image=base / f"{stem}.img", mountpoint=base / stem, fstype=fstype,
+                size=parse_size(size), mkfs_args=args)
+    # an existing image is refused before anything is made: the clean-up below removes only
+    # what this call created, never a file that was there before
+    with open(fs.image, "xb") as f:
+        try:
+            f.truncate(fs.size)          # sparse: costs no disk until written
+        except BaseException:
+            fs.image.unlink()
+            raise
     try:
-        with open(fs.image, "xb") as f:
-            f.truncate(parse_size(size))          # sparse: costs no disk until written
-        _run(f"mkfs.{fstype}", *_MKFS_ARGS.get(fstype, []), *mkfs_args, str(fs.image))
+        _run(f"mkfs.{fstype}", *args, str(fs.image))
         fs.device = _run("losetup", "--find", "--show", str(fs.image)).strip()
-        fs.mountpoint.mkdir()
+        fs.mountpoint.mkdir(exist_ok=True)
         argv = ["mount", "-t", fstype]
         if mount_options:
             argv += ["-o", mount_options]

@@ -31,6 +31,7 @@ import errno
 import os
 import platform
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -388,6 +389,43 @@ def mounts_under(root: str | os.PathLike[str]) -> list[MountInfo]:
     r = os.path.realpath(root)
     prefix = r.rstrip("/") + "/"
     return [m for m in mountinfo() if m.mount_point == r or m.mount_point.startswith(prefix)]
+
+
+def umount_tree(root: str | os.PathLike[str], busy_for: float = 1.0) -> list[str]:
+    """Unmount every mount at or below ``root``, innermost first (a test or a killed run may
+    have left mounts inside mounts). A mount still busy after ``busy_for`` seconds of retries
+    (a process holds a file in it) is detached lazily (``MNT_DETACH``: gone from the namespace
+    now; the kernel finishes when the last user goes, and a loop device is freed then).
+    Returns the errors met, one line each; empty means nothing is mounted there any more.
+    Repeat: harmless (nothing mounted: nothing to do)."""
+    errors: list[str] = []
+    busy_since: float | None = None
+    while True:
+        left = mounts_under(root)
+        if not left:
+            return errors
+        mp = left[-1].mount_point
+        try:
+            umount(mp)
+            busy_since = None
+            continue
+        except MountError as e:
+            err = e
+        if err.errno == errno.EBUSY:
+            now = time.monotonic()
+            busy_since = now if busy_since is None else busy_since
+            if now - busy_since < busy_for:
+                time.sleep(0.05)
+                continue
+            try:
+                umount(mp, UMOUNT_NOFOLLOW | MNT_DETACH)
+                continue
+            except MountError as e:
+                err = e
+        if err.errno == errno.EINVAL and not is_mount_point(mp):
+            continue  # it went meanwhile (with a parent detached lazily)
+        errors.append(f"umount {mp}: {err.strerror}")
+        return errors
 
 
 def is_mount_point(path: str | os.PathLike[str]) -> bool:

@@ -17,7 +17,7 @@ visible names too, so the group stays one inode) and links to the copy; a lower 
 parent is followed inside the rootfs, as REMOVE follows one in the tree; whiteouts of names nothing
 below has make nothing. A directory entry over an existing directory takes the entry's xattrs
 only (both modes). Names are bytes: libarchive's NFC-normalised UTF-8 names are replaced by the
-raw header bytes (``_LibarchiveReader._raw_names``). It returns the sum of the regular files' sizes and
+raw header bytes (``drivers.tar.libarchive``). It returns the sum of the regular files' sizes and
 reads ``stream`` to its very end, because the caller hashes that stream for the DiffID.
 
 Threat model
@@ -54,26 +54,27 @@ Speed: libarchive (C) parses the tar and hands out data blocks that are written 
 straight from its buffer; Python only makes per-entry decisions with dir-fd-relative syscalls,
 caching the parent fds (most entries share a parent). ``TarApplierPy`` is the same applier over
 the stdlib ``tarfile`` (the ``_py`` twin, used when libarchive cannot be loaded).
+
+Modules: this one holds the applier's rules; the parsers are ``drivers.tar.libarchive`` and
+``drivers.tar.tarfile_reader``, both giving ``drivers.tar.entry.Header``s through the
+``drivers.tar.entry.Reader`` protocol.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import collections
-import ctypes
 import enum
 import errno
-import functools
 import os
 import stat
-import tarfile
 import time
-import urllib.parse
-from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Protocol
+from typing import BinaryIO, Callable, NamedTuple
 
 from drivers.errors import Bug, InvalidInput, NotFound, Unsupported
+from drivers.tar import libarchive
+from drivers.tar.entry import HARDLINK, Header, Reader
 from drivers.tar.lower import Found, LowerView, copy_data, copy_xattrs
+from drivers.tar.tarfile_reader import TarfileReader
 
 __all__ = ["Whiteouts", "apply_tar", "apply_tar_py", "TarApplier", "TarApplierPy"]
 
@@ -98,13 +99,12 @@ WH_OPAQUE = b".wh..wh..opq"
 WH_META = b".wh..wh."  # AUFS metadata names (plnk, aufs, orph): skipped at the top, as Docker does
 OPAQUE_XATTR = b"trusted.overlay.opaque"
 
-HARDLINK = 0  # _Header.kind of a hardlink; every other kind is an S_IF* file type
 _XATTR_ALLOWED = (b"user.", b"trusted.", b"security.", b"system.posix_acl_access",
                   b"system.posix_acl_default")
 _NO_ID = 2**32 - 1  # (uid_t)-1
 _MAX_SYMLINKS = 40  # as the kernel's MAXSYMLINKS: a longer chain is a loop
 _MAX_DIR_FDS = 128  # parent dir fds kept open (LRU); tar order makes the working set small
-_CHUNK = 1 << 20  # bytes per read from the caller's stream
+CHUNK = 1 << 20  # bytes per read from the caller's stream
 _ENVIRONMENT = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE,
                 errno.ENOMEM}  # the machine failed, not the tar: these stay OSError
 
@@ -130,7 +130,7 @@ def apply_tar(root: str, stream: BinaryIO, whiteouts: Whiteouts = Whiteouts.REMO
     parent component that is a lower symlink is followed inside the rootfs, as with REMOVE.
     Repeat: not idempotent; apply a layer once onto a fresh directory.
     """
-    applier = TarApplier if _libarchive() is not None else TarApplierPy
+    applier = TarApplier if libarchive.load() is not None else TarApplierPy
     if not TEST_SLOWDOWN:
         return applier(root, whiteouts, lowers).apply(stream)
     t0 = time.perf_counter()
@@ -152,22 +152,6 @@ def apply_tar_py(root: str, stream: BinaryIO, whiteouts: Whiteouts = Whiteouts.R
     """``apply_tar`` with the stdlib ``tarfile`` parser (the pure-Python twin); same contract."""
     return TarApplierPy(root, whiteouts, lowers).apply(stream)
 
-
-class _Header(NamedTuple):
-    """One tar entry as the applier needs it, whichever parser read it."""
-
-    name: bytes
-    kind: int  # stat.S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, or HARDLINK
-    size: int
-    mode: int  # permission bits incl. setuid/setgid/sticky
-    uid: int
-    gid: int
-    mtime_ns: int
-    atime_ns: int | None
-    link: bytes | None  # symlink target or hardlink target
-    devmajor: int
-    devminor: int
-    xattrs: list[tuple[bytes, bytes]]
 
 
 class _Dir(NamedTuple):
@@ -209,11 +193,11 @@ class TarApplier:
         self._used = False
 
     # ----------------------------------------------------------------------------- driving
-    def _open_reader(self, stream: BinaryIO) -> _Reader:
-        lib = _libarchive()
+    def _open_reader(self, stream: BinaryIO) -> Reader:
+        lib = libarchive.load()
         if lib is None:
             raise Unsupported("libarchive cannot be loaded; use TarApplierPy")
-        return _LibarchiveReader(lib, stream)
+        return libarchive.LibarchiveReader(lib, stream)
 
     def apply(self, stream: BinaryIO) -> int:
         """Apply the tar in ``stream`` (see ``apply_tar``, whose contract this is)."""
@@ -225,7 +209,7 @@ class TarApplier:
         except FileNotFoundError:
             raise NotFound(f"layer root {self._root_path!r} does not exist") from None
         self._root = _Dir(fd, b"")
-        reader: _Reader | None = None
+        reader: Reader | None = None
         try:
             self._save_times(self._root, os.fstat(fd))
             reader = self._open_reader(stream)
@@ -250,7 +234,7 @@ class TarApplier:
         reader.drain()
         return self._size
 
-    def _entry(self, h: _Header, reader: _Reader) -> None:
+    def _entry(self, h: Header, reader: Reader) -> None:
         name = self._clean(h.name)
         if not (0 <= h.uid < _NO_ID and 0 <= h.gid < _NO_ID):  # chown would read -1 as "keep"
             raise self._refuse(f"uid/gid {h.uid}/{h.gid} out of range")
@@ -280,7 +264,7 @@ class TarApplier:
         self._mark_upper(_join(pdir.real, base))
 
     # ---------------------------------------------------------------------------- entries
-    def _file(self, h: _Header, pdir: _Dir, base: bytes, reader: _Reader) -> None:
+    def _file(self, h: Header, pdir: _Dir, base: bytes, reader: Reader) -> None:
         fd = self._create(pdir, base, lambda: os.open(base, _NEW_FILE, 0o600, dir_fd=pdir.fd))
         try:
             end = reader.write_data(fd)
@@ -294,7 +278,7 @@ class TarApplier:
             os.close(fd)
         self._size += h.size
 
-    def _directory(self, h: _Header, pdir: _Dir, base: bytes) -> None:
+    def _directory(self, h: Header, pdir: _Dir, base: bytes) -> None:
         real = _join(pdir.real, base)
         opaque = False
         made = True  # False: a directory was there already (merge)
@@ -324,7 +308,7 @@ class TarApplier:
         atime, mtime = self._times(h)
         self._dir_times[real] = (atime, mtime, os.fstat(d.fd).st_ino)
 
-    def _root_entry(self, h: _Header) -> None:
+    def _root_entry(self, h: Header) -> None:
         if h.kind != stat.S_IFDIR:
             raise self._refuse("refusing to retype the layer root")
         os.fchown(self._root.fd, h.uid, h.gid)
@@ -333,7 +317,7 @@ class TarApplier:
         atime, mtime = self._times(h)
         self._dir_times[b""] = (atime, mtime, os.fstat(self._root.fd).st_ino)
 
-    def _symlink(self, h: _Header, pdir: _Dir, base: bytes) -> None:
+    def _symlink(self, h: Header, pdir: _Dir, base: bytes) -> None:
         if not h.link:
             raise self._refuse("symlink with an empty target")
         target = h.link
@@ -342,7 +326,7 @@ class TarApplier:
         self._set_xattrs(h, lambda: _proc_path(pdir.fd, base))
         os.utime(base, ns=self._times(h), dir_fd=pdir.fd, follow_symlinks=False)
 
-    def _node(self, h: _Header, pdir: _Dir, base: bytes) -> None:
+    def _node(self, h: Header, pdir: _Dir, base: bytes) -> None:
         device = os.makedev(h.devmajor, h.devminor) if h.kind != stat.S_IFIFO else 0
         try:
             self._create(pdir, base,
@@ -355,7 +339,7 @@ class TarApplier:
         self._set_xattrs(h, lambda: _proc_path(pdir.fd, base))
         os.utime(base, ns=self._times(h), dir_fd=pdir.fd, follow_symlinks=False)
 
-    def _hardlink(self, h: _Header, pdir: _Dir, base: bytes) -> None:
+    def _hardlink(self, h: Header, pdir: _Dir, base: bytes) -> None:
         target = self._clean(h.link or b"")
         if not target:
             raise self._refuse("hardlink to the layer root")
@@ -383,7 +367,7 @@ class TarApplier:
         finally:
             os.close(tfd)
 
-    def _whiteout(self, h: _Header, parent: bytes, base: bytes) -> None:
+    def _whiteout(self, h: Header, parent: bytes, base: bytes) -> None:
         overlay = self._whiteouts is Whiteouts.OVERLAY
         name = base[len(WH_PREFIX):]
         if name in (b"", b".", b".."):
@@ -479,10 +463,10 @@ class TarApplier:
             upper.add(real)
             real = real.rpartition(b"/")[0]
 
-    def _times(self, h: _Header) -> tuple[int, int]:
+    def _times(self, h: Header) -> tuple[int, int]:
         return (h.atime_ns if h.atime_ns is not None else h.mtime_ns), h.mtime_ns
 
-    def _set_xattrs(self, h: _Header, target: int | bytes | Callable[[], bytes]) -> None:
+    def _set_xattrs(self, h: Header, target: int | bytes | Callable[[], bytes]) -> None:
         if not h.xattrs:
             return
         if callable(target):
@@ -830,8 +814,8 @@ class TarApplierPy(TarApplier):
     """``TarApplier`` over the stdlib ``tarfile`` stream parser: the pure-Python twin (no
     libarchive needed, slower on data; the same tests run on both)."""
 
-    def _open_reader(self, stream: BinaryIO) -> _Reader:
-        return _TarfileReader(stream)
+    def _open_reader(self, stream: BinaryIO) -> Reader:
+        return TarfileReader(stream)
 
 
 def _is_whiteout_device(st: os.stat_result) -> bool:
@@ -874,445 +858,3 @@ def _rmtree(parent_fd: int, name: bytes) -> None:
     finally:
         if fd >= 0:
             os.close(fd)
-
-
-# ================================================================================= parsers
-class _Reader(Protocol):
-    """What the applier needs from a tar parser. Malformed input raises InvalidInput
-    ("malformed layer tar: ..."); an error of the caller's stream propagates unchanged."""
-
-    def __iter__(self) -> Iterator[_Header]:
-        """The entries' headers in tar order."""
-        ...
-
-    def write_data(self, fd: int) -> int:
-        """Write the current regular file's data into ``fd`` at its offsets (holes left as
-        holes); return the end offset of the last data written."""
-        ...
-
-    def close(self) -> None:
-        """Free the parser (not the caller's stream)."""
-        ...
-
-    def drain(self) -> None:
-        """Read the caller's stream to its end (the bytes after the end-of-archive marker)."""
-        ...
-
-
-def _header_names(data: memoryview) -> tuple[bytes, bytes]:
-    """Path and link target of the tar entry whose header blocks start ``data``."""
-    path: bytes | None = None
-    link: bytes | None = None
-    off = 0
-    while off + 512 <= len(data):
-        blk = bytes(data[off:off + 512])
-        kind = blk[156:157]
-        if kind not in (b"x", b"L", b"K", b"g"):
-            if path is None:
-                path = blk[0:100].split(b"\0", 1)[0]
-                prefix = blk[345:500].split(b"\0", 1)[0] if blk[257:262] == b"ustar" else b""
-                if prefix:
-                    path = prefix + b"/" + path
-            if link is None:
-                link = blk[157:257].split(b"\0", 1)[0]
-            return path, link
-        raw_size = blk[124:136]
-        size = (int.from_bytes(raw_size[1:], "big") if raw_size[0] & 0x80
-                else int(raw_size.split(b"\0", 1)[0].strip() or b"0", 8))
-        body = bytes(data[off + 512:off + 512 + size])
-        if len(body) < size:
-            break
-        if kind == b"x":
-            i = 0
-            while i < len(body):
-                sp = body.index(b" ", i)
-                n = int(body[i:sp])
-                key, _, value = body[sp + 1:i + n - 1].partition(b"=")
-                if key == b"path":
-                    path = value
-                elif key == b"linkpath":
-                    link = value
-                i += n
-        elif kind == b"L":
-            path = body.split(b"\0", 1)[0]
-        elif kind == b"K":
-            link = body.split(b"\0", 1)[0]
-        off += 512 + (size + 511) // 512 * 512
-    raise Unsupported("a tar entry with a non-ASCII name has headers over 1 MiB")
-
-
-def _malformed(why: str) -> InvalidInput:
-    return InvalidInput("malformed layer tar: " + " ".join(why.split()))
-
-
-def _drain(stream: BinaryIO) -> None:
-    while stream.read(_CHUNK):
-        pass
-
-
-# ----------------------------------------------------------------------- libarchive (fast)
-_OK, _EOF, _WARN = 0, 1, -20
-_READ_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_void_p,
-                                  ctypes.POINTER(ctypes.c_void_p))
-
-
-class _Lib(NamedTuple):
-    archive: ctypes.CDLL
-    pwrite: Callable[..., int]
-
-
-@functools.cache
-def _libarchive() -> _Lib | None:
-    """libarchive with our own prototypes (a private CDLL handle, so libarchive-c's own
-    prototypes and error checks stay as they are), and libc's pwrite; None if unavailable."""
-    try:
-        from libarchive import ffi  # libarchive-c: finds the shared library
-        lib = ctypes.CDLL(ffi.libarchive_path)
-    except (ImportError, OSError, AttributeError):
-        return None
-    p, i, ll, sz = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_size_t
-    protos: dict[str, tuple[list[type], type | None]] = {
-        "archive_read_new": ([], p),
-        "archive_read_support_format_tar": ([p], i),
-        "archive_read_support_format_empty": ([p], i),
-        "archive_read_open": ([p, p, p, _READ_CALLBACK, p], i),
-        "archive_read_next_header": ([p, ctypes.POINTER(p)], i),
-        "archive_read_data_block": ([p, ctypes.POINTER(p), ctypes.POINTER(sz),
-                                     ctypes.POINTER(ll)], i),
-        "archive_read_free": ([p], i),
-        "archive_error_string": ([p], ctypes.c_char_p),
-        "archive_read_header_position": ([p], ll),
-        "archive_entry_pathname": ([p], ctypes.c_char_p),
-        "archive_entry_hardlink": ([p], ctypes.c_char_p),
-        "archive_entry_symlink": ([p], ctypes.c_char_p),
-        "archive_entry_filetype": ([p], ctypes.c_uint),
-        "archive_entry_mode": ([p], ctypes.c_uint),
-        "archive_entry_size": ([p], ll),
-        "archive_entry_uid": ([p], ll),
-        "archive_entry_gid": ([p], ll),
-        "archive_entry_mtime": ([p], ll),
-        "archive_entry_mtime_nsec": ([p], ctypes.c_long),
-        "archive_entry_atime": ([p], ll),
-        "archive_entry_atime_nsec": ([p], ctypes.c_long),
-        "archive_entry_atime_is_set": ([p], i),
-        "archive_entry_rdevmajor": ([p], ctypes.c_uint),
-        "archive_entry_rdevminor": ([p], ctypes.c_uint),
-        "archive_entry_xattr_reset": ([p], i),
-        "archive_entry_xattr_next": ([p, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(p),
-                                      ctypes.POINTER(sz)], i),
-    }
-    try:
-        for fname, (args, res) in protos.items():
-            f = getattr(lib, fname)
-            f.argtypes = args
-            f.restype = res
-        from drivers.sys.libc import libc
-
-        pwrite = libc.pwrite
-    except AttributeError:
-        return None
-    pwrite.argtypes = [i, p, sz, ll]
-    pwrite.restype = ctypes.c_ssize_t
-    return _Lib(lib, pwrite)
-
-
-class _LibarchiveReader:
-    """Headers and data from libarchive (tar formats only: ustar, pax, GNU incl. sparse and
-    long names), fed from the caller's stream through a read callback, so the caller's hashing
-    wrapper sees every byte. Data blocks are pwritten from libarchive's buffer without a copy."""
-
-    def __init__(self, lib: _Lib, stream: BinaryIO) -> None:
-        self._lib = lib.archive
-        self._pwrite = lib.pwrite
-        self._stream = stream
-        # two buffers, used in turn: the chunk before the current one stays intact, so the raw
-        # header bytes of the current entry can be read again (``_raw_names``)
-        self._bufs: tuple[Any, ...] = (_buffer(), _buffer())
-        self._chunks: list[tuple[int, int, int]] = []  # (stream offset, buffer index, length)
-        self._pos = 0  # stream bytes handed to libarchive so far
-        self._readinto = getattr(stream, "readinto", None)
-        self._error: BaseException | None = None
-        self._callback = _READ_CALLBACK(self._read)
-        self._entry = ctypes.c_void_p()
-        self._block, self._block_size, self._offset = (ctypes.c_void_p(), ctypes.c_size_t(),
-                                                       ctypes.c_longlong())
-        self._block_args = (ctypes.byref(self._block), ctypes.byref(self._block_size),
-                            ctypes.byref(self._offset))
-        self._a = self._lib.archive_read_new()
-        if not self._a:
-            raise MemoryError("archive_read_new")
-        self._lib.archive_read_support_format_tar(self._a)
-        self._lib.archive_read_support_format_empty(self._a)
-        if self._lib.archive_read_open(self._a, None, None, self._callback, None) != _OK:
-            err = self._failure()
-            self.close()
-            raise err
-
-    def _read(self, _archive: int, _context: int, out: Any) -> int:
-        """libarchive's read callback: one chunk of the caller's stream (0 at its end)."""
-        try:
-            i = 1 - self._chunks[-1][1] if self._chunks else 0
-            buf = self._bufs[i]
-            if self._readinto is not None:
-                n = self._readinto(buf) or 0
-            else:
-                data = self._stream.read(_CHUNK)
-                n = len(data)
-                ctypes.memmove(buf, data, n)
-            self._chunks = [*self._chunks[-1:], (self._pos, i, n)]
-            self._pos += n
-            out[0] = ctypes.addressof(buf)
-            return n
-        except BaseException as e:  # noqa: BLE001 - re-raised in Python once libarchive returns
-            self._error = e
-            return -1
-
-    def _failure(self) -> BaseException:
-        if self._error is not None:
-            return self._error
-        msg = self._lib.archive_error_string(self._a)
-        return _malformed(msg.decode("utf-8", "replace") if msg else "unreadable")
-
-    def __iter__(self) -> Iterator[_Header]:
-        lib, a, entry_p = self._lib, self._a, self._entry
-        ref = ctypes.byref(entry_p)
-        next_header, pathname, hardlink = (lib.archive_read_next_header,
-                                           lib.archive_entry_pathname, lib.archive_entry_hardlink)
-        filetype, size, mode = (lib.archive_entry_filetype, lib.archive_entry_size,
-                                lib.archive_entry_mode)
-        uid, gid, mtime, mtime_ns = (lib.archive_entry_uid, lib.archive_entry_gid,
-                                     lib.archive_entry_mtime, lib.archive_entry_mtime_nsec)
-        atime_is_set, xattr_reset = lib.archive_entry_atime_is_set, lib.archive_entry_xattr_reset
-        while True:
-            r = next_header(a, ref)
-            if r == _EOF:
-                return
-            if r != _OK and r != _WARN:  # WARN: e.g. a name libarchive could not transcode
-                raise self._failure()
-            e = entry_p.value
-            name = pathname(e)
-            if name is None:
-                raise _malformed("entry without a name")
-            link = hardlink(e)
-            if link is not None:
-                kind = HARDLINK
-            else:
-                kind = filetype(e)
-                if kind == stat.S_IFLNK:
-                    link = lib.archive_entry_symlink(e)
-            devmajor = devminor = 0
-            if kind == stat.S_IFCHR or kind == stat.S_IFBLK:
-                devmajor, devminor = lib.archive_entry_rdevmajor(e), lib.archive_entry_rdevminor(e)
-            if not name.isascii() or (link is not None and not link.isascii()):
-                # libarchive hands UTF-8 names over NFC-normalised: two names that differ only
-                # in normalisation would become one. Names are bytes: take them from the header.
-                name, raw_link = self._raw_names(lib.archive_read_header_position(a))
-                if link is not None:
-                    link = raw_link
-            atime = None
-            if atime_is_set(e):
-                atime = (lib.archive_entry_atime(e) * 1_000_000_000
-                         + lib.archive_entry_atime_nsec(e))
-            yield _Header(name, kind, size(e), mode(e) & 0o7777, uid(e), gid(e),
-                          mtime(e) * 1_000_000_000 + mtime_ns(e), atime, link, devmajor,
-                          devminor, self._xattrs(e) if xattr_reset(e) else [])
-
-    def _raw_names(self, pos: int) -> tuple[bytes, bytes]:
-        """The entry's path and link target as its header bytes say (pax ``path``/``linkpath``,
-        GNU ``L``/``K`` records, ustar prefix + name), from the retained chunks; ``pos`` is the
-        stream offset where the entry's headers start."""
-        if not self._chunks or pos < self._chunks[0][0]:
-            raise Unsupported("a tar entry with a non-ASCII name has headers over 1 MiB")
-        data = b"".join(ctypes.string_at(ctypes.addressof(self._bufs[i]), n)
-                        for _, i, n in self._chunks)
-        try:
-            return _header_names(memoryview(data)[pos - self._chunks[0][0]:])
-        except (ValueError, IndexError):
-            raise _malformed("unreadable extended header") from None
-
-    def _xattrs(self, e: int) -> list[tuple[bytes, bytes]]:
-        """The entry's xattrs (SCHILY.xattr.* and LIBARCHIVE.xattr.* records); the caller has
-        just reset libarchive's xattr iterator."""
-        out = []
-        key, value, size = ctypes.c_char_p(), ctypes.c_void_p(), ctypes.c_size_t()
-        args = (ctypes.byref(key), ctypes.byref(value), ctypes.byref(size))
-        while self._lib.archive_entry_xattr_next(e, *args) == _OK:
-            raw = ctypes.string_at(value.value, size.value) if size.value else b""
-            out.append((key.value or b"", raw))
-        return out
-
-    def write_data(self, fd: int) -> int:
-        read_block, a, args = self._lib.archive_read_data_block, self._a, self._block_args
-        block, block_size, offset = self._block, self._block_size, self._offset
-        pwrite = self._pwrite
-        end = 0
-        while True:
-            r = read_block(a, *args)
-            if r == _EOF:
-                return end
-            if r != _OK and r != _WARN:
-                raise self._failure()
-            n, off, ptr = block_size.value, offset.value, block.value
-            if not n:
-                continue
-            while n:
-                w = pwrite(fd, ptr, n, off)
-                if w <= 0:
-                    code = ctypes.get_errno() if w < 0 else errno.EIO
-                    raise OSError(code, os.strerror(code))
-                n -= w
-                off += w
-                ptr += w
-            end = max(end, off)
-
-    def close(self) -> None:
-        if self._a:
-            self._lib.archive_read_free(self._a)
-            self._a = None
-        if self._bufs and len(_FREE_BUFFERS) < _KEEP_BUFFERS:  # libarchive holds none of them now
-            _FREE_BUFFERS.extend(self._bufs)
-        self._bufs = ()
-
-    def drain(self) -> None:
-        _drain(self._stream)
-
-
-_FREE_BUFFERS: list[Any] = []
-"""Chunk buffers of closed readers, for the next one: allocating and zeroing two fresh 1 MiB
-buffers cost about 0.5 ms per layer, which was most of applying a small layer (``make
-bench-quick``, materialise of deep-8 on overlay). list.pop/extend are atomic, so threads that
-apply layers in parallel share it safely."""
-_KEEP_BUFFERS = 4
-
-
-def _buffer() -> Any:
-    try:
-        return _FREE_BUFFERS.pop()
-    except IndexError:
-        return ctypes.create_string_buffer(_CHUNK)
-
-
-# --------------------------------------------------------------------- tarfile (the twin)
-_TARFILE_KINDS = {
-    tarfile.REGTYPE: stat.S_IFREG, tarfile.AREGTYPE: stat.S_IFREG, tarfile.CONTTYPE: stat.S_IFREG,
-    tarfile.GNUTYPE_SPARSE: stat.S_IFREG, tarfile.DIRTYPE: stat.S_IFDIR,
-    tarfile.SYMTYPE: stat.S_IFLNK, tarfile.LNKTYPE: HARDLINK, tarfile.CHRTYPE: stat.S_IFCHR,
-    tarfile.BLKTYPE: stat.S_IFBLK, tarfile.FIFOTYPE: stat.S_IFIFO,
-}
-
-
-class _StrictTarInfo(tarfile.TarInfo):
-    """``tarfile`` ends an archive quietly at a bad header after the first (bad checksum,
-    half a block); this notes why on the TarFile, so that the reader can refuse it."""
-
-    @classmethod
-    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
-        try:
-            return super().fromtarfile(tar)
-        except (tarfile.EmptyHeaderError, tarfile.EOFHeaderError):
-            raise  # a zero block (the end marker) or the end of the stream at a boundary
-        except tarfile.HeaderError as e:
-            tar.lamina_bad_header = str(e) or type(e).__name__  # type: ignore[attr-defined]
-            raise
-
-
-class _TarfileReader:
-    """Headers and data from the stdlib ``tarfile`` in stream mode (``r|``)."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self._member: tarfile.TarInfo | None = None
-        try:
-            self._tar = tarfile.open(fileobj=stream, mode="r|", encoding="utf-8",
-                                     errors="surrogateescape", tarinfo=_StrictTarInfo)
-        except tarfile.ReadError as e:
-            if "empty file" in str(e):  # a 0-byte layer is an empty layer
-                self._tar = None
-            else:
-                raise _malformed(str(e)) from None
-
-    def __iter__(self) -> Iterator[_Header]:
-        tar = self._tar
-        if tar is None:
-            return
-        while True:
-            try:
-                m = tar.next()
-            except (tarfile.TarError, EOFError, ValueError, OverflowError) as e:
-                raise _malformed(str(e) or type(e).__name__) from None
-            if m is None:
-                bad = getattr(tar, "lamina_bad_header", None)
-                if bad is not None:
-                    raise _malformed(bad)
-                return
-            tar.members.clear()  # tarfile keeps every member otherwise; we need only this one
-            kind = _TARFILE_KINDS.get(m.type, stat.S_IFREG)  # POSIX: unknown types are files
-            self._member = m
-            name = os.fsencode(m.name)
-            link = os.fsencode(m.linkname) if kind in (HARDLINK, stat.S_IFLNK) else None
-            xattrs = _tarfile_xattrs(m.pax_headers)
-            mtime = _pax_time(m.pax_headers.get("mtime")) or int(m.mtime) * 1_000_000_000
-            yield _Header(name, kind, m.size, m.mode & 0o7777, m.uid, m.gid, mtime,
-                          _pax_time(m.pax_headers.get("atime")), link, m.devmajor, m.devminor,
-                          xattrs)
-
-    def write_data(self, fd: int) -> int:
-        """Read the member's stored bytes straight from tarfile's stream (a sparse member's
-        data regions are stored back to back) and pwrite each region at its offset."""
-        assert self._tar is not None and self._member is not None
-        m, tar = self._member, self._tar
-        regions = m.sparse if m.sparse is not None else [(0, m.size)]
-        stored = tar.offset - m.offset_data  # the member's data blocks, padding included
-        if sum(length for _, length in regions) > stored:
-            raise _malformed(f"sparse map of {m.name!r} is larger than its data")
-        src = tar.fileobj
-        end = 0
-        try:
-            src.seek(m.offset_data)
-            for pos, left in regions:
-                while left:
-                    data = src.read(min(left, _CHUNK))
-                    if not data:
-                        raise _malformed(f"truncated data of {m.name!r}")
-                    os.pwrite(fd, data, pos)
-                    pos += len(data)
-                    left -= len(data)
-                    end = max(end, pos)  # empty regions (map terminators) write nothing
-        except (tarfile.TarError, EOFError, ValueError) as e:
-            raise _malformed(str(e) or type(e).__name__) from None
-        return end
-
-    def close(self) -> None:
-        pass  # the caller owns the stream
-
-    def drain(self) -> None:
-        _drain(self._stream)
-
-
-def _tarfile_xattrs(pax: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    """Xattrs from PAX records as GNU tar/star (``SCHILY.xattr.<name>=<raw>``) and bsdtar
-    (``LIBARCHIVE.xattr.<url-quoted name>=<base64>``) write them."""
-    out = []
-    for key, value in pax.items():
-        if key.startswith("SCHILY.xattr."):
-            out.append((os.fsencode(key[13:]), value.encode("utf-8", "surrogateescape")))
-        elif key.startswith("LIBARCHIVE.xattr."):
-            try:
-                raw = base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
-            except (binascii.Error, ValueError):
-                raise _malformed(f"bad base64 in PAX record {key!r}") from None
-            out.append((urllib.parse.unquote_to_bytes(key[17:]), raw))
-    return out
-
-
-def _pax_time(value: str | None) -> int | None:
-    """A PAX time ("1700000000.123456789") in ns, exactly (no float rounding)."""
-    if not value:
-        return None
-    try:
-        sec, _, frac = value.partition(".")
-        neg = sec.startswith("-")
-        ns = abs(int(sec)) * 1_000_000_000 + int((frac + "000000000")[:9] or "0")
-        return -ns if neg else ns
-    except ValueError:
-        return None

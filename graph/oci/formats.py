@@ -29,7 +29,7 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 from graph.digest import DiffID, Digest, ImageID
 from graph.errors import DigestMismatch, InvalidInput, NotFound, Unsupported
@@ -213,11 +213,30 @@ def _parse_descriptor(d: Any, what: str, where: str) -> Descriptor:
 # --------------------------------------------------------------------------- Manifest, Index
 
 
+class _Document:
+    """What a manifest and an index share: their exact bytes (``raw``) decide everything, and
+    ``digest`` is their sha256 (what a registry calls the manifest's digest)."""
+
+    media_type: str
+    raw: bytes
+    OCI_MEDIA_TYPE: ClassVar[str]
+
+    @cached_property
+    def digest(self) -> Digest:
+        return Digest.of(self.raw)
+
+    @property
+    def is_oci(self) -> bool:
+        return self.media_type == self.OCI_MEDIA_TYPE
+
+    def __hash__(self) -> int:  # the bytes determine every field
+        return hash(self.raw)
+
+
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(_Document):
     """An image manifest (OCI or Docker schema 2): one config and the ordered layers, bottom
-    first. ``raw`` is the exact bytes; ``digest`` is their sha256 (what a registry calls the
-    manifest's digest)."""
+    first."""
 
     media_type: str
     config: Descriptor
@@ -226,17 +245,8 @@ class Manifest:
     raw: bytes
     subject: Descriptor | None = None
     artifact_type: str | None = None
-
-    @cached_property
-    def digest(self) -> Digest:
-        return Digest.of(self.raw)
-
-    @property
-    def is_oci(self) -> bool:
-        return self.media_type == MEDIA_OCI_MANIFEST
-
-    def __hash__(self) -> int:  # the bytes determine every field
-        return hash(self.raw)
+    OCI_MEDIA_TYPE: ClassVar[str] = MEDIA_OCI_MANIFEST
+    __hash__ = _Document.__hash__  # a dataclass would make its own of the (unhashable) fields
 
     def check_image(self) -> None:
         """Raise ``Unsupported`` unless this manifest describes a container image (an image
@@ -252,7 +262,7 @@ class Manifest:
 
 
 @dataclass(frozen=True)
-class Index:
+class Index(_Document):
     """An image index (OCI) or manifest list (Docker): manifests for several platforms."""
 
     media_type: str
@@ -261,17 +271,8 @@ class Index:
     raw: bytes
     subject: Descriptor | None = None
     artifact_type: str | None = None
-
-    @cached_property
-    def digest(self) -> Digest:
-        return Digest.of(self.raw)
-
-    @property
-    def is_oci(self) -> bool:
-        return self.media_type == MEDIA_OCI_INDEX
-
-    def __hash__(self) -> int:  # the bytes determine every field
-        return hash(self.raw)
+    OCI_MEDIA_TYPE: ClassVar[str] = MEDIA_OCI_INDEX
+    __hash__ = _Document.__hash__
 
 
 def _kind(mt: str) -> str | None:

@@ -23,5 +23,5 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace, store: "Store") -> int:
     c = store.containers.get(args.container)
-    print(os.path.abspath(store.containers.mount(c)))
+    print(os.path.abspath(store.containers.mount(c, keep=True)))
     return 0

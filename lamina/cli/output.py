@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING's value, without importing typing at start-up
 if TYPE_CHECKING:
@@ -130,6 +130,17 @@ def rfc3339(when: float | None) -> str | None:
 def short_id(id_: str) -> str:
     """The 12 hex digits Docker shows for an image or container ID."""
     return id_.removeprefix("sha256:")[:12]
+
+
+def print_ids(ids: Iterable[str], full: bool, out: TextIO | None = None) -> None:
+    """``-q``: one ID a line, each once, in order; the short form unless ``full`` (``--no-trunc``)."""
+    for id_ in dict.fromkeys(ids):
+        print(id_ if full else short_id(id_), file=out or sys.stdout)
+
+
+def print_rows_json(rows: Iterable[Mapping[str, Any]], out: TextIO | None = None) -> None:
+    """``--format json`` of listing rows: their keys but the ``_private`` ones (kept for sorting)."""
+    print_json([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], out)
 
 
 def ellipsis(s: str, width: int) -> str:

@@ -84,11 +84,10 @@ def rows(store: "Store", all_: bool) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace, store: "Store") -> int:
     listing = rows(store, args.all)
     if args.quiet:
-        for r in listing:
-            print(r["ID"] if args.no_trunc else output.short_id(r["ID"]))
+        output.print_ids((r["ID"] for r in listing), args.no_trunc)
         return 0
     if args.format == "json":
-        output.print_json([{k: v for k, v in r.items() if not k.startswith("_")} for r in listing])
+        output.print_rows_json(listing)
         return 0
     output.table(
         HEADERS,

@@ -177,11 +177,7 @@ def _images(c: Client, args: argparse.Namespace) -> int:
             repo, _, tag = t.rpartition(":")
             rows.append({"ID": img["Id"], "Repository": repo, "Tag": tag, "Created": img["Created"], "Size": img["Size"]})
     if args.quiet:
-        seen: list[str] = []
-        for r in rows:
-            if r["ID"] not in seen:
-                seen.append(r["ID"])
-                print(r["ID"] if args.no_trunc else output.short_id(r["ID"]))
+        output.print_ids((r["ID"] for r in rows), args.no_trunc)
         return 0
     if args.format == "json":
         output.print_json([{**r, "Created": output.rfc3339(r["Created"])} for r in rows])

@@ -29,6 +29,7 @@ from aiohttp import web
 from graph.errors import Conflict, InvalidInput, NotFound
 from lamina.daemon import wire
 from lamina.daemon.wire import ApiError, Hijacked
+from runtime.rootfs import resolve
 
 if TYPE_CHECKING:
     from graph import Container, Store
@@ -388,21 +389,6 @@ def _run_attached(d: "Daemon", cid: str, running: Any, conns: list[tuple[Hijacke
         b.notify(cid)
 
 
-def _feed_stdin(h: Hijacked, fd: int) -> None:
-    """Client input to the container's stdin until the client closes its side."""
-    try:
-        while True:
-            data = h.read()
-            if not data:
-                break
-            os.write(fd, data)
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
 def _start(store: "Store", d: "Daemon", key: str) -> tuple[str, bool]:
     """Start; (id, whether it was already running)."""
     import runtime
@@ -439,7 +425,7 @@ def _start(store: "Store", d: "Daemon", key: str) -> tuple[str, bool]:
         if not isinstance(stdin, bool):
             os.close(stdin)  # the monitor has its copy
     if pipe_w >= 0 and feeder is not None:
-        threading.Thread(target=_feed_stdin, args=(feeder, pipe_w), daemon=True, name="lamina-stdin").start()
+        threading.Thread(target=feeder.feed, args=(pipe_w,), daemon=True, name="lamina-stdin").start()
     if conns:
         with b.lock:
             b.streaming.add(c.id)
@@ -953,32 +939,6 @@ class _Rootfs:
         self.store.containers.unmount(self.c)
 
 
-def scoped(root: str, path: str, *, follow_last: bool = True) -> str:
-    """``path`` inside the container's tree ``root``, symlinks resolved as the container would
-    see them (an absolute link target is relative to ``root``; ``..`` stops at ``root``)."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    done: list[str] = []
-    hops = 0
-    while parts:
-        p = parts.pop(0)
-        if p == "..":
-            if done:
-                done.pop()
-            continue
-        cand = os.path.join(root, *done, p)
-        if (parts or follow_last) and os.path.islink(cand):
-            hops += 1
-            if hops > 40:
-                raise InvalidInput(f"too many levels of symbolic links: {path}")
-            target = os.readlink(cand)
-            if target.startswith("/"):
-                done = []
-            parts = [x for x in target.split("/") if x not in ("", ".")] + parts
-            continue
-        done.append(p)
-    return os.path.join(root, *done)
-
-
 def _go_mode(st: os.stat_result) -> int:
     """A stat's mode as Go's ``os.FileMode`` (what the docker CLI decodes)."""
     m = statmod.S_IMODE(st.st_mode) & 0o777
@@ -1004,7 +964,7 @@ def _go_mode(st: os.stat_result) -> int:
 
 
 def _path_stat(root: str, path: str) -> tuple[str, dict[str, Any]]:
-    real = scoped(root, path, follow_last=False)
+    real = resolve(root, path, follow_last=False)
     try:
         st = os.lstat(real)
     except FileNotFoundError:
@@ -1040,7 +1000,7 @@ def _write_archive(store: "Store", key: str, path: str, out: Any, started: "thre
     with _Rootfs(store, key) as root:
         real, doc = _path_stat(root, path)
         if doc["linkTarget"] and not path.endswith("/."):
-            real = scoped(root, path)  # copy what the link points at, named as the link
+            real = resolve(root, path)  # copy what the link points at, named as the link
             if not os.path.lexists(real):
                 raise NotFound(f"Could not find the file {path} in container")
         header.append(doc)
@@ -1077,7 +1037,7 @@ async def archive_get(d: "Daemon", request: web.Request, id: str) -> web.StreamR
 
 def _extract(store: "Store", key: str, path: str, tar_path: str) -> None:
     with _Rootfs(store, key) as root:
-        dest = scoped(root, path)
+        dest = resolve(root, path)
         if not os.path.isdir(dest):
             if os.path.lexists(dest):
                 raise InvalidInput(f"extraction point is not a directory: {path}")

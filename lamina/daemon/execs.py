@@ -123,20 +123,6 @@ def _relay(fds: dict[int, int], h: Hijacked | None) -> None:
                 h.write(fds[fd], data)
 
 
-def _pump_stdin(h: Hijacked, fd: int) -> None:
-    try:
-        while True:
-            data = h.read()
-            if not data:
-                break
-            os.write(fd, data)
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
 def run_exec(store: "Store", ex: ExecInstance, h: Hijacked | None) -> None:
     import runtime
 
@@ -159,7 +145,7 @@ def run_exec(store: "Store", ex: ExecInstance, h: Hijacked | None) -> None:
     relay = threading.Thread(target=_relay, args=({out_r: wire.STDOUT, err_r: wire.STDERR}, h), daemon=True)
     relay.start()
     if in_w is not None and h is not None:
-        threading.Thread(target=_pump_stdin, args=(h, in_w), daemon=True).start()
+        threading.Thread(target=h.feed, args=(in_w,), daemon=True).start()
     code = 126
     try:
         code = runtime.exec_(store, ex.container, ex.cmd, env=ex.env, workdir=ex.workdir, user=ex.user,

@@ -212,6 +212,23 @@ class Hijacked:
         except OSError:
             return b""
 
+    def feed(self, fd: int) -> None:
+        """Copy client input (stdin) into ``fd`` until the client closes its side or ``fd``
+        fails (the process went); then close ``fd``. Blocking: a worker thread's job."""
+        try:
+            while True:
+                data = self.read()
+                if not data:
+                    break
+                os.write(fd, data)
+        except OSError:
+            pass
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def close_write(self) -> None:
         try:
             self.sock.shutdown(socket.SHUT_WR)

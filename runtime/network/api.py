@@ -14,7 +14,7 @@ from runtime.network import links, netns, setup
 
 if TYPE_CHECKING:
     from graph import Container, Store
-    from graph.networks import Network
+    from graph import Network
 
 
 def list_networks(store: "Store") -> list["Network"]:
@@ -173,7 +173,7 @@ def disconnect(store: "Store", net_key: str, container_key: str, *, force: bool 
 
 def inspect_network(store: "Store", key: str) -> dict[str, Any]:
     """Docker's ``NetworkResource`` with the running members."""
-    from graph.networks import inspect_doc
+    from graph import network_inspect_doc
 
     nets = setup.records(store)
     net = nets.get(key)
@@ -185,7 +185,7 @@ def inspect_network(store: "Store", key: str) -> dict[str, Any]:
             oc = store.containers.get(e.container_id)
             members[oc.id] = {"Name": oc.name, "EndpointID": setup.host_ifname(net.id, oc.id),
                               "MacAddress": e.mac, "IPv4Address": setup._cidr(net, e.ip), "IPv6Address": ""}
-    return inspect_doc(net, members)
+    return network_inspect_doc(net, members)
 
 
 def port(store: "Store", container_key: str) -> dict[str, list[dict[str, str]]]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from graph import LaminaError, Unsupported
 
 if TYPE_CHECKING:
-    from graph.networks import Network
+    from graph import Network
 
 ISO1, ISO2 = "LAMINA-ISOLATION", "LAMINA-ISOLATION-2"
 TRUE = ("1", "true", "yes", "on")

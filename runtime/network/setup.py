@@ -31,7 +31,7 @@ from runtime.network.mode import mode_of
 
 if TYPE_CHECKING:
     from graph import Container, Store
-    from graph.networks import Endpoint, Network, NetworkStore
+    from graph import Endpoint, Network, NetworkStore
 
 NOT_BRIDGE = ("none", "host")
 _pending_ports: dict[str, list[tuple[socket.socket, ports.Binding]]] = {}
@@ -70,9 +70,9 @@ address_pools: str | None = None
 
 
 def records(store: "Store") -> "NetworkStore":
-    from graph.networks import NetworkStore, parse_pools
+    from graph import NetworkStore, parse_network_pools
 
-    return NetworkStore(store.db, parse_pools(address_pools) if address_pools else None)
+    return NetworkStore(store.db, parse_network_pools(address_pools) if address_pools else None)
 
 
 @contextlib.contextmanager

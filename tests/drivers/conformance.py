@@ -34,7 +34,7 @@ import pytest
 
 import drivers
 from drivers.sys import mount as mountapi
-from drivers.base import CacheID, Change, ChangeKind, GraphDriver
+from drivers.base import CacheID, Change, ChangeKind, GraphDriver, HeldCounts
 from drivers.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from tests.tarbuild import E, make_tar
 
@@ -632,8 +632,8 @@ class DriverConformance:
     def test_reference_taken_by_another_process_is_seen(self, driver: GraphDriver,
                                                          driver_name: str) -> None:
         apply(driver, "xb", None, make_tar([E("f", b"base")]))
-        # like `lamina mount`: one process gets and exits; another must see the reference
-        p = _spawn(driver_name, driver.home, "get", "xb")
+        # like `lamina mount`: one process gets, keeps and exits; another must see the reference
+        p = _spawn(driver_name, driver.home, "keep", "xb")
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
         assert Path(out.strip(), "f").read_bytes() == b"base"
@@ -645,6 +645,21 @@ class DriverConformance:
         assert mountapi.mounts_under(driver.home) == []
         driver.remove(CacheID("xb"))
         assert not driver.exists(CacheID("xb"))
+
+
+    def test_reference_of_a_process_that_ended_without_put_is_dropped(self, driver: GraphDriver,
+                                                                       driver_name: str) -> None:
+        """A count belongs to its process (unless kept): one that ends holding it (killed inside
+        ``create``, a power cut) blocks nothing afterwards, and its mount is undone."""
+        apply(driver, "xb", None, make_tar([E("f", b"base")]))
+        p = _spawn(driver_name, driver.home, "get", "xb")
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        if isinstance(driver, HeldCounts):
+            assert driver.held_count(CacheID("xb")) == 0
+        driver.remove(CacheID("xb"))  # no Conflict: nobody alive holds it
+        assert not driver.exists(CacheID("xb"))
+        assert mountapi.mounts_under(driver.home) == []
 
 
 def _seconds(snap: dict[str, Any]) -> dict[str, Any]:
@@ -666,8 +681,13 @@ if action == "cycle":
         p = d.get(id)
         assert (Path(p) / "g").read_bytes() == b"child"
         d.put(id)
-elif action == "get":
+elif action == "get":  # and exit holding it: as a process that died would
     print(d.get(id))
+elif action == "keep":  # `lamina mount`: the count is handed over and outlives this process
+    print(d.get(id))
+    from drivers.base import KeptCounts
+    assert isinstance(d, KeptCounts)
+    d.keep(id)
 elif action == "put":
     d.put(id)
 """

@@ -281,12 +281,12 @@ def test_get_starts_one_helper_and_put_reaps_it(drv: FuseDriver) -> None:
 def test_the_mount_outlives_the_process_that_made_it(drv: FuseDriver) -> None:
     layer(drv, "a", None, [E("f", b"x")])
     code = ("import sys; from pathlib import Path; from drivers.fuse import FuseDriver; "
-            "print(FuseDriver(Path(sys.argv[1])).get(sys.argv[2]))")
+            "d = FuseDriver(Path(sys.argv[1])); print(d.get(sys.argv[2])); d.keep(sys.argv[2])")
     p = subprocess.run([sys.executable, "-c", code, str(drv.home), "a"], capture_output=True,
                        text=True, cwd=str(REPO), timeout=60)
     assert p.returncode == 0, p.stderr
     root = p.stdout.strip()
-    assert Path(root, "f").read_bytes() == b"x"  # the CLI call is over, the rootfs is not
+    assert Path(root, "f").read_bytes() == b"x"  # the CLI call is over, the kept rootfs is not
     assert drv.refs.count(CacheID("a")) == 1
     with pytest.raises(Conflict):
         drv.remove(CacheID("a"))

@@ -71,14 +71,10 @@ def home(ext4_loop: Path | None, tmp_path: Path, request: pytest.FixtureRequest)
     try:
         yield h
     finally:
-        left = mountapi.mounts_under(h)
-        for m in reversed(left):
-            try:
-                mountapi.umount(m.mount_point, mountapi.MNT_DETACH)
-            except OSError:
-                pass
+        left = [m.mount_point for m in mountapi.mounts_under(h)]
+        mountapi.umount_tree(h)
         shutil.rmtree(h, ignore_errors=True)
-        assert not left, f"mounts left under {h}: {[m.mount_point for m in left]}"
+        assert not left, f"mounts left under {h}: {left}"
 
 
 @pytest.fixture(params=APIS)
@@ -516,29 +512,46 @@ sys.path.insert(0, {root!r})
 from pathlib import Path
 from drivers.overlay import OverlayDriver
 d = OverlayDriver(Path({home!r}), mount_api={api!r})
-if {raw!r}:
+if {how!r} == "raw":
     d._mount(d._layer("c"))      # crash between mount and count: no count written
 else:
     d.get("c")
+    if {how!r} == "keep":
+        d.keep("c")              # as `lamina mount` does: the count outlives this process
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def _crash_child(d: OverlayDriver, api: str, raw: bool) -> None:
+def _crash_child(d: OverlayDriver, api: str, how: str) -> None:
     code = _CHILD.format(root=str(Path(__file__).resolve().parents[2]), home=str(d.home),
-                         api=api, raw=raw)
+                         api=api, how=how)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == -signal.SIGKILL, p.stderr
 
 
-def test_crash_with_mount_held_then_cleanup(drv: OverlayDriver) -> None:
+def test_crash_with_mount_held_drops_the_dead_holders_count(drv: OverlayDriver) -> None:
     api = "legacy" if drv.legacy else "new"
     layer(drv, "a", None, ("f", "x", b"x"))
     drv.create_rw(CacheID("c"), CacheID("a"))
-    _crash_child(drv, api, raw=False)
+    _crash_child(drv, api, "get")
+    merged = drv.layers / "c" / "merged"
+    assert mounted(merged) and drv.refs.count(CacheID("c")) == 0  # its holder is dead
+    d2 = OverlayDriver(drv.home, mount_api=api)  # open: a mount nobody alive counts goes
+    assert not mounted(merged)
+    assert Path(d2.get(CacheID("c")), "x").read_bytes() == b"x"
+    d2.put(CacheID("c"))
+    d2.remove(CacheID("c"))
+    assert not d2.exists(CacheID("c")) and not mounted(merged)
+
+
+def test_crash_with_a_kept_mount_then_cleanup(drv: OverlayDriver) -> None:
+    api = "legacy" if drv.legacy else "new"
+    layer(drv, "a", None, ("f", "x", b"x"))
+    drv.create_rw(CacheID("c"), CacheID("a"))
+    _crash_child(drv, api, "keep")
     merged = drv.layers / "c" / "merged"
     assert mounted(merged)
-    d2 = OverlayDriver(drv.home, mount_api=api)  # open: a counted mount may be a live holder
+    d2 = OverlayDriver(drv.home, mount_api=api)  # open: a kept mount stays
     assert mounted(merged) and d2.refs.count(CacheID("c")) == 1
     assert Path(d2.get(CacheID("c")), "x").read_bytes() == b"x"
     d2.put(CacheID("c"))
@@ -554,7 +567,7 @@ def test_crash_between_mount_and_count_is_swept_on_open(drv: OverlayDriver) -> N
     api = "legacy" if drv.legacy else "new"
     layer(drv, "a", None, ("f", "x", b"x"))
     drv.create_rw(CacheID("c"), CacheID("a"))
-    _crash_child(drv, api, raw=True)
+    _crash_child(drv, api, "raw")
     merged = drv.layers / "c" / "merged"
     assert mounted(merged) and drv.refs.count(CacheID("c")) == 0
     OverlayDriver(drv.home, mount_api=api)

@@ -309,13 +309,12 @@ def test_a_new_store_keeps_its_driver_binding_through_a_power_cut(machine: Machi
     assert (machine.root / "driver").read_text() == "vfs\n"
 
 
-@pytest.mark.xfail(strict=True, reason="open bug (reported to the lead): a get() count held by a process that died "
-                   "is on disk and never dropped, so rm refuses the half-created container")
 def test_rm_of_a_container_whose_create_died_while_it_was_mounted(tmp_path: Path) -> None:
     """Found by the trials (vfs, cut inside ``create``): ``runtime.create`` records the container,
     then mounts its rootfs to prepare the bundle, then unmounts. A process that dies between the
-    two (power cut or SIGKILL) leaves the mount count on disk, and ``rm`` then refuses with
-    "container ... is mounted: umount it first or use -f" on every try, after any reboot."""
+    two (power cut or SIGKILL) left the mount count on disk, and ``rm`` then refused with
+    "container ... is mounted: umount it first or use -f" on every try, after any reboot. Counts
+    belong to their process now (``drivers.base.RefCounts``): a dead holder's count is gone."""
     from tests.cli.conftest import Lamina
 
     cli = Lamina(tmp_path / "root")

@@ -86,8 +86,6 @@ def test_failure_half_way_undoes_every_step(tmp_path: Path) -> None:
     assert not (tmp_path / "bad2.img").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: make_loop_filesystem refuses an existing image file (open 'xb') "
-                   "and then its clean-up (LoopFS.close) unlinks that file, which it did not create")
 def test_an_existing_image_file_is_refused_and_kept(tmp_path: Path) -> None:
     taken = tmp_path / "taken.img"
     taken.write_bytes(b"someone else's")

@@ -132,6 +132,51 @@ def test_refcounts_set_and_reset(tmp_path: Path) -> None:
     assert not any(p.name.startswith(".") for p in rc.dir.iterdir())   # no temp files left
 
 
+def _in_child(tmp_path: Path, code: str) -> None:
+    """Run ``code`` with ``rc = RefCounts(home)`` in a process of its own, which then exits."""
+    script = f"import sys; from pathlib import Path; from drivers.base import RefCounts\nrc = RefCounts(Path(sys.argv[1]))\n{code}"
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, cwd=REPO)
+
+
+def test_refcounts_of_a_process_that_ended_are_dropped_kept_ones_stay(tmp_path: Path) -> None:
+    rc = RefCounts(tmp_path)
+    rc.increment(CacheID("mine"))
+    _in_child(tmp_path, "rc.increment('mine'); rc.increment('gone'); rc.increment('kept'); rc.keep('kept')")
+    assert rc.count(CacheID("mine")) == 1       # the child's count went with it, ours stays
+    assert rc.count(CacheID("gone")) == 0 and rc.count(CacheID("kept")) == 1
+    assert sorted(rc.held()) == ["kept", "mine"]
+    calls: list[str] = []
+    assert rc.decrement(CacheID("kept"), on_last=lambda: calls.append("umount")) == 0  # any process
+    assert calls == ["umount"]
+    with rc.locked():
+        assert rc.add(CacheID("gone")) == 1     # the dead holder's line is dropped on the next change
+    assert (rc.dir / "gone").read_text().count("\n") == 1
+
+
+def test_refcounts_put_takes_its_own_count_first(tmp_path: Path) -> None:
+    rc = RefCounts(tmp_path)
+    rc.increment(CacheID("x"))
+    with rc.locked():
+        rc.set(CacheID("x"), 1)                 # one kept count (replaces ours)
+    rc.increment(CacheID("x"))
+    _in_child(tmp_path, "rc.decrement('x')")    # another process's put: takes the kept one
+    assert rc.count(CacheID("x")) == 1
+    _in_child(tmp_path, "rc.increment('y'); rc.keep('y')")
+    rc.increment(CacheID("y"))
+    rc.decrement(CacheID("y"))                  # ours goes, the kept one stays
+    assert rc.count(CacheID("y")) == 1 and "kept 1" in (rc.dir / "y").read_text()
+
+
+def test_refcounts_old_format_and_reused_pids(tmp_path: Path) -> None:
+    rc = RefCounts(tmp_path)
+    (rc.dir / "old").write_text("2")            # a bare count, from before holders: kept
+    (rc.dir / "reused").write_text(f"{os.getpid()}:1 5\n")  # our pid, another start time
+    (rc.dir / "junk").write_text("x y z\n")
+    assert rc.count(CacheID("old")) == 2
+    assert rc.count(CacheID("reused")) == 0 and rc.count(CacheID("junk")) == 0
+    assert list(rc.held()) == ["old"]
+
+
 def test_flock_waits_for_the_holder(tmp_path: Path) -> None:
     lock = tmp_path / "l"
     hold = ("import sys, time; from drivers.sys.flock import Flock\n"

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers.errors import Bug, DigestMismatch, InvalidInput, NotFound
-from drivers.tar.apply import TarApplier, TarApplierPy, Whiteouts, _libarchive, _rmtree
+from drivers.tar import libarchive
+from drivers.tar.apply import TarApplier, TarApplierPy, Whiteouts, _rmtree
 from tests.drivers.hostile_tars import (MTIME, LayerTar, end_of_archive, fix_checksums, pad,
                                         pax_header, tree_state, ustar_header)
 
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="applying layers needs
 
 REMOVE, OVERLAY = Whiteouts.REMOVE, Whiteouts.OVERLAY
 APPLIERS = [pytest.param(TarApplier, id="libarchive",
-                         marks=pytest.mark.skipif(_libarchive() is None,
+                         marks=pytest.mark.skipif(libarchive.load() is None,
                                                   reason="libarchive not loadable")),
             pytest.param(TarApplierPy, id="tarfile")]
 
