@@ -29,10 +29,12 @@ class LayerBlobs:
         return self.db.one("SELECT 1 FROM layer_blobs WHERE diff_id = ? AND blob = ?", (diff_id, blob)) is not None
 
     def first(self, diff_id: DiffID) -> tuple[Digest, str] | None:
-        """A stored blob holding this layer's tar (the first recorded), with its media type."""
-        r = self.db.one("SELECT blob, media_type FROM layer_blobs WHERE diff_id = ? ORDER BY rowid", (diff_id,))
-        if r is not None and self.content.exists(Digest(r["blob"])):
-            return Digest(r["blob"]), r["media_type"]
+        """A stored blob holding this layer's tar (the first recorded that is still stored: an
+        earlier one may have been collected), with its media type."""
+        for r in self.db.query("SELECT blob, media_type FROM layer_blobs WHERE diff_id = ? ORDER BY rowid",
+                               (diff_id,)):
+            if self.content.exists(Digest(r["blob"])):
+                return Digest(r["blob"]), r["media_type"]
         return None
 
     def forget(self, diff_id: DiffID, blob: Digest) -> None:

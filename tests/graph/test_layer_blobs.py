@@ -42,9 +42,6 @@ def test_first_recorded_stored_blob_is_offered(store: Store) -> None:
     assert lb.recorded(d, plain) and lb.first(d) is None
 
 
-@pytest.mark.xfail(strict=True, reason="bug (minor): LayerBlobs.first looks only at the first recorded row; when "
-                   "that blob is no longer stored it returns None although a later recorded blob for the same "
-                   "DiffID is stored (build_manifest then says 'no stored blob for layer')")
 def test_a_collected_first_blob_gives_way_to_the_next_stored_one(store: Store) -> None:
     lb = store.layer_blobs
     d = DiffID(Digest.of(BASE))
