@@ -17,22 +17,29 @@ a row saying so, not a verdict.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import random
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from bench import paired
-from bench.compare import fmt_seconds
 from bench.phases import PHASE_NAMES
-from bench.results import Cell, Suite
+from bench.results import Cell, Suite, fmt_s
 from bench.revs import Side
-from bench.runner import RunConfig, Runner, Task
+from bench.runner import Progress, RunConfig, Runner, Task
 
 COMPARED_KINDS = ("phase", "series")
+# How the sides of a pair alternate: ``phase`` (default): both workers of a lifecycle pair alive,
+# taking turns phase by phase (bench/interleave.py), so the two samples of a phase are one phase
+# apart; ``task``: one whole worker after the other (a lifecycle apart, ~3 s; the concurrent
+# series always runs this way: its children overlap by design).
+INTERLEAVE = ("phase", "task")
 # Both sides' workers run at nice -10 (root only): on a machine shared with other jobs (load 5-14
 # on 2 cores here) a nice-0 worker gets a varying sixth of a core, and the halves of a pair, 3 s
 # apart, correlated only 0.39; the instrument at nice 0 found no 50% slowdown in 8 pairs
@@ -47,8 +54,12 @@ class ABRunner(Runner):
     the sides of a pair in random order (seeded: ``order_seed``)."""
 
     def __init__(self, cfg: RunConfig, sides: list[Side], *, order_seed: int = 0,
-                 out: Callable[[str], None] | None = None) -> None:
+                 interleave: str = "phase", out: Callable[[str], None] | None = None) -> None:
         super().__init__(cfg, out=out)
+        if interleave not in INTERLEAVE:
+            raise ValueError(f"interleave must be one of {', '.join(INTERLEAVE)}, not {interleave!r}")
+        self.interleave = interleave
+        self.turn_rng = random.Random(order_seed ^ 0x5EED)
         if len({s.name for s in sides}) != len(sides) or len(sides) < 2:
             raise ValueError("an A/B run needs at least two sides with distinct names")
         self.sides = sides
@@ -76,6 +87,78 @@ class ABRunner(Runner):
                     for side in rng.sample(names, len(names)):
                         tasks.append(self._concurrent_task(rep, d, side=side))
         return tasks
+
+    def _lifecycle_task(self, rep: int, d: str, name: str, phases: list[str], side: str = "") -> Task:
+        t = super()._lifecycle_task(rep, d, name, phases, side)
+        if side:  # the two workers of a pair may be alive at once: one store root each
+            t.payload["store_base"] = str(Path(t.payload["store_base"]) / side)
+        return t
+
+    def _execute(self, tasks: list[Task]) -> None:
+        if self.interleave == "task":
+            return super()._execute(tasks)
+        progress = Progress(tasks, self.out)
+        i = 0
+        while i < len(tasks):
+            group = [tasks[i]]
+            if tasks[i].kind == "lifecycle":
+                while (i + len(group) < len(tasks) and tasks[i + len(group)].kind == "lifecycle"
+                       and tasks[i + len(group)].family == tasks[i].family
+                       and tasks[i + len(group)].rep == tasks[i].rep):
+                    group.append(tasks[i + len(group)])
+            i += len(group)
+            progress.begin(group[0])
+            t0 = time.monotonic()
+            results = self._run_pair(group) if len(group) > 1 else [self._run_task(group[0])]
+            took = time.monotonic() - t0
+            for t, res in zip(group, results):
+                self._after_task(t)
+                summary = self._fold(t, res)
+                progress.end(t, took / len(group),
+                             f"[{t.side}] {summary}" if self.cfg.verbose or isinstance(res, str) else "")
+
+    def _run_pair(self, group: list[Task]) -> list[dict[str, Any] | str]:
+        """The workers of one pair, alive together, taking turns phase by phase."""
+        from bench import interleave
+
+        t0, load = time.time(), os.getloadavg()[0]
+        seats: list[interleave.Seat] = []
+        outs: list[Path] = []
+        with open(self.log_path, "a") as log:
+            try:
+                for t in group:
+                    (wr, rw), (rr, ww) = interleave.pipes()
+                    try:
+                        proc, out = self._start_worker(t, log, {interleave.ENV: f"{wr},{ww}"}, (wr, ww))
+                    except BaseException:
+                        for fd in (wr, rw, rr, ww):
+                            os.close(fd)
+                        raise
+                    os.close(wr)
+                    os.close(ww)
+                    seats.append(interleave.Seat(t.side, proc, rw, rr))
+                    outs.append(out)
+                why = interleave.take_turns(seats, self.turn_rng, self.p.task_timeout * len(group))
+                if why:
+                    why = f"{why} after {self.p.task_timeout * len(group):.0f} s (interleaved pair)"
+                for seat in seats:
+                    seat.close()
+                results = [self._finish_worker(s.proc, out, self.p.task_timeout, why)
+                           for s, out in zip(seats, outs)]
+            except BaseException:
+                for seat in seats:
+                    seat.close()
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(seat.proc.pid, signal.SIGKILL)
+                    seat.proc.wait()
+                raise
+        took = round(time.time() - t0, 3)
+        for t, res in zip(group, results):
+            self.task_log.append({"rep": t.rep, "kind": t.kind, "driver": t.driver, "workload": t.workload,
+                                  "side": t.side, "start": round(t0, 3), "seconds": took, "load1": load,
+                                  "ok": not isinstance(res, str), "interleave": "phase",
+                                  "turns": len(next(s for s in seats if s.name == t.side).turns)})
+        return results
 
     def _worker(self, t: Task, task_file: Path) -> tuple[list[str], str, dict[str, str] | None]:
         s = self.by_name[t.side]
@@ -287,7 +370,7 @@ def verdict_paragraph(run: ABRun, rows: list[Row], t: paired.Thresholds) -> str:
             f"ratio of the pairs >= {1 + t.threshold:.2f}) with p <= {t.alpha} in a one-sided sign-flip "
             f"test on the log ratios. {len(slower)} cell(s) were significantly slower by less than that, "
             f"{len(better)} significantly faster; {len(tiny)} tiny (base median under "
-            f"{fmt_seconds(t.floor)}, never fail) and {len(skipped)} not compared (reasons in the table).")
+            f"{fmt_s(t.floor)}, never fail) and {len(skipped)} not compared (reasons in the table).")
 
 
 def markdown(run: ABRun, rows: list[Row], t: paired.Thresholds, plot: str | None) -> str:
@@ -304,7 +387,7 @@ def markdown(run: ABRun, rows: list[Row], t: paired.Thresholds, plot: str | None
         assert x is not None
         v = f"**{x.verdict}**" if x.verdict in ("regression", "improvement") else x.verdict
         note = f" ({r.reason})" if r.reason else ""
-        lines.append(f"| {r.label} | {fmt_seconds(x.base_median)} | {fmt_seconds(x.new_median)} | {x.ratio:.3f} | "
+        lines.append(f"| {r.label} | {fmt_s(x.base_median)} | {fmt_s(x.new_median)} | {x.ratio:.3f} | "
                      f"{x.ci[0]:.3f}–{x.ci[1]:.3f} | {x.p_slower:.4f} | {x.n} | {v}{note} |")
     skipped = [r for r in rows if r.result is None]
     if skipped:
@@ -348,5 +431,5 @@ def summary_text(run: ABRun, rows: list[Row], t: paired.Thresholds) -> str:
     for r in bad:
         assert r.result is not None
         lines.append(f"  REGRESSION {r.label}: {r.result.ratio:.3f}x [{r.result.ci[0]:.3f}, {r.result.ci[1]:.3f}] "
-                     f"p={r.result.p_slower:.4f} ({fmt_seconds(r.result.base_median)} -> {fmt_seconds(r.result.new_median)})")
+                     f"p={r.result.p_slower:.4f} ({fmt_s(r.result.base_median)} -> {fmt_s(r.result.new_median)})")
     return "\n".join(lines)

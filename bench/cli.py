@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                       f"{paired.DEFAULTS.threshold}; files: 0.5)")
     cmp_.add_argument("--alpha", type=float, help=f"significance level (A/B default: {paired.DEFAULTS.alpha}; "
                                                   "files: 0.05)")
+    cmp_.add_argument("--interleave", choices=("phase", "task"), default="phase",
+                      help="how the sides of a pair alternate: phase by phase, both workers alive "
+                           "(default), or one whole lifecycle after the other")
     cmp_.add_argument("--out", type=Path, help="report directory")
     cmp_.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, metavar="DIR")
     cmp_.add_argument("--fail-on-regression", action="store_true", help="(files) exit 1 on a regression")
@@ -330,7 +333,8 @@ def _compare_revs(args: argparse.Namespace) -> int:
                           threshold=paired.DEFAULTS.threshold if args.threshold is None else args.threshold)
     profile = PROFILES[args.profile].with_(**over)  # type: ignore[arg-type]
     return gate.compare_revs(args.base_rev, args.new_rev, profile, work_dir=args.work_dir,
-                             out_dir=args.out or DEFAULT_RESULTS / "ab", t=t, verbose=args.verbose)
+                             out_dir=args.out or DEFAULT_RESULTS / "ab", t=t, interleave=args.interleave,
+                             verbose=args.verbose)
 
 
 def cmd_gate(args: argparse.Namespace) -> int:

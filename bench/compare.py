@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from bench import stats
-from bench.results import Cell, Suite
+from bench.results import Cell, Suite, fmt_s
 from bench.roofline import reference_samples
 
 FLOOR = 200e-6
@@ -138,17 +138,6 @@ def compare(base: Suite, new: Suite, *, threshold: float = 0.5, alpha: float = 0
     return c
 
 
-def fmt_seconds(x: float) -> str:
-    """A duration for the comparison tables: 850 µs, 12.3 ms, 1.25 s ("-" if not finite)."""
-    if not math.isfinite(x):
-        return "-"
-    if x < 1e-3:
-        return f"{x * 1e6:.0f} µs"
-    if x < 1:
-        return f"{x * 1e3:.1f} ms"
-    return f"{x:.2f} s"
-
-
 def _order(c: Comparison) -> list[Change]:
     rank = {"regression": 0, "slower": 1, "improvement": 2, "faster": 3, "same": 4, "tiny": 5}
     return sorted(c.changes, key=lambda x: (rank.get(x.verdict, 9), -abs(math.log(x.ratio)) if x.ratio > 0 else 0))
@@ -164,8 +153,8 @@ def summary_text(c: Comparison) -> str:
     lines = [f"compare: {len(c.changes)} cells ({', '.join(parts) or 'none'}; {noisy} noisy); "
              f"regression = p <= {c.alpha} and > {1 + c.threshold:.2f}x ratio-adjusted"]
     for x in c.regressions:
-        lines.append(f"  REGRESSION {x.label}: {x.ratio:.2f}x (raw {fmt_seconds(x.base_median)} -> "
-                     f"{fmt_seconds(x.new_median)}, p={x.p_slower:.3f}, vs {x.reference})")
+        lines.append(f"  REGRESSION {x.label}: {x.ratio:.2f}x (raw {fmt_s(x.base_median)} -> "
+                     f"{fmt_s(x.new_median)}, p={x.p_slower:.3f}, vs {x.reference})")
     for x in c.improvements[:10]:
         lines.append(f"  improvement {x.label}: {x.ratio:.2f}x (p={x.p_faster:.3f})")
     for n in c.notes:
@@ -179,7 +168,7 @@ def table_text(c: Comparison, limit: int | None = None) -> str:
     out = [f"{'cell':<{w}}  {'base':>9}  {'new':>9}  {'ratio':>6}  {'95% CI':>13}  {'p':>6}  verdict"]
     for x in rows:
         p = x.p_slower if x.ratio >= 1 else x.p_faster
-        out.append(f"{x.label:<{w}}  {fmt_seconds(x.base_median):>9}  {fmt_seconds(x.new_median):>9}  {x.ratio:6.2f}  "
+        out.append(f"{x.label:<{w}}  {fmt_s(x.base_median):>9}  {fmt_s(x.new_median):>9}  {x.ratio:6.2f}  "
                    f"[{x.ci[0]:5.2f}, {x.ci[1]:5.2f}]  {p:6.3f}  {x.verdict}{' (noisy)' if x.noisy else ''}")
     return "\n".join(out)
 
@@ -198,7 +187,7 @@ def markdown(c: Comparison, base_name: str, new_name: str, plot: str | None = "c
     for x in _order(c):
         p = x.p_slower if x.ratio >= 1 else x.p_faster
         v = f"**{x.verdict}**" if x.verdict in ("regression", "improvement") else x.verdict
-        lines.append(f"| {x.label} | {fmt_seconds(x.base_median)} | {fmt_seconds(x.new_median)} | {x.ratio:.2f} | "
+        lines.append(f"| {x.label} | {fmt_s(x.base_median)} | {fmt_s(x.new_median)} | {x.ratio:.2f} | "
                      f"{x.ci[0]:.2f}–{x.ci[1]:.2f} | {p:.3f} | {x.reference} | {v}{' (noisy)' if x.noisy else ''} |")
     if c.only_base or c.only_new:
         lines += ["", f"Only in the base: {len(c.only_base)} cells; only in the new run: {len(c.only_new)} cells."]

@@ -43,7 +43,7 @@ def side_for(rev: str, name: str, *, repo: Path = REPO, log: Callable[[str], Non
 
 def run_ab(base: revs.Side, new: revs.Side, profile: Profile, *, work_dir: Path, out_dir: Path,
            t: paired.Thresholds = paired.DEFAULTS, seed: int = 1, order_seed: int | None = None,
-           verbose: bool = False) -> tuple["object", list["object"]]:
+           interleave: str = "phase", verbose: bool = False) -> tuple["object", list["object"]]:
     """Run the A/B of ``new`` against ``base`` on ``profile`` (its reps = pairs) and write the
     report into ``out_dir``; returns (ABRun, rows)."""
     from bench import ab
@@ -52,7 +52,7 @@ def run_ab(base: revs.Side, new: revs.Side, profile: Profile, *, work_dir: Path,
     cfg = RunConfig(profile=profile.with_(peers=(), peer_workloads=()), label="ab", work_dir=work_dir,
                     results_dir=out_dir, seed=seed, compare=False, verbose=verbose)
     order_seed = int.from_bytes(os.urandom(4), "little") if order_seed is None else order_seed
-    run = ab.ABRunner(cfg, [base, new], order_seed=order_seed).run_ab()
+    run = ab.ABRunner(cfg, [base, new], order_seed=order_seed, interleave=interleave).run_ab()
     path, rows = ab.write(run, out_dir, t)
     _say(ab.summary_text(run, rows, t))
     _say(f"bench: A/B report in {path}")
@@ -60,7 +60,7 @@ def run_ab(base: revs.Side, new: revs.Side, profile: Profile, *, work_dir: Path,
 
 
 def compare_revs(base_rev: str, new_rev: str, profile: Profile, *, work_dir: Path, out_dir: Path,
-                 t: paired.Thresholds, verbose: bool = False) -> int:
+                 t: paired.Thresholds, interleave: str = "phase", verbose: bool = False) -> int:
     """``python -m bench compare --base REV [--new REV|worktree]``: exit 1 on a regression,
     2 when a side cannot be built."""
     try:
@@ -69,7 +69,8 @@ def compare_revs(base_rev: str, new_rev: str, profile: Profile, *, work_dir: Pat
     except revs.BuildError as e:
         _say(f"bench: {e}")
         return 2
-    _, rows = run_ab(base, new, profile, work_dir=work_dir, out_dir=out_dir, t=t, verbose=verbose)
+    _, rows = run_ab(base, new, profile, work_dir=work_dir, out_dir=out_dir, t=t, interleave=interleave,
+                     verbose=verbose)
     return 1 if any(r.result is not None and r.result.failed for r in rows) else 0  # type: ignore[attr-defined]
 
 

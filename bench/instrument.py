@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bench import paired, revs
+from bench.gate import GATE_PAIRS, GATE_THRESHOLDS
 from bench.profiles import PROFILES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.instrument", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--pairs", type=int, default=8)
+    ap.add_argument("--pairs", type=int, default=GATE_PAIRS, help="pairs per run (default: the gate's, %(default)s)")
+    ap.add_argument("--threshold", type=float, default=GATE_THRESHOLDS.threshold,
+                    help="the rule judged (default: the gate's): smallest slowdown that fails")
+    ap.add_argument("--alpha", type=float, default=GATE_THRESHOLDS.alpha,
+                    help="the rule judged (default: the gate's): significance level")
     ap.add_argument("--slowdowns", default="0.10,0.25,0.50")
     ap.add_argument("--workloads", default="small-files-500")
     ap.add_argument("--drivers", default="vfs,overlay")
@@ -81,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from", dest="from_json", type=Path, metavar="JSON",
                     help="only summarise an earlier instrument.json (no measuring)")
     args = ap.parse_args(argv)
+    t = paired.Thresholds(alpha=args.alpha, threshold=args.threshold)
     if args.from_json:
-        return resummarise(args.from_json, args.out, args.runs, args.pairs)
+        return resummarise(args.from_json, args.out, args.runs, args.pairs, t)
     if os.geteuid() != 0:
         print("bench.instrument: needs root", file=sys.stderr)
         return 2
@@ -92,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     from bench import ab
     from bench.runner import RunConfig
 
-    t = paired.DEFAULTS
     slowdowns = [float(x) for x in args.slowdowns.split(",") if x]
     base = revs.build(REPO, "HEAD", name="base", label="HEAD (built)", log=print)
     same = revs.worktree_side(REPO, "same")
@@ -131,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def resummarise(path: Path, out: Path, runs: int, pairs: int) -> int:
+def resummarise(path: Path, out: Path, runs: int, pairs: int, t: paired.Thresholds = paired.DEFAULTS) -> int:
     from bench import ab
 
     run = ab.load(path)
     old = json.loads((path.parent / "summary.json").read_text()) if (path.parent / "summary.json").exists() else {}
-    s = summarise(run, run.sides[1:], runs, pairs, paired.DEFAULTS)
+    s = summarise(run, run.sides[1:], runs, pairs, t)
     s.update({k: old[k] for k in ("wall_s", "load_before", "load_after", "hog", "workloads", "drivers") if k in old})
     s.setdefault("wall_s", run.duration_s)
     s.setdefault("concurrency", run.config.get("concurrency", []))

@@ -18,7 +18,16 @@ fuse-overlayfs mount   mount        mount the image's layers (extracted with GNU
                                     converted) with ``fuse-overlayfs``
 fuse-overlayfs walk    walk         the phases' own walk on that mount, caches dropped
 fuse-overlayfs read    read         the phases' own cold read on that mount
+lamina images          start        lamina's own CLI, a fresh ``python -m lamina images`` on a
+                                    store holding the one image (pulled untimed, overlay)
+lamina run             start        ``python -m lamina --runtime runc run --rm --network none
+                                    IMAGE /bin/true`` on that store: the CLI's whole cost, as
+                                    podman run's is
 =====================  ===========  ===========================================================
+
+The two ``lamina`` rows are not peers but lamina's command line timed the way the peers are
+(fresh processes, same filesystem, same image), for the issue-15 aims beside ``podman run``
+(``bench/report.py``'s aims table).
 
 podman is configured for this machine in its own ``containers.conf`` (in the bench's work dir,
 never the system's): cgroupfs, file events, runc, and ulimits within the host's hard limits
@@ -67,12 +76,19 @@ PEERS: tuple[Peer, ...] = (
     Peer("fuse-overlayfs mount", "mount", "fuse-overlayfs", "mount the layers with fuse-overlayfs"),
     Peer("fuse-overlayfs walk", "walk", "fuse-overlayfs", "metadata walk on the fuse-overlayfs mount, cold"),
     Peer("fuse-overlayfs read", "read", "fuse-overlayfs", "cold read on the fuse-overlayfs mount"),
+    Peer("lamina images", "start", "lamina", "lamina images (CLI, fresh process, one image, overlay)",
+         needs_registry=True),
+    Peer("lamina run", "start", "runc", "lamina run --rm /bin/true (CLI, runc): create+mount+start+remove",
+         needs_registry=True, needs_runnable=True),
 )
+LAMINA_PEERS = ("lamina images", "lamina run")
 BY_NAME = {p.name: p for p in PEERS}
 FUSE_MAX_LAYERS = 500
 
 
 def tool_missing(tool: str) -> str | None:
+    if tool == "lamina":
+        return None  # this checkout's own CLI: python -m lamina
     if shutil.which(tool) is None:
         return f"{tool} is not installed (scripts/setup.sh --bench installs the peers)"
     if tool == "umoci" and os.geteuid() != 0:
@@ -245,11 +261,49 @@ def measure_peers(task: dict[str, Any]) -> dict[str, Any]:
                 fs.umount_tree(pdir)
                 fs.umount_tree(runroot)
                 shutil.rmtree(runroot, ignore_errors=True)
+        if reg and wanted & set(LAMINA_PEERS):
+            _lamina_cli(w, reg, scratch / "lamina", record, wanted, task.get("cwd"))
         if wanted & {"fuse-overlayfs mount", "fuse-overlayfs walk", "fuse-overlayfs read"}:
             _fuse_overlayfs(w, scratch / "fo", record)
     finally:
         fs.rmtree(scratch)
     return {"cells": out}
+
+
+def _lamina_cli(w: Any, reg: dict[str, Any], root: Path, record: Any, wanted: set[str], cwd: str | None) -> None:
+    """``lamina images`` and ``lamina run --rm`` as a user runs them: ``python -m lamina`` of
+    this checkout in a fresh process, on an overlay store that holds the image (pulled by
+    lamina's own ``pull``, untimed)."""
+    base = [sys.executable, "-m", "lamina", "--root", str(root), "--driver", "overlay"]
+
+    def cli(*args: str) -> float:
+        t0 = time.perf_counter()
+        p = subprocess.run([*base, *args], capture_output=True, text=True, timeout=300, cwd=cwd,
+                           stdin=subprocess.DEVNULL)
+        dt = time.perf_counter() - t0
+        if p.returncode != 0:
+            msg = (p.stderr or p.stdout).strip().splitlines()
+            raise RuntimeError(f"lamina {args[0]} exit {p.returncode}: {msg[-1] if msg else ''}"[:300])
+        return dt
+
+    try:
+        try:
+            cli("pull", "--insecure", "-q", reg["ref"])
+        except Exception as e:
+            why = f"untimed lamina pull failed: {e}"
+
+            def failed() -> float:
+                raise RuntimeError(why)
+
+            for name in sorted(wanted & set(LAMINA_PEERS)):
+                record(name, failed)
+            return
+        cli("images")  # untimed: the first open after the pull (page cache, bytecode)
+        record("lamina images", lambda: cli("images"))
+        if w.runnable and "lamina run" in wanted:
+            record("lamina run", lambda: cli("--runtime", "runc", "run", "--rm", "--network", "none", reg["ref"], "/bin/true"))
+    finally:
+        fs.umount_tree(root)
 
 
 def _fuse_overlayfs(w: Any, base: Path, record: Any) -> None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import stat
 import time
 import traceback
@@ -46,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import fs
+from bench import fs, interleave
 
 # ---- the catalogue ----------------------------------------------------------------------------
 
@@ -250,14 +251,22 @@ class Outcome:
     error: str | None = None
     skipped: str | None = None
     extra: dict[str, Any] | None = None
+    cpu_seconds: float | None = None  # user + sys of the worker (all threads, reaped children)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
-        for k in ("seconds", "error", "skipped", "extra"):
+        for k in ("seconds", "cpu_seconds", "error", "skipped", "extra"):
             v = getattr(self, k)
             if v is not None:
                 d[k] = v
         return d
+
+
+def _cpu() -> float:
+    """User + system seconds of this process (every thread) and its reaped children, at the
+    kernel's accounting resolution (getrusage; os.times() counts in 10 ms ticks)."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
 def _describe(e: BaseException) -> str:
@@ -310,6 +319,14 @@ class Lifecycle:
     def _time(self, name: str, fn: Callable[[], Any], *, record: bool = True) -> Any:
         """Run ``fn``; when ``name`` is wanted and ``record``, keep its time. Errors propagate
         after being recorded."""
+        try:
+            return self._timed(name, fn, record)
+        finally:
+            if name in self.wanted:  # a phase boundary: the other side of an A/B pair's turn
+                interleave.gate().turn(name)
+
+    def _timed(self, name: str, fn: Callable[[], Any], record: bool) -> Any:
+        c0 = _cpu()
         t0 = time.perf_counter()
         try:
             result = fn()
@@ -324,7 +341,7 @@ class Lifecycle:
             raise
         dt = time.perf_counter() - t0
         if record and name in self.wanted:
-            self.out[name] = Outcome(seconds=dt)
+            self.out[name] = Outcome(seconds=dt, cpu_seconds=round(_cpu() - c0, 5))
         return result
 
     def _skip_rest(self, names: list[str], why: str) -> None:
@@ -477,6 +494,10 @@ class Lifecycle:
             else:
                 with contextlib.suppress(Exception):
                     self._time("start", lambda: start(store, c))
+            from bench import daemon_path  # the same start through the lamina CLI and the daemon
+
+            for name, o in daemon_path.measure(store.root, self.driver, self.w.ref, self.w.runnable).items():
+                self.out[name] = Outcome(**o)
         if path is None:
             return
         if "walk" in self.wanted:

@@ -48,7 +48,7 @@ class Profile:
         return replace(self, **kw)
 
 
-DEPTHS = (1, 8, 32, 128, 500)
+DEPTHS = (1, 8, 32, 64, 128, 500)  # 64 and 500: issue 15's tiny-layer aims (report.py AIMS)
 
 PROFILES: dict[str, Profile] = {
     "default": Profile(
@@ -63,7 +63,7 @@ PROFILES: dict[str, Profile] = {
         concurrency=(1, 2, 4, 8, 16),
         concurrency_workload="realistic",
         peers=tuple(p.name for p in PEERS),
-        peer_workloads=("realistic", "small-files", "large-files", "deep-128"),
+        peer_workloads=("realistic", "small-files", "large-files", "deep-64", "deep-128", "deep-500"),
         max_depth={"vfs": 128},
         full_workloads=("realistic", "small-files", "large-files", "deep-128"),
         series_skip_phases=("load",),

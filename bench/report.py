@@ -14,23 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from bench import stats
 from bench.phases import BY_NAME, PHASE_NAMES
-from bench.results import Suite
+from bench.results import Suite, fmt_s
 from bench.roofline import LIMIT_TEXT, WRITE_SEQ_BYTES, limit_samples
 
 if TYPE_CHECKING:
     from bench.compare import Comparison
 
 HEADLINE_ORDER = ("realistic", "small-files", "large-files", "deep-128")
-
-
-def fmt_s(x: float) -> str:
-    if x is None or not math.isfinite(x):
-        return "–"
-    if x < 1e-3:
-        return f"{x * 1e6:.0f} µs"
-    if x < 1:
-        return f"{x * 1e3:.1f} ms" if x < 0.1 else f"{x * 1e3:.0f} ms"
-    return f"{x:.2f} s"
 
 
 def fmt_bytes(n: float) -> str:
@@ -139,20 +129,12 @@ def workload_table(suite: Suite, wl: str) -> list[str]:
             c = suite.cell("phase", phase, d, wl)
             if c is None:
                 continue
-            if not c.samples:
-                why = c.reason or (c.errors[0] if c.errors else "")
-                lines.append(f"| {BY_NAME[phase].title} | {d} | {c.status}: {why[:90]} | | | | | | |")
-                continue
-            s = stats.summarize(c.samples)
-            lim = limit_samples(suite, d, wl, phase)
-            lim_m = stats.median(list(lim.values())) if lim else math.nan
-            frac = f"{lim_m / s['median'] * 100:.0f}%" if lim else ""
-            n_out = sum(s["outliers"])
-            spread = f"{s['spread'] * 100:.0f}%" + (" ⚠" if s["noisy"] else "")
-            err = f" ({len(c.errors)} failed)" if c.errors else ""
-            lines.append(f"| {BY_NAME[phase].title} | {d} | {fmt_s(s['median'])} | {fmt_s(s['ci_lo'])} – "
-                         f"{fmt_s(s['ci_hi'])} | {s['n']}{err} | {spread} | {n_out or ''} | "
-                         f"{fmt_s(lim_m) if lim else ''} | {frac} |")
+            lines.append(_phase_row(suite, BY_NAME[phase].title, d, wl, phase, c))
+            # the same work through the user's front doors (bench.daemon_path: start/cli, start/daemon)
+            for other in sorted(suite.select("phase", driver=d, workload=wl), key=lambda x: x.name):
+                if other.name.startswith(phase + "/"):
+                    lines.append(_phase_row(suite, BY_NAME[phase].title, f"{d} · {other.name[len(phase) + 1:]}",
+                                            wl, None, other))
         for pname, info in suite.peers.items():
             if info.get("phase") != phase:
                 continue
@@ -168,6 +150,23 @@ def workload_table(suite: Suite, wl: str) -> list[str]:
                          f"{fmt_s(s['ci_lo'])} – {fmt_s(s['ci_hi'])} | {s['n']} | {s['spread'] * 100:.0f}% | "
                          f"{sum(s['outliers']) or ''} | | |")
     return lines
+
+
+def _phase_row(suite: Suite, title: str, label: str, wl: str, phase: str | None, c: Any) -> str:
+    """One row of the workload table; ``phase`` None: no limit column (a front-door path)."""
+    if not c.samples:
+        why = c.reason or (c.errors[0] if c.errors else "")
+        return f"| {title} | {label} | {c.status}: {why[:90]} | | | | | | |"
+    s = stats.summarize(c.samples)
+    lim = limit_samples(suite, c.driver, wl, phase) if phase is not None else {}
+    lim_m = stats.median(list(lim.values())) if lim else math.nan
+    frac = f"{lim_m / s['median'] * 100:.0f}%" if lim else ""
+    n_out = sum(s["outliers"])
+    spread = f"{s['spread'] * 100:.0f}%" + (" ⚠" if s["noisy"] else "")
+    err = f" ({len(c.errors)} failed)" if c.errors else ""
+    return (f"| {title} | {label} | {fmt_s(s['median'])} | {fmt_s(s['ci_lo'])} – "
+            f"{fmt_s(s['ci_hi'])} | {s['n']}{err} | {spread} | {n_out or ''} | "
+            f"{fmt_s(lim_m) if lim else ''} | {frac} |")
 
 
 def series_table(suite: Suite, kind: str) -> list[str]:
@@ -242,6 +241,56 @@ def roofline_tables(suite: Suite) -> list[str]:
             row.append(f"{fmt_s(m)}" + (f"<br>{nbytes / m / 1e6:.0f} MB/s" if nbytes and m > 0 else ""))
         out.append(f"| {w} | " + " | ".join(row) + " |")
     return out
+
+
+# Issue 15's aims: (what, lamina's cell, podman's peer cell, workload, aim, kind). A "ratio" aim is
+# lamina / podman (medians of the same run, same filesystem); a "seconds" aim is lamina's own time.
+# lamina's cell: ("phase", phase names summed, driver) or ("peer", peer name, "").
+AIMS: tuple[tuple[str, tuple[str, tuple[str, ...], str], str | None, str, float, str], ...] = (
+    ("pull, realistic image, gzip, overlay", ("phase", ("pull",), "overlay"), "podman pull", "realistic", 0.5, "ratio"),
+    ("pull, realistic image, zstd, overlay", ("phase", ("pull",), "overlay"), "podman pull", "realistic-zstd", 0.4,
+     "ratio"),
+    ("pull, 64 tiny layers, overlay", ("phase", ("pull",), "overlay"), "podman pull", "deep-64", 0.25, "ratio"),
+    ("pull + mount, 500 tiny layers, overlay", ("phase", ("pull", "mount"), "overlay"), "podman pull", "deep-500",
+     5.0, "seconds"),
+    ("`run --rm IMG /bin/true`, overlay (CLI)", ("peer", ("lamina run",), ""), "podman run", "realistic", 0.6, "ratio"),
+    ("`lamina images` (one image, CLI)", ("peer", ("lamina images",), ""), None, "realistic", 0.060, "seconds"),
+)
+
+
+def _aim_side(suite: Suite, kind: str, names: tuple[str, ...], driver: str, workload: str) -> tuple[float | None, str]:
+    """The summed medians of the cells (None and why when one has no samples)."""
+    total = 0.0
+    for n in names:
+        c = suite.cell(kind, n, driver, workload)
+        if c is None:
+            return None, f"{n} not run on {workload}" + (" (not in this profile)" if workload not in suite.workloads else "")
+        if not c.samples:
+            return None, f"{n}: {c.status}: {(c.reason or (c.errors[0] if c.errors else ''))[:80]}"
+        total += stats.median(c.samples)
+    return total, ""
+
+
+def aims_table(suite: Suite) -> list[str]:
+    """Issue 15's table: each aim, lamina's and podman's medians, the ratio, met or missed by how
+    much. A row whose cells did not run says why (workload not in the profile, peer missing)."""
+    lines = ["| work | lamina | podman | lamina / podman | aim | verdict |", "|---|---:|---:|---:|---:|---|"]
+    for what, (kind, names, driver), peer, wl, aim, aim_kind in AIMS:
+        mine, why = _aim_side(suite, kind, names, driver, wl)
+        theirs, their_why = (None, "") if peer is None else _aim_side(suite, "peer", (peer,), "", wl)
+        ratio = mine / theirs if mine is not None and theirs is not None and theirs > 0 else None
+        aim_txt = f"<= {aim:g}" if aim_kind == "ratio" else f"<= {fmt_s(aim)}"
+        got = ratio if aim_kind == "ratio" else mine
+        if got is None:
+            verdict = f"not measured: {why or their_why}"
+        elif got <= aim:
+            verdict = "**met**"
+        else:
+            verdict = f"missed by {got / aim:.2f}x"
+        lines.append(f"| {what} ({wl}) | {fmt_s(mine) if mine is not None else '–'} | "
+                     f"{fmt_s(theirs) if theirs is not None else (their_why[:50] or '–') if peer else '–'} | "
+                     f"{f'{ratio:.2f}' if ratio is not None else '–'} | {aim_txt} | {verdict} |")
+    return lines
 
 
 def peers_table(suite: Suite) -> list[str]:
@@ -402,6 +451,11 @@ def write_report(suite: Suite, out: Path, *, results_name: str = "", comparison:
     pt = peers_table(suite)
     if pt:
         L += ["## Peers", ""] + pt + [""]
+    if suite.peers:
+        L += ["## Issue 15's aims", "",
+              "Medians of this run, same machine and filesystem; the ratio is lamina's median over podman's "
+              "(not paired). `lamina run` and `lamina images` are lamina's CLI in fresh processes "
+              "(bench/peers.py).", ""] + aims_table(suite) + [""]
     nr = not_run(suite)
     if nr:
         L += ["## Not run, skipped or failed", ""] + nr + [""]

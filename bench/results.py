@@ -33,6 +33,7 @@ newer ones. Version history:
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -247,3 +248,14 @@ def merge_micro(suite: Suite, benchmarks: Iterable[dict[str, Any]]) -> None:
             "data_total": len(stats.get("data", [])),
         }
     suite.micro = sorted(by_name.values(), key=lambda m: m["name"])
+
+
+def fmt_s(x: float) -> str:
+    """Seconds for a person: µs, ms or s, three significant figures at most; "–" for none."""
+    if x is None or not math.isfinite(x):
+        return "–"
+    if x < 1e-3:
+        return f"{x * 1e6:.0f} µs"
+    if x < 1:
+        return f"{x * 1e3:.1f} ms" if x < 0.1 else f"{x * 1e3:.0f} ms"
+    return f"{x:.2f} s"

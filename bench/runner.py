@@ -413,35 +413,54 @@ class Runner:
         return [sys.executable, "-m", "bench.worker", str(task_file)], str(REPO), None
 
     def _run_task(self, t: Task) -> dict[str, Any] | str:
+        with open(self.log_path, "a") as log:
+            proc, out = self._start_worker(t, log)
+            return self._finish_worker(proc, out, self.p.task_timeout)
+
+    def _start_worker(self, t: Task, log: Any, env_extra: dict[str, str] | None = None,
+                      pass_fds: tuple[int, ...] = ()) -> tuple[subprocess.Popen[bytes], Path]:
+        """Write ``t``'s task file and start its worker (output to ``log``); returns the process
+        and the path its result will be written to."""
         tdir = self.work / "tasks"
         tdir.mkdir(parents=True, exist_ok=True)
         task = dict(t.payload, kind=t.kind, rep=t.rep)
-        path = tdir / f"task-{os.getpid()}.json"
-        task["out"] = str(path.with_suffix(".out.json"))
+        path = tdir / f"task-{os.getpid()}{'-' + t.side if t.side else ''}.json"
+        out = path.with_suffix(".out.json")
+        task["out"] = str(out)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(task["out"])
+            os.unlink(out)
         path.write_text(json.dumps(task))
-        with open(self.log_path, "a") as log:
-            log.write(f"\n==== {_dt.datetime.now().isoformat(timespec='seconds')} rep {t.rep} {t.title()}\n")
-            log.flush()
-            argv, cwd, env = self._worker(t, path)
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-            try:
-                rc = proc.wait(self.p.task_timeout)
-            except subprocess.TimeoutExpired:
+        log.write(f"\n==== {_dt.datetime.now().isoformat(timespec='seconds')} rep {t.rep} {t.title()}\n")
+        log.flush()
+        argv, cwd, env = self._worker(t, path)
+        if env_extra:
+            env = {**(env if env is not None else os.environ), **env_extra}
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                start_new_session=True, pass_fds=pass_fds)
+        return proc, out
+
+    def _finish_worker(self, proc: subprocess.Popen[bytes], out: Path, timeout: float,
+                       why: str | None = None) -> dict[str, Any] | str:
+        """Wait for the worker (killing its process group on a timeout, or at once when ``why``
+        says it must stop) and read its result, or say why there is none."""
+        try:
+            if why is not None:
+                raise subprocess.TimeoutExpired(proc.args, 0)
+            rc = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # our own worker's process group
-                proc.wait()
-                return f"timed out after {self.p.task_timeout:.0f} s"
-            except BaseException:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise
+            proc.wait()
+            return why or f"timed out after {timeout:.0f} s"
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         if rc != 0:
             return f"worker exited {rc} (see {self.log_path})"
         try:
-            return json.loads(Path(task["out"]).read_text())  # type: ignore[no-any-return]
+            return json.loads(out.read_text())  # type: ignore[no-any-return]
         except (OSError, ValueError) as e:
             return f"worker left no result: {e}"
 
@@ -464,7 +483,9 @@ class Runner:
         if t.kind == "lifecycle":
             for phase, o in res.get("phases", {}).items():
                 if "seconds" in o:
-                    s.add_sample("phase", phase, t.driver, t.workload, None, t.rep, o["seconds"], o.get("extra"))
+                    c = s.add_sample("phase", phase, t.driver, t.workload, None, t.rep, o["seconds"], o.get("extra"))
+                    if "cpu_seconds" in o:  # the worker's CPU time in the phase, by repetition
+                        c.extra.setdefault("cpu_s", {})[str(t.rep)] = o["cpu_seconds"]
                     parts.append(f"{phase} {_fmt(o['seconds'])}")
                 elif "error" in o:
                     s.add_error("phase", phase, t.driver, t.workload, None, t.rep, o["error"])

@@ -68,18 +68,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with open(args[0], encoding="utf-8") as f:
         task = json.load(f)
-    set_test_knobs(os.environ)
-    t0 = time.perf_counter()
-    result = run_task(task)
-    result["worker_seconds"] = time.perf_counter() - t0
-    result["pid"] = os.getpid()
-    # whose code was measured: an A/B run checks each side ran its own revision's lamina
-    result["code"] = {m: getattr(sys.modules[m], "__file__", None) for m in ("graph", "drivers", "bench")
-                      if m in sys.modules}
-    tmp = task["out"] + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result, f)
-    os.replace(tmp, task["out"])
+    from bench import interleave
+
+    gate = interleave.gate()  # an A/B pair interleaved per phase (bench/interleave.py); else no-op
+    try:
+        gate.start()
+        set_test_knobs(os.environ)
+        t0 = time.perf_counter()
+        result = run_task(task)
+        result["worker_seconds"] = time.perf_counter() - t0
+        result["pid"] = os.getpid()
+        result["turns"] = gate.turns
+        # whose code was measured: an A/B run checks each side ran its own revision's lamina
+        result["code"] = {m: getattr(sys.modules[m], "__file__", None) for m in ("graph", "drivers", "bench")
+                          if m in sys.modules}
+        tmp = task["out"] + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(result, f)
+        os.replace(tmp, task["out"])
+    finally:
+        gate.end()
     return 0
 
 

@@ -10,24 +10,37 @@ graphdriver. A user embeds it as a storage backend in a few lines::
 Everything a user needs is exported here (``__all__``); other modules are implementation.
 """
 
-from graph.containers import Container
-from graph.digest import ChainID, DiffID, Digest, ImageID, chain_id, chain_ids
-from graph.errors import (
-    AlreadyExists,
-    Bug,
-    Conflict,
-    Corrupt,
-    DigestMismatch,
-    InvalidInput,
-    LaminaError,
-    NotFound,
-    Unsupported,
-)
-from graph.images import Image
-from graph.layers import Layer
-from graph.oci.reference import Reference, parse_reference
-from graph.store import Problem, PruneReport, Store
-from graph.volumes import Volume, check_name as check_volume_name
+# Every name loads on first use (PEP 562): ``from graph import Store`` imports the store and what
+# it needs, not containers, volumes, archives, pulls or the HTTP client; the CLI imports ``graph``
+# on every start (tests/cli/test_imports.py). Type checkers read the imports below.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING's value, without importing typing here
+if TYPE_CHECKING:
+    from graph.archive import LoadedImage, load_archive, save_archive
+    from graph.containers import Container
+    from graph.digest import ChainID, DiffID, Digest, ImageID, chain_id, chain_ids
+    from graph.distribution.auth import Credentials
+    from graph.distribution.pull import PullResult, pull
+    from graph.distribution.push import PushResult, push
+    from graph.distribution.registry import RegistryOptions
+    from graph.errors import (
+        AlreadyExists,
+        Bug,
+        Conflict,
+        Corrupt,
+        DigestMismatch,
+        InvalidInput,
+        LaminaError,
+        NotFound,
+        Unsupported,
+    )
+    from graph.images import Image
+    from graph.layers import Layer
+    from graph.networks import Endpoint, Network, NetworkStore
+    from graph.networks import inspect_doc as network_inspect_doc
+    from graph.networks import parse_pools as parse_network_pools
+    from graph.oci.reference import Reference, parse_reference
+    from graph.store import Problem, PruneReport, Store
+    from graph.volumes import Volume, check_name as check_volume_name
 
 __all__ = [
     # the store and the records it hands out
@@ -45,9 +58,23 @@ __all__ = [
     "Endpoint", "Network", "NetworkStore", "network_inspect_doc", "parse_network_pools",
 ]
 
-# Archives, pulls and pushes pull in tarfile, compression and HTTP libraries; the CLI imports
-# ``graph`` on every start, so these names load on first use (PEP 562). name -> (module, its name there)
+# name -> (module, its name there); the archive, pull and push names bring tarfile, compression and
+# HTTP libraries, the network names the address pools: none of them loads for ``lamina images``.
+_ERRORS = ("AlreadyExists", "Bug", "Conflict", "Corrupt", "DigestMismatch", "InvalidInput", "LaminaError",
+           "NotFound", "Unsupported")
 _LAZY = {
+    **{name: ("graph.errors", name) for name in _ERRORS},
+    **{name: ("graph.digest", name) for name in ("ChainID", "DiffID", "Digest", "ImageID", "chain_id", "chain_ids")},
+    "Container": ("graph.containers", "Container"),
+    "Image": ("graph.images", "Image"),
+    "Layer": ("graph.layers", "Layer"),
+    "Reference": ("graph.oci.reference", "Reference"),
+    "parse_reference": ("graph.oci.reference", "parse_reference"),
+    "Problem": ("graph.store", "Problem"),
+    "PruneReport": ("graph.store", "PruneReport"),
+    "Store": ("graph.store", "Store"),
+    "Volume": ("graph.volumes", "Volume"),
+    "check_volume_name": ("graph.volumes", "check_name"),
     "LoadedImage": ("graph.archive", "LoadedImage"),
     "load_archive": ("graph.archive", "load_archive"),
     "save_archive": ("graph.archive", "save_archive"),

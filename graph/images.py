@@ -18,10 +18,13 @@ from graph.content import ContentStore
 from graph.db import DB
 from graph.digest import ChainID, Digest, ImageID, chain_ids
 from graph.errors import AlreadyExists, InvalidInput, NotFound
-from graph.oci.formats import ImageConfig, parse_config
 from graph import leases
 from graph.layer_blobs import LayerBlobs
 from graph.layers import LayerStore
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the config parser loads when a config is parsed (``lamina images`` reads one field)
+    from graph.oci.formats import ImageConfig
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class ImageStore:
         Raises: InvalidInput (config fails validation), NotFound (a layer is missing).
         Repeat: creating an existing image returns it unchanged.
         """
+        from graph.oci.formats import parse_config
+
         cfg = parse_config(config_raw)
         chains = chain_ids(cfg.diff_ids)
         top = chains[-1] if chains else None
@@ -161,10 +166,21 @@ class ImageStore:
     def list(self) -> list[Image]:
         return [self._row(r) for r in self.db.query("SELECT * FROM images ORDER BY created DESC")]
 
-    def config(self, id: ImageID) -> ImageConfig:
+    def config(self, id: ImageID) -> "ImageConfig":
         """The parsed config of an image (read from the content store)."""
+        from graph.oci.formats import parse_config
+
         self.get(id)
         return parse_config(self.content.read_bytes(id))
+
+    def created_text(self, id: ImageID) -> str | None:
+        """The config's ``created`` field as written (RFC 3339), or None: what a listing shows,
+        read without the full parse (``config``), which the config passed when it was stored."""
+        import json
+
+        self.get(id)
+        created = json.loads(self.content.read_bytes(id)).get("created")
+        return created if isinstance(created, str) else None
 
     def by_prefix(self, prefix: str) -> Image:
         """An image by (short) ID: ``sha256:abc…`` or ``abc…``; ambiguous prefixes refused."""

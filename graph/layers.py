@@ -18,9 +18,11 @@ back any interrupted register or release.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
+import types
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
@@ -60,9 +62,23 @@ class Layer:
 class LayerStore:
     """Read-only layers by ChainID and read-write layers by cache-id, over one driver."""
 
-    def __init__(self, db: DB, driver: Driver) -> None:
+    def __init__(self, db: DB, driver: Driver | Callable[[], Driver]) -> None:
+        """``driver``: the driver, or a function that opens it on first use (a store opened
+        for reading lists layers from its rows without opening the driver)."""
         self.db = db
-        self.driver = driver
+        self._driver: Driver | None = None
+        self._open: Callable[[], Driver] | None = None
+        if isinstance(driver, (types.FunctionType, types.MethodType)):
+            self._open = driver
+        else:
+            self._driver = driver
+
+    @property
+    def driver(self) -> Driver:
+        if self._driver is None:
+            assert self._open is not None
+            self._driver = self._open()
+        return self._driver
 
     # ---- lookups -------------------------------------------------------------------------
     @staticmethod
@@ -172,6 +188,29 @@ class LayerStore:
         """
         cid = new_cache_id()
         self._pending_add(cid)
+        self.create_reserved(cid, parent_cache)
+        return cid
+
+    def reserve(self, n: int) -> list[CacheID]:
+        """``prepare``'s first half for ``n`` layers at once: ``n`` new cache-ids, their pending
+        rows in one transaction (one WAL sync for a whole pull's stack, not one per layer).
+
+        Requires: nothing.  Effect: pending rows, no driver data; ``create_reserved`` makes
+        each layer (a cache-id never made is dropped by ``unreserve``, or by ``recover`` after a
+        crash: a pending row with no data is just deleted).  Repeat: new cache-ids each time.
+        """
+        cids = [new_cache_id() for _ in range(n)]
+        if cids:
+            now, pid = time.time(), os.getpid()
+            with self.db.transaction() as c:
+                c.executemany("INSERT INTO pending (cache_id, pid, created) VALUES (?, ?, ?)",
+                              [(cid, pid, now) for cid in cids])
+            _step("register:reserved")
+        return cids
+
+    def create_reserved(self, cid: CacheID, parent_cache: CacheID | None) -> None:
+        """``prepare``'s second half: the empty driver layer of a reserved cache-id on
+        ``parent_cache``. Raises as ``prepare``; on failure the layer and its row are gone."""
         try:
             _step("register:pending")
             self.driver.create(cid, parent_cache)
@@ -179,7 +218,20 @@ class LayerStore:
         except BaseException:
             self._discard(cid)
             raise
-        return cid
+
+    def unreserve(self, cids: list[CacheID]) -> None:
+        """Drop reserved cache-ids whose layers were never made (one transaction)."""
+        with self.db.transaction() as c:
+            c.executemany("DELETE FROM pending WHERE cache_id = ?", [(cid,) for cid in cids])
+
+    @contextlib.contextmanager
+    def committing(self) -> Iterator[None]:
+        """``commit_prepared`` calls inside the block nest in one transaction: every row becomes
+        visible (and durable: one WAL sync) together when the block ends, none if it raises.
+        A crash inside leaves every layer pending, which ``recover`` rolls back as for one."""
+        with self.db.transaction():
+            yield
+        _step("register:all-committed")
 
     def apply_prepared(
         self,

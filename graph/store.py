@@ -10,6 +10,7 @@ registries live in their own modules and work through this object.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -19,7 +20,6 @@ from typing import Any, BinaryIO, Callable, ContextManager
 import drivers
 from drivers.base import Driver, Sweeper
 from drivers.sys.durable import fsync_dir
-from graph.containers import Container, ContainerStore
 from graph.content import ContentStore
 from graph.db import DB
 from graph.digest import ChainID, DiffID, Digest, ImageID, chain_ids
@@ -28,11 +28,15 @@ from graph.images import Image, ImageStore
 from graph.gc import OPEN_BUDGET, PARTIAL_MAX_AGE, Collector, GCReport, expire_partials, stale_partials
 from graph.layer_blobs import LayerBlobs
 from graph.layers import Layer, LayerStore
-from graph.leases import Leases
 from graph.oci.reference import Reference, parse_reference
 from graph.references import ReferenceStore
 from graph.verify import TeeReader
-from graph.volumes import VolumeStore
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # containers, volumes and leases load when first used (Store's lazy open)
+    from graph.containers import Container, ContainerStore
+    from graph.leases import Leases
+    from graph.volumes import VolumeStore
 
 DRIVER_FILE = "driver"
 
@@ -76,9 +80,16 @@ class Store:
     ``Store(root, driver="overlay")`` opens (creating if needed). ``driver=None`` takes the driver
     the root was created with, else the machine's default. A root keeps its driver: opening it with
     another raises Conflict.
+
+    ``recover=False`` opens for reading without the recovery (``recover``): the driver is then
+    opened on first use, and the container, volume and lease tables are made (and their modules
+    imported) on first use too, so ``lamina images`` reads its rows without opening a driver.
+    Nothing an interrupted operation left is visible to a reader (an image, layer or reference
+    row exists only once committed); the next open that recovers finishes it.
     """
 
-    def __init__(self, root: str | os.PathLike[str], driver: str | None = None, **driver_options: Any) -> None:
+    def __init__(self, root: str | os.PathLike[str], driver: str | None = None, *, recover: bool = True,
+                 **driver_options: Any) -> None:
         self.root = Path(root).absolute()
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "drivers").mkdir(exist_ok=True)
@@ -87,20 +98,44 @@ class Store:
         self.db = DB(self.root / "lamina.db")
         try:
             self.content = ContentStore(self.root)
-            self.driver: Driver = drivers.open_driver(
-                self.driver_name, self.root / "drivers" / self.driver_name, **driver_options
-            )
-            self.layers = LayerStore(self.db, self.driver)
-            self.leases = Leases(self.db)
+            self._driver_options = driver_options
+            for lazy in ("leases", "containers", "volumes"):  # __init__ again: no table of the old db
+                self.__dict__.pop(lazy, None)
+            self.layers = LayerStore(self.db, self._open_driver)
             self.layer_blobs = LayerBlobs(self.db, self.content)
             self.images = ImageStore(self.db, self.content, self.layers, self.layer_blobs)
             self.refs = ReferenceStore(self.db)
-            self.containers = ContainerStore(self.db, self.layers)
-            self.volumes = VolumeStore(self.db, self.root / "volumes")
-            self.recover()
+            if recover:
+                self.layers.driver  # noqa: B018 - opened now: Unsupported at open, as before
+                self.recover()
         except BaseException:
             self.db.close()
             raise
+
+    def _open_driver(self) -> Driver:
+        return drivers.open_driver(self.driver_name, self.root / "drivers" / self.driver_name, **self._driver_options)
+
+    @property
+    def driver(self) -> Driver:
+        return self.layers.driver
+
+    @functools.cached_property
+    def leases(self) -> "Leases":
+        from graph.leases import Leases
+
+        return Leases(self.db)
+
+    @functools.cached_property
+    def containers(self) -> "ContainerStore":
+        from graph.containers import ContainerStore
+
+        return ContainerStore(self.db, self.layers)
+
+    @functools.cached_property
+    def volumes(self) -> "VolumeStore":
+        from graph.volumes import VolumeStore
+
+        return VolumeStore(self.db, self.root / "volumes")
 
     # ---- life ----------------------------------------------------------------------------
     def _bind_driver(self, wanted: str | None) -> str:

@@ -31,7 +31,7 @@ from runtime.lifecycle import Running, create, kill, pause, remove, run, start, 
 from runtime.logs import Entry
 from runtime.oci import DEFAULT_RUNTIME, RUNTIMES, OCIRuntime, open_runtime, signal_number
 from runtime.paths import paths_of
-from runtime.reconcile import reconcile, reconcile_all, sweep_runtime_state
+from runtime.reconcile import list_reconciled, reconcile, reconcile_all, sweep_runtime_state
 from runtime.state import State, read_state
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "read_state",
     "reconcile",
     "reconcile_all",
+    "list_reconciled",
     "remove",
     "run",
     "signal_number",

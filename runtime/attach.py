@@ -41,6 +41,23 @@ class Attachment:
         self.monitor_pid = 0
         self.monitor_start = 0
         self.child = 0  # the monitor is our child until we exit: reap it if it ends first
+        self._send = threading.Lock()  # frames to the monitor may come from several threads
+
+    def send_input(self, data: bytes) -> bool:
+        """Keys for a terminal container's pty (from any thread); False once the monitor is gone."""
+        return self._frame_out(STDIN, data)
+
+    def resize(self, rows: int, cols: int) -> bool:
+        """Set a terminal container's window size (from any thread); False once the monitor is gone."""
+        return self._frame_out(RESIZE, resize_body(rows, cols))
+
+    def _frame_out(self, kind: int, body: bytes) -> bool:
+        try:
+            with self._send:
+                self.sock.sendall(pack(kind, body))
+            return True
+        except OSError:
+            return False
 
     def _recv_exact(self, n: int) -> bytes | None:
         buf = bytearray()
@@ -110,24 +127,29 @@ class Attachment:
             elif kind == EXIT:
                 return Exit.from_json(json.loads(body))
 
-    def stream_tty(self, out: BinaryIO, stdin_fd: int | None) -> Exit | None:
+    def stream_tty(self, out: BinaryIO, stdin_fd: int | None, *, window: bool = True) -> Exit | None:
         """``stream`` for a terminal container: its output to ``out`` as it comes, and, with
-        ``stdin_fd``, the keys read there sent to its pty; the window size follows this
-        process's terminal (SIGWINCH). The caller puts its terminal in raw mode."""
+        ``stdin_fd``, the keys read there sent to its pty; with ``window`` the window size
+        follows this process's terminal (SIGWINCH: the main thread only). The caller puts its
+        terminal in raw mode. A caller in another thread (the daemon) passes ``window=False``
+        and sends keys and sizes itself (``send_input``, ``resize``)."""
         import select
         import signal
 
         from runtime import tty
 
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        old_winch = signal.signal(signal.SIGWINCH, lambda *_: None)
-        watch = stdin_fd if stdin_fd is not None else (out.fileno() if _isatty(out) else None)
+        if window:
+            old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+            old_winch = signal.signal(signal.SIGWINCH, lambda *_: None)
+        watch = None
+        if window:
+            watch = stdin_fd if stdin_fd is not None else (out.fileno() if _isatty(out) else None)
 
         def send_size() -> None:
             size = tty.window_size(watch) if watch is not None else None
             if size is not None:
-                self.sock.sendall(pack(RESIZE, resize_body(*size)))
+                self.resize(*size)
 
         try:
             send_size()
@@ -145,7 +167,7 @@ class Attachment:
                 if stdin_fd is not None and stdin_fd in ready:
                     data = os.read(stdin_fd, 65536)
                     if data:
-                        self.sock.sendall(pack(STDIN, data))
+                        self.send_input(data)
                     else:
                         fds.remove(stdin_fd)  # end of input: the container goes on
                         stdin_fd = None
@@ -166,8 +188,9 @@ class Attachment:
                         elif kind == EXIT:
                             return Exit.from_json(json.loads(body))
         finally:
-            signal.signal(signal.SIGWINCH, old_winch)
-            signal.set_wakeup_fd(old_wakeup)
+            if window:
+                signal.signal(signal.SIGWINCH, old_winch)
+                signal.set_wakeup_fd(old_wakeup)
             os.close(wake_r)
             os.close(wake_w)
 
@@ -194,9 +217,7 @@ class Attachment:
         """The caller recorded the exit: tell the monitor, which then just exits (the runtime has
         deleted the container before the exit was reported, so nothing of it is left)."""
         try:
-            self.sock.sendall(pack(DONE))
-        except OSError:
-            pass
+            self._frame_out(DONE, b"")
         finally:
             self.sock.close()
             self.reap()
@@ -218,7 +239,7 @@ _unreaped_lock = threading.Lock()  # the daemon starts and reaps monitors from m
 def _isatty(f: BinaryIO) -> bool:
     try:
         return os.isatty(f.fileno())
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return False
 
 

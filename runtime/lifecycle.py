@@ -195,18 +195,21 @@ def run(store: "Store", image: str, *, name: str | None = None, config: dict[str
         raise
 
 
-def wait(store: "Store", running: Running, out: BinaryIO, err: BinaryIO, *, tty_stdin: int | None = None) -> int:
+def wait(store: "Store", running: Running, out: BinaryIO, err: BinaryIO, *, tty_stdin: int | None = None,
+         window: bool = True) -> int:
     """Stream an attached container's output until it exits; record the exit (and remove the
     container if it was run with ``--rm``); the exit code. The runtime has deleted the container
     before its exit is reported, so nothing of a ``--rm`` container outlives the call (the
     monitor, told that its caller took over, exits right after). A terminal container's output
-    is one stream (to ``out``); ``tty_stdin``: an fd whose bytes go to its pty (``-i -t``)."""
+    is one stream (to ``out``); ``tty_stdin``: an fd whose bytes go to its pty (``-i -t``);
+    ``window``: its window size follows this process's terminal (SIGWINCH, so the main thread
+    only; a caller in another thread passes False and uses ``attachment.resize``)."""
     att = running.attachment
     if att is None:
         raise LaminaError("wait: container not attached")
     try:
         if running.container.config.get("Tty"):
-            ex = att.stream_tty(out, tty_stdin)
+            ex = att.stream_tty(out, tty_stdin, window=window)
         else:
             ex = att.stream(out, err)
         if ex is None:  # the monitor died: reconcile kills what is left and records it

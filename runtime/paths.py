@@ -63,7 +63,8 @@ class Paths(Record):
 
 
 def paths_of(store: "Store", c: "Container") -> Paths:
-    return Paths(str(store.root / "containers" / c.id), c.id)
+    # strings, not pathlib: ``ps`` calls this once per container
+    return Paths(f"{os.fspath(store.root)}/containers/{c.id}", c.id)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from runtime.network import setup as network  # bridge networks: attach at start
 from runtime.oci import DEFAULT_RUNTIME, OCIRuntime, open_runtime
 from runtime.paths import Paths, locked, paths_of
 from runtime.proc import start_time, wait_gone
-from runtime.state import (ACTIVE, EXIT_KILLED, EXIT_UNKNOWN, Exit, State, holds_rootfs, read_exit,
+from runtime.state import (ACTIVE, EXIT_KILLED, EXIT_UNKNOWN, Exit, State, read_exit,
                            read_state, write_state)
 
 if TYPE_CHECKING:
@@ -143,14 +143,36 @@ def reconcile_all(store: "Store") -> None:
     """Reconcile every container that may need it (recorded active, holding its rootfs, or
     exited with ``--rm``), delete runtime state nobody owns, and remove container directories
     without a record (a crash inside ``rm``)."""
+    list_reconciled(store)
+
+
+def list_reconciled(store: "Store") -> list[tuple["Container", State]]:
+    """``reconcile_all``, and every container left with its state (newest first, as
+    ``store.containers.list``): one listing and one state read per container, so ``ps`` pays
+    for each container once (the daemon's ``docker ps``, ``lamina ps``)."""
     sweep_runtime_state(store)
     known = set()
+    out: list[tuple["Container", State]] = []
     for c in store.containers.list():
         known.add(c.id)
         p = paths_of(store, c)
-        if c.state in ACTIVE or holds_rootfs(p) or (c.state == "exited" and auto_remove(c)):
-            with contextlib.suppress(NotFound):
-                reconcile(store, c)
+        st = read_state(p, c.state)
+        if c.state in ACTIVE or st.Status in ACTIVE or st.RootfsHeld or (c.state == "exited" and auto_remove(c)):
+            try:
+                got = reconcile(store, c)
+            except NotFound:
+                continue
+            if got is None:
+                continue  # gone: an --rm container that had exited, or removed meanwhile
+            c, st = got
+        out.append((c, st))
+    _remove_orphans(store, known)
+    return out
+
+
+def _remove_orphans(store: "Store", known: set[str]) -> None:
+    """Container directories without a record (a crash inside ``rm``), then bridge networks'
+    leftovers nobody runs."""
     base = store.root / "containers"
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(base):

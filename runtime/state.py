@@ -63,8 +63,8 @@ class State(Record):
 
 def read_state(p: Paths, db_state: str = "created") -> State:
     try:
-        with open(p.state, encoding="utf-8") as f:
-            return State.from_json(json.load(f))
+        with open(p.state, "rb", buffering=0) as f:  # bytes, unbuffered: ``ps`` reads one per container
+            return State.from_json(json.loads(f.readall()))
     except FileNotFoundError:
         return State(Status=db_state if db_state in ("created", "exited") else "created")
     except (ValueError, TypeError):
@@ -82,14 +82,6 @@ def write_json(path: str, doc: Mapping[str, Any]) -> None:
 def write_state(p: Paths, st: State) -> None:
     """Requires: the directory's lock (``runtime.paths.locked``)."""
     write_json(p.state, st.as_dict())
-
-
-def holds_rootfs(p: Paths) -> bool:
-    try:
-        with open(p.state, encoding="utf-8") as f:
-            return bool(json.load(f).get("RootfsHeld"))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 class Exit(Record):

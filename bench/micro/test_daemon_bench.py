@@ -14,7 +14,8 @@ What each benchmark times (call to exit of a fresh client process, overlay drive
 - ``docker_images_50`` / ``docker_ps_50``: ``docker images`` and ``docker ps -a`` with 50 images
   and 50 containers in the store (aim: under 50 ms); ``lamina_images_50`` / ``lamina_ps_50``: the
   ``lamina`` CLI on the same store; ``api_images_50`` / ``api_ps_50``: the daemon's own share, one
-  HTTP request over the socket from this process;
+  HTTP request over the socket from this process; ``handler_images_50`` / ``handler_ps_50``:
+  the handlers' store and runtime work alone, called in this process (no HTTP);
 - ``docker_version``: ``docker version`` (the client's start plus one round trip: the floor of
   every docker command).
 """
@@ -253,6 +254,26 @@ def test_api_list_50(benchmark: Any, fx: Fixture, what: str) -> None:
 
     benchmark.pedantic(once, rounds=ROUNDS * 2, iterations=1)
     _record(f"api_{what}_50", benchmark)
+
+
+@pytest.mark.parametrize("what", ["images", "ps"])
+def test_handler_list_50(benchmark: Any, fx: Fixture, what: str) -> None:
+    """The daemon's own work for one list request, in this process: the handler's store and
+    runtime calls (``list_images``, ``list_containers`` with ``all``), no HTTP, no client."""
+    _populate(fx)
+    from graph import Store
+    from lamina.daemon import containers, images
+
+    with Store(fx.root, driver="overlay") as store:
+        if what == "images":
+            def once() -> Any:
+                return images.list_images(store, all_=False, flt={})
+        else:
+            def once() -> Any:
+                return containers.list_containers(store, all_=True, flt={})
+        assert len(once()) >= 50
+        benchmark.pedantic(once, rounds=ROUNDS * 4, iterations=1, warmup_rounds=2)
+    _record(f"handler_{what}_50", benchmark)
 
 
 def test_zz_report() -> None:

@@ -202,9 +202,15 @@ def make_loop_filesystem(base: Path, fstype: str = "btrfs", size: str | int = "5
     args = (*MKFS_ARGS.get(fstype, []), *mkfs_args)
     fs = LoopFS(image=base / f"{stem}.img", mountpoint=base / stem, fstype=fstype,
                 size=parse_size(size), mkfs_args=args)
-    try:
-        with open(fs.image, "xb") as f:
+    # an existing image is refused before anything is made: the clean-up below removes only
+    # what this call created, never a file that was there before
+    with open(fs.image, "xb") as f:
+        try:
             f.truncate(fs.size)          # sparse: costs no disk until written
+        except BaseException:
+            fs.image.unlink()
+            raise
+    try:
         _run(f"mkfs.{fstype}", *args, str(fs.image))
         fs.device = _run("losetup", "--find", "--show", str(fs.image)).strip()
         fs.mountpoint.mkdir(exist_ok=True)

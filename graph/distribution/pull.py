@@ -14,7 +14,8 @@ What happens
    ("exists"); ChainID registered but blob not stored -> fetch the blob and check its DiffID
    (so a later push hands out the very bytes); otherwise fetch (unless the blob is stored) and
    apply.
-4. **Transfer and apply, overlapped.** Up to ``concurrency`` downloads run at once, each
+4. **Transfer and apply, overlapped.** Up to ``concurrency`` downloads run at once (``choose_concurrency``:
+   3, or 8 for many tiny layers), each
    streaming its blob into a resumable content-store ingest (sha256 and size checked at commit;
    more bytes than the descriptor says are refused as they arrive). The applier reads the same
    bytes back from the ingest file as they land (a *spool*: downloads never wait for
@@ -73,6 +74,20 @@ if TYPE_CHECKING:
 
 DEFAULT_CONCURRENCY = 3
 MAX_CONCURRENCY = 32
+# Many tiny layers: each blob's cost is a round trip and a file sync, not bytes, so more downloads
+# at once overlap them. Measured here (deep-500, blobs of a few KB, journaled ext4 loop, load 8):
+# 3 at once 5.6-6.8 s, 8 at once 4.0-4.3 s, 16 at once 5.0 s; deep-64: 1.0 s -> 0.6-0.9 s.
+TINY_CONCURRENCY = 8
+TINY_LAYER = 1 << 20  # a median layer blob below this makes an image "many tiny layers"
+
+
+def choose_concurrency(manifest: Manifest) -> int:
+    """Downloads at once when the caller names none: Docker's 3, or ``TINY_CONCURRENCY`` for an
+    image of more than 3 layers whose median blob is under ``TINY_LAYER``."""
+    sizes = sorted(d.size for d in manifest.layers)
+    if len(sizes) > DEFAULT_CONCURRENCY and sizes[len(sizes) // 2] < TINY_LAYER:
+        return TINY_CONCURRENCY
+    return DEFAULT_CONCURRENCY
 
 
 @dataclass
@@ -106,7 +121,7 @@ def pull(
     options: RegistryOptions | None = None,
     client: RegistryClient | None = None,
     platform: Platform | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    concurrency: int | None = None,
     progress_fn: progress.ProgressFn | None = None,
     keep_partial: bool = False,
 ) -> PullResult:
@@ -125,7 +140,7 @@ def pull(
     Repeat: pulling again fetches nothing that is present and returns ``new=False``.
     """
     ref = parse_reference(reference) if isinstance(reference, str) else reference
-    if not 1 <= concurrency <= MAX_CONCURRENCY:
+    if concurrency is not None and not 1 <= concurrency <= MAX_CONCURRENCY:
         raise InvalidInput(f"concurrency must be 1..{MAX_CONCURRENCY}, got {concurrency}")
     own = client is None
     cli = client if client is not None else RegistryClient(options)
@@ -135,7 +150,8 @@ def pull(
     try:
         repo, top = _resolve(cli, ref)
         manifest, index = _select(repo, ref, top, platform)
-        job = _Job(store, repo, ref, manifest, index, report, concurrency, undo, t0)
+        n = concurrency if concurrency is not None else choose_concurrency(manifest)
+        job = _Job(store, repo, ref, manifest, index, report, n, undo, t0)
         with store.lease() as lease:
             job.lease = lease
             cfg = job.fetch_config(platform)
@@ -208,6 +224,7 @@ class _Item:
     work: "Future[tuple[DiffID, int]] | None" = None
     cid: CacheID | None = None
     parent_cache: CacheID | None = None
+    created: bool = False  # its reserved driver layer was made (LayerStore.create_reserved)
     lost: bool = False  # our prepared copy lost to an equal layer recorded meanwhile
     synced: bool = False  # the pull's barrier (_barrier) synced the filesystem after applying it
     lock: "_ChainLock | None" = None
@@ -279,9 +296,15 @@ class _Job:
     # -- plan ------------------------------------------------------------------------------
 
     def plan(self, cfg: ImageConfig) -> None:
+        """Every layer's blob leased (one transaction, committed before looking: see graph.gc),
+        then looked at, then every recorded layer held (one transaction). One WAL sync each,
+        not one per layer: a 500-layer pull made 500 of each."""
         store = self.store
         parent: ChainID | None = None
         n = len(self.manifest.layers)
+        with store.db.transaction():
+            for desc in self.manifest.layers:
+                store.lease_blob(self.lease, desc.digest)
         for i, (desc, diff_id) in enumerate(zip(self.manifest.layers, cfg.diff_ids)):
             chain = chain_id(parent, diff_id)
             item = _Item(
@@ -289,17 +312,19 @@ class _Job:
                 compression=formats.layer_compression(desc.media_type),
                 what=f"{self.ref.familiar()} layer {i + 1}/{n} ({desc.digest.hex[:12]})",
             )
-            store.lease_blob(self.lease, desc.digest)  # before looking: see graph.gc
             item.stored = store.content.exists(desc.digest)
             if item.stored and store.content.size(desc.digest) != desc.size:
                 raise DigestMismatch(
                     f"{item.what}: blob {desc.digest} has {store.content.size(desc.digest)} bytes, "
                     f"the descriptor says {desc.size}"
                 )
-            if store.lease_layer(self.lease, chain):
-                item.action = "exists" if item.stored and self._recorded(diff_id, desc.digest) else "check"
             self.items.append(item)
             parent = chain
+        with store.db.transaction():  # held once this commits: a concurrent collection keeps them
+            held = [store.lease_layer(self.lease, it.chain) for it in self.items]
+        for it, h in zip(self.items, held):
+            if h:
+                it.action = "exists" if it.stored and self._recorded(it.diff_id, it.desc.digest) else "check"
 
     def _recorded(self, diff_id: DiffID, blob: Digest) -> bool:
         return self.store.layer_blobs.recorded(diff_id, blob)
@@ -325,18 +350,25 @@ class _Job:
                     it.spool.open(self.store.content.path(it.desc.digest), it.desc.size, complete=True)
                 else:
                     it.blob = dl.submit(self._download, it)
+            self._reserve(work)
             if self.parallel:
-                for it in work:  # locks and driver layers in stack order, each applied once made
-                    self._lock_and_prepare(it)
+                for it in work:  # driver layers in stack order, each applied once made
+                    self._create(it)
                     it.work = ap.submit(self._apply, it)
                 self._barrier(work)
             else:  # one apply worker: each layer is made and applied after its parent
                 for it in work:
-                    it.work = ap.submit(self._prepare_and_apply, it)
+                    it.work = ap.submit(self._create_and_apply, it)
                 self._barrier(work)
-            for it in self.items:
-                if it.action != "exists" or it.work is not None:
-                    self._commit(it)
+            undo_mark = len(self.undo.layers)
+            try:
+                with self.store.layers.committing():  # every row in one transaction: one WAL sync
+                    for it in self.items:
+                        if it.action != "exists" or it.work is not None:
+                            self._commit(it)
+            except BaseException:
+                del self.undo.layers[undo_mark:]  # rolled back with the transaction: nothing to undo
+                raise
             self._record_blobs()
         except BaseException:
             self.cancel.set()
@@ -358,8 +390,12 @@ class _Job:
                     it.spool = None
             with contextlib.suppress(OSError):
                 self.locks_dir.rmdir()  # only when empty: no other pull holds a lock
+            unmade = [it.cid for it in self.items if it.cid is not None and not it.created]
+            if unmade:  # reserved, never made: no data, only the pending rows (one transaction)
+                with contextlib.suppress(LaminaError, OSError):
+                    self.store.layers.unreserve(unmade)
             for it in reversed(self.items):  # children first
-                if it.cid is None:
+                if it.cid is None or not it.created:
                     continue
                 if it.lost or not self.store.layers.records_cache_id(it.cid):
                     with contextlib.suppress(LaminaError, OSError):
@@ -426,8 +462,7 @@ class _Job:
                     with self._count_lock:
                         self.downloaded += 1
                         self.downloaded_bytes += w.offset - start
-                digest = w.commit()
-            self.store.lease_blob(self.lease, digest)
+                digest = w.commit()  # leased by plan() before anything looked (no transaction here)
             it.times["download_end"] = time.perf_counter() - self.t0
             return digest
         except BaseException as e:
@@ -442,23 +477,41 @@ class _Job:
             return below.cid
         return self.store.layers.get(below.chain).cache_id
 
-    def _lock_and_prepare(self, it: _Item) -> None:
-        if it.action != "apply":
-            return
-        it.lock = _ChainLock.acquire(self.locks_dir, it.chain, self.cancel)
-        if self.store.lease_layer(self.lease, it.chain):  # another pull registered it meanwhile
-            it.action = "check"
-            it.lock.release()
-            it.lock = None
-            return
-        it.parent_cache = self._parent_cache(it)
-        it.cid = self.store.layers.prepare(it.parent_cache)
+    def _reserve(self, work: list[_Item]) -> None:
+        """Before any driver layer is made: the chain locks in stack order (so never in a cycle),
+        the layers another pull registered meanwhile held (and left alone: one transaction), and
+        a pending row for every layer still to apply (``LayerStore.reserve``: one transaction, one
+        WAL sync for the stack, where a 500-layer pull made 500). The rows are on disk before any data
+        they describe; a crash after them leaves pending rows with no data, which ``recover``
+        drops. Layers are then made one by one (``_create``) as they are applied."""
+        todo = [it for it in work if it.action == "apply"]
+        for it in todo:
+            it.lock = _ChainLock.acquire(self.locks_dir, it.chain, self.cancel)
+        with self.store.db.transaction():
+            held = [self.store.lease_layer(self.lease, it.chain) for it in todo]
+        for it, h in zip(todo, held):
+            if h:  # another pull registered it meanwhile
+                it.action = "check"
+                assert it.lock is not None
+                it.lock.release()
+                it.lock = None
+        todo = [it for it in todo if it.action == "apply"]
+        for it, cid in zip(todo, self.store.layers.reserve(len(todo))):
+            it.cid = cid
+        for it in todo:
+            it.parent_cache = self._parent_cache(it)
 
-    def _prepare_and_apply(self, it: _Item) -> tuple[DiffID, int]:
+    def _create(self, it: _Item) -> None:
+        if it.action == "apply":
+            assert it.cid is not None
+            self.store.layers.create_reserved(it.cid, it.parent_cache)
+            it.created = True
+
+    def _create_and_apply(self, it: _Item) -> tuple[DiffID, int]:
         below = self.items[it.index - 1] if it.index else None
         if self.cancel.is_set() or (below is not None and below.work is not None and below.work.exception() is not None):
             raise Cancelled(f"{it.what}: cancelled")
-        self._lock_and_prepare(it)
+        self._create(it)
         return self._apply(it)
 
     def _apply(self, it: _Item) -> tuple[DiffID, int]:
@@ -497,10 +550,9 @@ class _Job:
                         raise blob_error from None
             raise apply_error
         if it.blob is not None:
-            blob = result_of(it.blob)  # _download leased it (one transaction less per layer)
+            blob = result_of(it.blob)
         else:
-            blob = it.desc.digest
-            self.store.lease_blob(self.lease, blob)
+            blob = it.desc.digest  # plan() leased every layer's blob
         self.blob_rows.append((diff_id, blob, it.desc.media_type, it.desc.size))
         if it.action == "apply":
             assert it.cid is not None

@@ -21,10 +21,13 @@ def open_store(args: argparse.Namespace) -> Iterator["Store"]:
     """Open (creating if needed) the store the global options name, and close it afterwards.
 
     ``--driver`` (or ``$LAMINA_DRIVER``) picks the driver of a new root; an existing root keeps
-    its own and refuses another (graph.Store raises Conflict, which names the root)."""
+    its own and refuses another (graph.Store raises Conflict, which names the root).
+
+    A command that only reads rows sets ``recovers=False`` (``lamina images``): the store opens
+    without the recovery and the driver opens only if the command uses it (``graph.Store``)."""
     from graph import Store
 
-    store = Store(args.root, driver=args.driver)
+    store = Store(args.root, driver=args.driver, recover=getattr(args, "recovers", True))
     try:
         yield store
     finally:

@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-trunc", action="store_true", help="show full image IDs")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="dangling=true|false",
                    help="filter output (only dangling= is supported)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, recovers=False)  # reads rows only: no recovery, no driver (graph.Store)
 
 
 def _dangling_filter(filters: list[str]) -> bool | None:
@@ -54,8 +54,7 @@ def rows(store: "Store") -> list[dict[str, Any]]:
     """One dict per (image, reference) with stable keys; the JSON output is exactly these."""
     out: list[dict[str, Any]] = []
     for img in store.images.list():
-        cfg = store.images.config(img.id)
-        created = output.parse_time(cfg.created)
+        created = output.parse_time(store.images.created_text(img.id))  # no full config parse
         size = sum(layer.size for layer in store.layers.stack(img.top_layer))
         refs = store.refs.list(img.id)
         tagged = [r.reference for r in refs if r.reference.tag is not None]

@@ -59,12 +59,11 @@ def status_of(c: "Container", st: Any = None, now: float | None = None) -> str:
 def rows(store: "Store", all_: bool) -> list[dict[str, Any]]:
     import runtime as rc
 
-    rc.reconcile_all(store)  # containers whose monitor died, or that exited unseen, are recorded first
     out = []
-    for c in store.containers.list():
+    # containers whose monitor died, or that exited unseen, are recorded first
+    for c, st in rc.list_reconciled(store):
         if not all_ and c.state not in ACTIVE:
             continue
-        st = rc.read_state(rc.paths_of(store, c), c.state)
         out.append(
             {
                 "ID": c.id,

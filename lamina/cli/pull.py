@@ -35,8 +35,8 @@ def register(sub: Any) -> None:
     p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
                    help="pick this platform from a multi-platform image (default: this machine's)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image's reference")
-    p.add_argument("--concurrency", type=int, default=3, metavar="N",
-                   help="layers downloaded at once (default 3)")
+    p.add_argument("--concurrency", type=int, default=None, metavar="N",
+                   help="layers downloaded at once (default 3, or 8 for an image of many layers under 1 MB)")
     p.add_argument("ref", metavar="REF", help="image reference: busybox, repo:tag, host:port/repo@sha256:...")
     p.set_defaults(run=run)
 

@@ -288,7 +288,7 @@ def _create(c: Client, args: argparse.Namespace) -> int:
 
 def _run(c: Client, args: argparse.Namespace) -> int:
     if args.tty:
-        raise RemoteError("-t is not supported through --host yet (the daemon does not relay terminals); use -i for stdin", 7)
+        raise RemoteError("-t is not supported through --host yet (the docker CLI gives a terminal through the daemon)", 7)
     if args.interactive:
         raise RemoteError("-i is not supported through --host yet", 7)
     got = c.call("POST", "/containers/create", _create_body(args), name=args.name)
@@ -336,8 +336,14 @@ def _logs(c: Client, args: argparse.Namespace) -> int:
     conn, r = c.request("GET", f"/containers/{quote(args.container)}/logs",
                         query={"stdout": 1, "stderr": 1, "follow": int(args.follow), "tail": args.tail,
                                "timestamps": int(args.timestamps)})
+    read = r.read1 if hasattr(r, "read1") else r.read
     try:
-        _frames(r.read1 if hasattr(r, "read1") else r.read, sys.stdout.buffer, sys.stderr.buffer)
+        if (r.getheader("Content-Type") or "").startswith("application/vnd.docker.raw-stream"):
+            while chunk := read(65536):  # a terminal container's log: one stream, as it is
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+        else:
+            _frames(read, sys.stdout.buffer, sys.stderr.buffer)
     finally:
         conn.close()
     return 0

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from graph.errors import Conflict, InvalidInput, NotFound
 from lamina.daemon import wire
+from lamina.daemon.terminals import Session, Sink, console_size
 from lamina.daemon.wire import ApiError, Hijacked
 from runtime.rootfs import resolve
 
@@ -48,7 +49,8 @@ class Board:
         self.pending: dict[str, list[tuple[Hijacked, asyncio.Future[None]]]] = {}
         self.exits: dict[str, tuple[int, int]] = {}  # id -> (exit code, when seen, ns)
         self.streaming: set[str] = set()
-        self.stdin: dict[str, Hijacked] = {}  # a pending attach that also carries stdin  # attached runs whose exit this daemon is about to record
+        self.stdin: dict[str, Hijacked] = {}  # a pending attach that also carries stdin
+        self.sessions: dict[str, Session] = {}  # running terminal containers (lamina.daemon.terminals)
         self.changed: dict[str, asyncio.Event] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -135,8 +137,6 @@ def build_config(d: "Daemon", store: "Store", body: dict[str, Any]) -> tuple[str
     image = body.get("Image")
     if not isinstance(image, str) or not image:
         raise InvalidInput("config: Image is required")
-    if body.get("Tty"):
-        raise InvalidInput("the daemon does not relay terminals yet (-t): run without a TTY")
     hc = body.get("HostConfig")
     hc = {} if hc is None else hc
     if not isinstance(hc, dict):
@@ -171,7 +171,7 @@ def build_config(d: "Daemon", store: "Store", body: dict[str, Any]) -> tuple[str
     for k in ("Healthcheck", "StopTimeout"):
         if body.get(k) is not None:
             user[k] = body[k]
-    user["Tty"] = False
+    user["Tty"] = bool(body.get("Tty"))
     user["HostConfig"]["AutoRemove"] = bool(hc.get("AutoRemove"))
     # The record is Docker's Config + HostConfig, as `lamina run` writes it (lamina/runopts.py):
     # these fields are kept as the client sent them and validated by runtime.spec.parse when the
@@ -188,7 +188,7 @@ def build_config(d: "Daemon", store: "Store", body: dict[str, Any]) -> tuple[str
 _HOST_CONFIG_PASSED = (
     "Binds", "Mounts", "Tmpfs", "RestartPolicy", "SecurityOpt", "CapAdd", "CapDrop", "Privileged",
     "ReadonlyRootfs", "Ulimits", "Init", "ShmSize", "Devices", "GroupAdd", "ExtraHosts", "Dns",
-    "DnsSearch", "DnsOptions",
+    "DnsSearch", "DnsOptions", "ConsoleSize",
 )
 
 
@@ -234,10 +234,8 @@ def list_containers(store: "Store", *, all_: bool, flt: dict[str, list[str]], si
                     limit: int | None = None) -> list[dict[str, Any]]:
     import runtime as rc
 
-    rc.reconcile_all(store)
     out = []
-    for c in store.containers.list():
-        st = rc.read_state(rc.paths_of(store, c), c.state)
+    for c, st in rc.list_reconciled(store):
         state = st.Status if st.Status in ("created", "running", "paused", "exited") else c.state
         if not all_ and state not in ACTIVE and not flt.get("status") and not flt.get("exited"):
             continue
@@ -348,44 +346,38 @@ async def inspect(d: "Daemon", request: web.Request, id: str) -> web.StreamRespo
 
 
 # ---- start, stop, kill, pause ---------------------------------------------------------------------
-class _Sink:
-    """runtime.wait's ``out``/``err``: frames to every attached connection."""
-
-    def __init__(self, conns: list[Hijacked], kind: int) -> None:
-        self.conns = conns
-        self.kind = kind
-
-    def write(self, data: bytes) -> int:
-        for h in self.conns:
-            h.write(self.kind, bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
-def _run_attached(d: "Daemon", cid: str, running: Any, conns: list[tuple[Hijacked, "asyncio.Future[None]"]]) -> None:
+def _run_attached(d: "Daemon", cid: str, running: Any, conns: list[tuple[Hijacked, "asyncio.Future[None] | None"]],
+                  session: Session | None = None) -> None:
+    """Stream an attached start to its connections and record the exit (``runtime.wait``). A
+    terminal container's ``session`` shares ``conns``: attaches that come later join it."""
     import runtime
 
     b = board(d)
-    hs = [h for h, _ in conns]
+    assert d.loop is not None
+    lock = session.lock if session is not None else threading.Lock()
     code: int | None = None
     try:
-        code = runtime.wait(d.store(), running, _Sink(hs, wire.STDOUT), _Sink(hs, wire.STDERR))  # type: ignore[arg-type]
+        code = runtime.wait(d.store(), running, Sink(conns, wire.STDOUT, lock, d.loop), Sink(conns, wire.STDERR, lock, d.loop),  # type: ignore[arg-type]
+                            window=False)
     except Exception:  # noqa: BLE001 - the monitor records the exit itself when we fail
         logging.getLogger("lamina.daemon").exception("attached run of %s", cid[:12])
     finally:
+        if session is not None:
+            conns = session.end()
         with b.lock:
             if code is not None:
                 b.exits[cid] = (code, time.time_ns())
             b.streaming.discard(cid)
+            if b.sessions.get(cid) is session:
+                b.sessions.pop(cid, None)
         if code is not None:
             d.events.emit("container", "die", cid, {"exitCode": str(code)})
         for h, fut in conns:
             h.close_write()
             h.close()
             assert d.loop is not None
-            d.loop.call_soon_threadsafe(lambda f=fut: f.done() or f.set_result(None))
+            if fut is not None:
+                d.loop.call_soon_threadsafe(lambda f=fut: f.done() or f.set_result(None))
         b.notify(cid)
 
 
@@ -405,13 +397,16 @@ def _start(store: "Store", d: "Daemon", key: str) -> tuple[str, bool]:
         conns = b.pending.pop(c.id, [])
         b.exits.pop(c.id, None)
         feeder = b.stdin.pop(c.id, None) if conns else None
-    rt = (c.config.get("HostConfig") or {}).get("Runtime") or d.cfg.runtime
+    hc = c.config.get("HostConfig") or {}
+    rt = hc.get("Runtime") or d.cfg.runtime
+    tty = bool(c.config.get("Tty"))
     stdin: bool | int = False
     pipe_w = -1
-    if feeder is not None and c.config.get("OpenStdin"):
+    if feeder is not None and c.config.get("OpenStdin") and not tty:  # a terminal's keys go through the monitor
         stdin, pipe_w = os.pipe2(os.O_CLOEXEC)
     try:
-        r = runtime.start(store, c.id, runtime=rt, attach=bool(conns), stdin=stdin)
+        r = runtime.start(store, c.id, runtime=rt, attach=bool(conns) or tty, stdin=stdin,
+                          console_size=console_size(hc.get("ConsoleSize")) if tty else None)
     except BaseException:
         if pipe_w >= 0:
             os.close(pipe_w)
@@ -426,7 +421,17 @@ def _start(store: "Store", d: "Daemon", key: str) -> tuple[str, bool]:
             os.close(stdin)  # the monitor has its copy
     if pipe_w >= 0 and feeder is not None:
         threading.Thread(target=feeder.feed, args=(pipe_w,), daemon=True, name="lamina-stdin").start()
-    if conns:
+    if tty and r.attachment is not None:
+        assert d.loop is not None
+        live: list[tuple[Hijacked, asyncio.Future[None] | None]] = list(conns)
+        session = Session(r.attachment, live, d.loop)
+        with b.lock:
+            b.streaming.add(c.id)
+            b.sessions[c.id] = session
+        if feeder is not None and c.config.get("OpenStdin"):
+            session.keys_from(feeder)
+        d.pool.submit(_run_attached, d, c.id, r, live, session)
+    elif conns:
         with b.lock:
             b.streaming.add(c.id)
         d.pool.submit(_run_attached, d, c.id, r, conns)
@@ -626,7 +631,10 @@ def _entry_time(rfc: str) -> float:
 
 
 def _stream_logs(store: "Store", key: str, out: Any, *, stdout: bool, stderr: bool, follow: bool,
-                 tail: int | None, timestamps: bool, since: float | None, until: float | None) -> None:
+                 tail: int | None, timestamps: bool, since: float | None, until: float | None,
+                 raw: bool = False) -> None:
+    """The log entries to ``out`` in frames of the multiplexed stream, or as they are with
+    ``raw`` (a terminal container's: one stream, as Docker sends it)."""
     import runtime
 
     for e in runtime.log_entries(store, key, follow=follow, tail=tail):
@@ -641,7 +649,7 @@ def _stream_logs(store: "Store", key: str, out: Any, *, stdout: bool, stderr: bo
         data = e.text.encode()
         if timestamps:
             data = f"{e.time} ".encode() + data
-        out.write(wire.frame(wire.STDERR if e.stream == "stderr" else wire.STDOUT, data))
+        out.write(data if raw else wire.frame(wire.STDERR if e.stream == "stderr" else wire.STDOUT, data))
 
 
 async def logs(d: "Daemon", request: web.Request, id: str) -> web.StreamResponse:
@@ -655,42 +663,57 @@ async def logs(d: "Daemon", request: web.Request, id: str) -> web.StreamResponse
             tail = max(0, int(tail_s))
         except ValueError:
             raise ApiError(400, f"invalid tail {tail_s!r}") from None
-    cid = await d.call(lambda s: s.containers.get(id).id)
-    resp = await wire.stream(request, wire.MULTIPLEXED)
+    cid, tty = await d.call(lambda s: _id_tty(s.containers.get(id)))
+    resp = await wire.stream(request, wire.RAW_STREAM if tty else wire.MULTIPLEXED)
     assert d.loop is not None
     w = wire.ThreadWriter(d.loop, resp)
     try:
         await d.call(_stream_logs, cid, w, stdout=stdout, stderr=stderr, follow=wire.qbool(request, "follow"),
                      tail=tail, timestamps=wire.qbool(request, "timestamps"),
-                     since=_parse_since(request.query.get("since")), until=_parse_since(request.query.get("until")))
+                     since=_parse_since(request.query.get("since")), until=_parse_since(request.query.get("until")),
+                     raw=tty)
     except (ConnectionResetError, RuntimeError):
         return resp
     await resp.write_eof()
     return resp
 
 
-async def attach(d: "Daemon", request: web.Request, id: str) -> web.StreamResponse:
+def _id_tty(c: "Container") -> tuple[str, bool]:
+    return c.id, bool(c.config.get("Tty"))
+
+
+def _describe(store: "Store", key: str) -> tuple[str, str, bool]:
+    """(id, status, whether it has a terminal), reconciled."""
     import runtime
 
-    def look(store: "Store") -> tuple[str, str]:
-        c = store.containers.get(id)
-        got = runtime.describe(store, c)
-        if got is None:
-            raise NotFound(f"no such container: {id}")
-        return got[0].id, got[1].Status
+    c = store.containers.get(key)
+    got = runtime.describe(store, c)
+    if got is None:
+        raise NotFound(f"no such container: {key}")
+    return got[0].id, got[1].Status, bool(got[0].config.get("Tty"))
 
-    cid, status = await d.call(look)
+
+async def attach(d: "Daemon", request: web.Request, id: str) -> web.StreamResponse:
+    cid, status, tty = await d.call(_describe, id)
     stream_ = wire.qbool(request, "stream")
     with_logs = wire.qbool(request, "logs")
-    resp, h = await wire.hijack(request)
+    resp, h = await wire.hijack(request, tty=tty)
     assert d.loop is not None
     try:
         if with_logs:
             w = _HijackWriter(h)
             await d.call(_stream_logs, cid, w, stdout=wire.qbool(request, "stdout"), stderr=wire.qbool(request, "stderr"),
-                         follow=False, tail=None, timestamps=False, since=None, until=None)
+                         follow=False, tail=None, timestamps=False, since=None, until=None, raw=tty)
         if not stream_:
             return resp
+        b = board(d)
+        with b.lock:
+            session = b.sessions.get(cid)
+        if session is not None:  # a terminal container this daemon drives: output from now on, keys
+            fut_s: asyncio.Future[None] = d.loop.create_future()
+            if session.add(h, fut_s, stdin=wire.qbool(request, "stdin")):
+                await fut_s
+                return resp
         if status in ("created", "exited"):
             fut: asyncio.Future[None] = d.loop.create_future()
             b = board(d)
@@ -710,7 +733,7 @@ async def attach(d: "Daemon", request: web.Request, id: str) -> web.StreamRespon
         # running: follow its output from now on
         await d.call(_stream_logs, cid, _HijackWriter(h), stdout=wire.qbool(request, "stdout"),
                      stderr=wire.qbool(request, "stderr"), follow=True, tail=0, timestamps=False,
-                     since=None, until=None)
+                     since=None, until=None, raw=tty)
         return resp
     finally:
         h.close_write()
@@ -732,6 +755,23 @@ class _HijackWriter:
             self.h.closed = True
             raise ConnectionResetError("client gone") from None
         return len(framed)
+
+
+async def resize(d: "Daemon", request: web.Request, id: str) -> web.StreamResponse:
+    """``/containers/{id}/resize?h=ROWS&w=COLS``: the pty of a terminal container this daemon
+    drives (``lamina.daemon.terminals``); a running container without one is left as it is."""
+    rows, cols = wire.qint(request, "h", 0), wire.qint(request, "w", 0)
+    if not rows or not cols or rows < 0 or cols < 0 or rows > 65535 or cols > 65535:
+        raise ApiError(400, f"invalid terminal size {rows}x{cols}")
+    cid, status, _tty = await d.call(_describe, id)
+    if status not in ACTIVE:
+        raise ApiError(409, f"Container {cid} is not running")
+    b = board(d)
+    with b.lock:
+        session = b.sessions.get(cid)
+    if session is not None:
+        session.resize(rows, cols)
+    return wire.no_content(200)
 
 
 # ---- remove, rename, prune ------------------------------------------------------------------------
@@ -761,10 +801,8 @@ async def rename(d: "Daemon", request: web.Request, id: str) -> web.StreamRespon
 def _prune(store: "Store") -> dict[str, Any]:
     import runtime
 
-    runtime.reconcile_all(store)
     gone, reclaimed = [], 0
-    for c in store.containers.list():
-        st = runtime.read_state(runtime.paths_of(store, c), c.state)
+    for c, st in runtime.list_reconciled(store):
         if st.Status in ACTIVE:
             continue
         with contextlib.suppress(Exception):
@@ -1168,6 +1206,7 @@ ROUTES = [
     ("POST", r"/containers/(?P<id>[^/]+)/wait", wait),
     ("GET", r"/containers/(?P<id>[^/]+)/logs", logs),
     ("POST", r"/containers/(?P<id>[^/]+)/attach", attach),
+    ("POST", r"/containers/(?P<id>[^/]+)/resize", resize),
     ("POST", r"/containers/(?P<id>[^/]+)/rename", rename),
     ("GET", r"/containers/(?P<id>[^/]+)/stats", stats),
     ("GET", r"/containers/(?P<id>[^/]+)/top", top),

@@ -4,7 +4,8 @@
 Exec instances live in memory only (as in Docker, they do not survive the daemon). The process
 runs through ``runtime.exec_`` with pipes for its output, which a relay thread turns into frames
 of the multiplexed stream; its exit code is recorded before the stream ends, so a client that
-inspects the exec right after the stream ends (``docker exec``) reads it.
+inspects the exec right after the stream ends (``docker exec``) reads it. With ``Tty`` the
+runtime hands the pty's master to the daemon, which relays it raw (``lamina.daemon.terminals``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from graph.errors import Conflict, LaminaError, NotFound
 from lamina.daemon import wire
+from lamina.daemon.terminals import ExecTerminal, console_size
 from lamina.daemon.wire import ApiError, Hijacked
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ class ExecInstance:
         self.stdin = bool(body.get("AttachStdin"))
         self.stdout = bool(body.get("AttachStdout", True))
         self.stderr = bool(body.get("AttachStderr", True))
+        self.tty = bool(body.get("Tty"))
+        self.terminal = ExecTerminal(console_size(body.get("ConsoleSize"))) if self.tty else None
         self.running = False
         self.started = False
         self.exit_code: int | None = None
@@ -51,7 +55,7 @@ class ExecInstance:
             "ContainerID": self.container, "OpenStdin": self.stdin, "OpenStdout": self.stdout,
             "OpenStderr": self.stderr, "CanRemove": not self.running and self.started, "DetachKeys": "",
             "ProcessConfig": {"entrypoint": self.cmd[0], "arguments": self.cmd[1:], "privileged": False,
-                              "tty": False, "user": self.user or ""},
+                              "tty": self.tty, "user": self.user or ""},
         }
 
 
@@ -80,8 +84,6 @@ async def create(d: "Daemon", request: web.Request, id: str) -> web.StreamRespon
         body["Cmd"] = cmd = [cmd]
     if not cmd or not isinstance(cmd, list):
         raise ApiError(400, "No exec command specified")
-    if body.get("Tty"):
-        raise ApiError(400, "the daemon does not relay terminals yet (-t): exec without a TTY")
 
     def look(store: "Store") -> str:
         c = store.containers.get(id)
@@ -123,8 +125,33 @@ def _relay(fds: dict[int, int], h: Hijacked | None) -> None:
                 h.write(fds[fd], data)
 
 
+def run_exec_tty(store: "Store", ex: ExecInstance, h: Hijacked) -> None:
+    import runtime
+
+    term = ex.terminal
+    assert term is not None
+
+    def started(pid: int) -> None:
+        ex.pid, ex.running = pid, True
+
+    code = 126
+    try:
+        code = runtime.exec_(store, ex.container, ex.cmd, env=ex.env, workdir=ex.workdir, user=ex.user,
+                             tty=True, terminal=lambda master: term.relay(master, h, ex.stdin),
+                             console_size=term.size, started=started)
+    except LaminaError as e:
+        code = 127 if isinstance(e, NotFound) else 126
+        h.write(wire.STDOUT, (" ".join(str(e).split()) + "\r\n").encode())
+    finally:
+        ex.exit_code, ex.running = code, False
+
+
 def run_exec(store: "Store", ex: ExecInstance, h: Hijacked | None) -> None:
     import runtime
+
+    if ex.tty and h is not None:
+        run_exec_tty(store, ex, h)
+        return
 
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -175,7 +202,10 @@ async def start(d: "Daemon", request: web.Request, id: str) -> web.StreamRespons
     if body.get("Detach"):
         await d.call(run_exec_detached, ex)
         return wire.no_content(200)
-    resp, h = await wire.hijack(request)
+    size = console_size(body.get("ConsoleSize"))
+    if ex.terminal is not None and size is not None:
+        ex.terminal.resize(*size)
+    resp, h = await wire.hijack(request, tty=ex.tty)
     try:
         await d.call(run_exec, ex, h)
     finally:
@@ -197,7 +227,12 @@ async def inspect(d: "Daemon", request: web.Request, id: str) -> web.StreamRespo
 
 
 async def resize(d: "Daemon", request: web.Request, id: str) -> web.StreamResponse:
-    _get(d, id)
+    ex = _get(d, id)
+    rows, cols = wire.qint(request, "h", 0), wire.qint(request, "w", 0)
+    if not rows or not cols or rows < 0 or cols < 0 or rows > 65535 or cols > 65535:
+        raise ApiError(400, f"invalid terminal size {rows}x{cols}")
+    if ex.terminal is not None:
+        ex.terminal.resize(rows, cols)
     return wire.no_content(200)
 
 

@@ -18,6 +18,7 @@ from lamina.daemon.wire import ApiError
 
 if TYPE_CHECKING:
     from graph import Image, Store
+    from graph.references import RefRecord
     from graph.distribution.progress import Event
     from lamina.daemon.context import Daemon
 
@@ -54,12 +55,22 @@ def _image_facts(store: "Store", img: "Image") -> tuple[int, dict[str, str], int
     return got
 
 
-def _tags_digests(store: "Store", img: "Image") -> tuple[list[str], list[str]]:
-    refs = store.refs.list(img.id)
-    tags = [r.reference.familiar() for r in refs if r.reference.digest is None]
-    digests = sorted({f"{r.reference.familiar_name()}@{r.reference.digest}" for r in refs if r.reference.digest}
-                     | {f"{r.reference.familiar_name()}@{r.manifest}" for r in refs if r.manifest})
-    return tags, digests
+def _tags_digests(store: "Store", img: "Image", refs: "list[RefRecord] | None" = None) -> tuple[list[str], list[str]]:
+    """The image's ``RepoTags`` and ``RepoDigests`` from its references (``refs``: those already
+    read, else one query). Each name is parsed once (``RefRecord.reference`` parses per use)."""
+    if refs is None:
+        refs = store.refs.list(img.id)
+    tags: list[str] = []
+    digests: set[str] = set()
+    for r in refs:
+        ref = r.reference
+        if ref.digest is None:
+            tags.append(ref.familiar())
+        else:
+            digests.add(f"{ref.familiar_name()}@{ref.digest}")
+        if r.manifest:
+            digests.add(f"{ref.familiar_name()}@{r.manifest}")
+    return tags, sorted(digests)
 
 
 def _label_match(labels: dict[str, str], wanted: list[str]) -> bool:
@@ -83,9 +94,12 @@ def _ref_match(tags: list[str], patterns: list[str]) -> bool:
 
 def list_images(store: "Store", *, all_: bool, flt: dict[str, list[str]]) -> list[dict[str, Any]]:
     out = []
+    by_image: dict[str, list[RefRecord]] = {}
+    for r in store.refs.list():  # one query for every image's names
+        by_image.setdefault(str(r.image_id), []).append(r)
     for img in store.images.list():
         created, labels, size, _ = _image_facts(store, img)
-        tags, digests = _tags_digests(store, img)
+        tags, digests = _tags_digests(store, img, by_image.get(str(img.id), []))
         if "dangling" in flt:
             want = flt["dangling"][-1].lower() in ("1", "true")
             if want != (not tags):

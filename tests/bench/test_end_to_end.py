@@ -88,6 +88,11 @@ def _check_ab(p: "subprocess.CompletedProcess[str]", out: Path, cache: Path, tmp
     for i in range(0, len(log), 2):
         a, b = log[i], log[i + 1]
         assert (a["rep"], a["kind"]) == (b["rep"], b["kind"]) and {a["side"], b["side"]} == {"base", "new"}
+    # lifecycles interleaved phase by phase (the default): both workers of a pair started together
+    # and handed the token back at each of the 4 phases asked for
+    for t in (t for t in log if t["kind"] == "lifecycle"):
+        assert t["interleave"] == "phase" and t["turns"] == 4, t
+    assert all("interleave" not in t for t in log if t["kind"] == "concurrent")
     rows = run.rows()
     mat = next(r for r in rows if r.label == "materialise / vfs / small-files-40")
     assert mat.result is not None and mat.result.n == 3

@@ -35,6 +35,15 @@ NOT_ON_IMAGES = {"ctypes.util", "subprocess", "tempfile", "httpx", "ssl", "tarfi
 # ``lamina images`` builds its own parser only (lamina/cli/main.py's COMMAND_TABLE)
 CLI_ON_IMAGES = {"lamina", "lamina.cli", "lamina.cli.main", "lamina.cli.common", "lamina.cli.images",
                  "lamina.cli.output", "lamina.config"}
+# ... and opens the store for reading (graph.Store recover=False): rows only, no driver module, no
+# container, volume or collector tables. Exact, so a module that joins the path fails here first.
+STORE_ON_IMAGES = {
+    "drivers", "drivers.base", "drivers.errors", "drivers.sys", "drivers.sys.durable", "drivers.sys.flock",
+    "drivers.sys.libc", "drivers.sys.proc",
+    "graph", "graph.content", "graph.db", "graph.digest", "graph.errors", "graph.gc", "graph.images",
+    "graph.layer_blobs", "graph.layers", "graph.leases", "graph.oci", "graph.oci.reference", "graph.references",
+    "graph.store", "graph.verify",
+}  # no graph.oci.formats: a listing reads the config's "created" only (ImageStore.created_text)
 
 
 def _all_modules_after(tmp_path: Path, *args: str) -> set[str]:
@@ -68,6 +77,16 @@ def test_images_imports_only_its_own_command_and_spawns_nothing(tmp_path: Path) 
         mods = _all_modules_after(tmp_path, "--root", str(tmp_path / driver), "--driver", driver, "images")
         assert not mods & NOT_ON_IMAGES, (driver, mods & NOT_ON_IMAGES)
         assert {m for m in mods if m.split(".")[0] == "lamina"} == CLI_ON_IMAGES, driver
+
+
+def test_images_on_an_existing_root_reads_rows_only(tmp_path: Path) -> None:
+    """The first ``images`` on a new root probes and binds the driver (its module loads); every
+    later one reads rows only: exactly ``STORE_ON_IMAGES`` of graph and drivers."""
+    for driver in ("vfs", "overlay"):
+        root = str(tmp_path / driver)
+        _all_modules_after(tmp_path, "--root", root, "--driver", driver, "images")
+        mods = _all_modules_after(tmp_path, "--root", root, "images")
+        assert {m for m in mods if m.split(".")[0] in ("graph", "drivers")} == STORE_ON_IMAGES, driver
 
 
 def test_help_builds_no_command_module(tmp_path: Path) -> None:

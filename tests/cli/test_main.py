@@ -210,3 +210,17 @@ def test_lazy_parser_builds_the_chosen_command_in_full() -> None:
         for word in (name, *aliases):
             sub = next(a for a in build_parser([word])._actions if a.dest == "subcommand")
             assert sub.choices[word].add_help, word  # the chosen command got its real parser
+
+
+def test_lazy_parser_adds_no_other_command() -> None:
+    """``lamina images`` builds one subparser (each ArgumentParser costs at start-up); ``--help``
+    and an unknown word get every command."""
+    from lamina.cli.main import COMMAND_TABLE, build_parser
+
+    def choices(argv: list[str]) -> set[str]:
+        return set(next(a for a in build_parser(argv)._actions if a.dest == "subcommand").choices)
+
+    assert choices(["--root", "/x", "images", "-q"]) == {"images"}
+    assert choices(["umount", "c"]) == {"umount", "unmount"}
+    every = {w for name, aliases, _m, _h in COMMAND_TABLE for w in (name, *aliases)}
+    assert choices(["--help"]) == every and choices(["nosuch"]) == every

@@ -63,3 +63,22 @@ def test_remote_commands_import_neither_graph_nor_runtime(daemon: DaemonProc) ->
     p = subprocess.run([sys.executable, "-c", code, daemon.host], capture_output=True, text=True, env=clean_env())
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_logs_of_a_terminal_container_are_raw(daemon: DaemonProc) -> None:
+    """A ``-t`` container's log comes as the raw stream (no frame headers to strip)."""
+    name = f"remt-{uuid.uuid4().hex[:6]}"
+    body = json.dumps({"Image": "bb:1", "Cmd": ["sh", "-c", "echo tty-out; echo tty-err >&2"], "Tty": True})
+    from tests.daemon.test_api import request
+
+    assert request(daemon, "POST", f"/v1.45/containers/create?name={name}", body.encode(),
+                   {"Content-Type": "application/json"})[0] == 201
+    assert request(daemon, "POST", f"/v1.45/containers/{name}/start")[0] == 204
+    import time
+
+    end = time.monotonic() + 10
+    while json.loads(request(daemon, "GET", f"/v1.45/containers/{name}/json")[2])["State"]["Status"] != "exited":
+        assert time.monotonic() < end
+        time.sleep(0.05)
+    assert remote(daemon, "logs", name).out == "tty-out\r\ntty-err\r\n"
+    remote(daemon, "rm", name)

@@ -169,3 +169,18 @@ def test_root_keeps_its_driver(tmp_path: Path) -> None:
         Store(tmp_path / "r", driver="overlay")
     with Store(tmp_path / "r") as s:
         assert s.driver_name == "vfs"
+
+
+def test_created_text_reads_what_the_parsed_config_says(store: Store) -> None:
+    """``lamina images`` reads the config's ``created`` without the full parse: the same value."""
+    no_date = make_image(store, [BASE], "nodate:1")
+    assert store.images.created_text(no_date.id) is None and store.images.config(no_date.id).created is None
+    layer = store.layers.get(no_date.top_layer)  # type: ignore[arg-type]
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05.123456789Z",
+                      "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}, sort_keys=True).encode()
+    dated = store.images.create(cfg)
+    assert store.images.created_text(dated.id) == store.images.config(dated.id).created == "2024-01-02T03:04:05.123456789Z"
+    from graph.digest import Digest, ImageID
+
+    with pytest.raises(NotFound):
+        store.images.created_text(ImageID(Digest.of(b"nothing")))

@@ -81,8 +81,11 @@ def _pull_and_die(root: str, host: str, step: str, nth: int) -> None:
 
 
 @pytest.mark.parametrize("step, nth, rows", [
+    ("register:reserved", 1, 0),  # the stack's pending rows on disk, no layer made yet
+    ("register:created", 2, 0),  # two layers made, the third still only reserved
     ("register:synced", 1, 0),  # after the barrier, before the first layer row
-    ("register:committed", 1, 1),  # the first row committed, two layers still pending
+    ("register:committed", 1, 1),  # the first row written (inside the one transaction of all rows)
+    ("register:all-committed", 1, 3),  # every row committed together
 ])
 def test_killed_after_the_barrier_leaves_only_complete_layers(
     tmp_path: Path, hosted: Hosted, step: str, nth: int, rows: int  # noqa: F811
@@ -104,5 +107,40 @@ def test_killed_after_the_barrier_leaves_only_complete_layers(
             r = pull(s, f"{hosted.host}/derived:1", options=opts(hosted.host))
             assert r.image_id == hosted.derived.image_id and len(s.layers.list()) == 3
             assert s.check() == []
+        finally:
+            s.driver.cleanup()
+
+
+@pytest.mark.parametrize("step, nth, layers, pending", [
+    ("register:reserved", 1, 0, 3),  # one transaction reserved the whole stack
+    ("register:committed", 2, 0, 3),  # rows are written in one transaction: none visible yet
+    ("register:all-committed", 1, 3, 0),  # ... and all of them once it commits
+])
+def test_the_layer_rows_of_a_pull_commit_together(
+    tmp_path: Path, hosted: Hosted, step: str, nth: int, layers: int, pending: int  # noqa: F811
+) -> None:
+    """The database as the killed pull left it, read before any open recovers it: the pending
+    rows of the stack appear in one transaction, the layer rows in another, never a part."""
+    import sqlite3
+
+    _overlay_or_skip(tmp_path)
+    root = tmp_path / "root"
+    Store(root, driver="overlay").close()
+    p = multiprocessing.get_context("fork").Process(target=_pull_and_die, args=(str(root), hosted.host, step, nth))
+    p.start()
+    p.join(120)
+    assert p.exitcode == -signal.SIGKILL
+    db = sqlite3.connect(f"file:{root / 'lamina.db'}?mode=ro", uri=True)
+    try:
+        assert db.execute("SELECT count(*) FROM layers").fetchone()[0] == layers
+        assert db.execute("SELECT count(*) FROM pending").fetchone()[0] == pending
+    finally:
+        db.close()
+    with Store(root, driver="overlay") as s:  # opening recovers; the pull then works
+        try:
+            assert s.db.query("SELECT * FROM pending") == [] and list(s.layers.orphans()) == []
+            assert s.check() == []
+            pull(s, f"{hosted.host}/derived:1", options=opts(hosted.host))
+            assert len(s.layers.list()) == 3 and s.check() == []
         finally:
             s.driver.cleanup()

@@ -23,19 +23,19 @@ from tests.integration.test_run import cli, layout, until  # noqa: F401 - fixtur
 RUNTIMES = [n for n in ("crun", "runc") if shutil.which(n)]
 
 
-class Terminal:
-    """``lamina ARGS`` with a pty as its controlling terminal, stdin, stdout and stderr."""
+class PtyProcess:
+    """A command with a pty as its controlling terminal, stdin, stdout and stderr (the test is
+    the terminal emulator: it types, reads the screen and resizes the window)."""
 
-    def __init__(self, cli: Lamina, *args: str, rows: int = 40, cols: int = 120) -> None:
+    def __init__(self, cmd: list[str], env: dict[str, str], *, rows: int = 40, cols: int = 120) -> None:
         self.master, slave = os.openpty()
         self.resize(rows, cols)
         self.saved = termios.tcgetattr(slave)
-        cmd = lamina_command() + ["--root", str(cli.root), "--driver", cli.driver, *args]
 
         def controlling() -> None:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-        self.proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=clean_env(TERM="xterm"),
+        self.proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env,
                                      start_new_session=True, preexec_fn=controlling)
         self.slave = slave
         self.screen = b""
@@ -81,6 +81,14 @@ class Terminal:
             self.proc.wait()
         os.close(self.master)
         os.close(self.slave)
+
+
+class Terminal(PtyProcess):
+    """``lamina ARGS`` on a pty."""
+
+    def __init__(self, cli: Lamina, *args: str, rows: int = 40, cols: int = 120) -> None:
+        cmd = lamina_command() + ["--root", str(cli.root), "--driver", cli.driver, *args]
+        super().__init__(cmd, clean_env(TERM="xterm"), rows=rows, cols=cols)
 
 
 @pytest.mark.parametrize("rt", RUNTIMES)

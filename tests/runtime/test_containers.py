@@ -436,9 +436,11 @@ def test_everything_killed_at_once_leaves_nothing_after_next_use(rt_store: Store
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     assert wait_pids_gone(pids) == []
-    runtime.reconcile_all(rt_store)
+    listed = runtime.list_reconciled(rt_store)  # what ps shows: the repaired records, b gone
+    assert [(c.name, st.Status) for c, st in listed] == [("a", "exited")]
+    assert listed[0][0].state == "exited"
     st = state(rt_store, "a")
-    assert st.Status == "exited" and st.ExitCode in (137, 255)
+    assert st.Status == "exited" and st.ExitCode in (137, 255) and st.as_dict() == listed[0][1].as_dict()
     left = [(c.name, c.state, rstate.read_state(paths.paths_of(rt_store, c)).as_dict()) for c in rt_store.containers.list()]
     assert [x[0] for x in left] == ["a"], left  # b (--rm) was removed once found dead
     assert rt_store.containers.mounted(a) == 0

@@ -1,62 +1,94 @@
-"""``drivers.sys.mount.umount_tree`` and ``drivers.sys.loop``'s clean-up (``detach``,
-``loop_devices_backed_by``, ``sweep``, ``LoopFS.close``): what a killed run leaves is found and
-removed, mounts inside mounts and busy mounts included, and nothing outside the directory is
-touched. Real tmpfs mounts and loop devices the test makes; needs root."""
+"""``drivers.sys.loop``: a real ext4 on a loop device the test makes, and that every way out
+(normal close, a failure half-way, a mount left inside, a second close) leaves nothing attached
+or mounted (checked with ``losetup -a`` and mountinfo through ``leftovers``)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from drivers.sys import loop
 from drivers.sys import mount as mountapi
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
-
-
-def _tmpfs(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    mountapi.mount("tmpfs", path, "tmpfs", data="size=4m")
-    return path
+from drivers.sys.loop import leftovers, loop_filesystem, loopfs_skip_reason, make_loop_filesystem, parse_size
 
 
-def test_umount_tree_innermost_first_and_busy_ones_lazily(tmp_path: Path) -> None:
-    outer = _tmpfs(tmp_path / "tree" / "outer")
-    inner = _tmpfs(outer / "a" / "inner")
-    _tmpfs(inner / "deeper")
-    neighbour = _tmpfs(tmp_path / "neighbour")  # beside the tree: must stay
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=inner)
+@pytest.mark.parametrize("text, want", [
+    ("512M", 512 << 20), ("2G", 2 << 30), ("64k", 64 << 10), ("1T", 1 << 40), ("4096", 4096),
+    ("16MiB", 16 << 20), ("8MB", 8 << 20), (" 3m ", 3 << 20), (12345, 12345),
+])
+def test_parse_size(text: str | int, want: int) -> None:
+    assert parse_size(text) == want
+
+
+@pytest.mark.parametrize("text", ["", "M", "1.5G", "-1M", "10X", "ten"])
+def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid size"):
+        parse_size(text)
+
+
+def test_skip_reason_names_what_is_missing() -> None:
+    reason = loopfs_skip_reason("nosuchfs")
+    assert reason is not None and ("mkfs.nosuchfs not installed" in reason or "need root" in reason)
+
+
+def _need_ext4() -> None:
+    reason = loopfs_skip_reason("ext4")
+    if reason:
+        pytest.skip(reason)
+
+
+def _attached(image: Path) -> bool:
+    out = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    return f"({image})" in out
+
+
+@pytest.mark.integration
+def test_ext4_on_a_loop_device_and_nothing_left(tmp_path: Path) -> None:
+    _need_ext4()
     try:
-        assert len(mountapi.mounts_under(tmp_path / "tree")) == 3
-        assert mountapi.umount_tree(tmp_path / "tree", busy_for=0.2) == []
-        assert mountapi.mounts_under(tmp_path / "tree") == []
-        assert mountapi.is_mount_point(neighbour)
-        assert mountapi.umount_tree(tmp_path / "tree") == []  # again: nothing to do
-    finally:
-        holder.kill()
-        holder.wait()
-        mountapi.umount_tree(tmp_path)
-    assert mountapi.mounts_under(tmp_path) == []
+        _ext4_and_nothing_left(tmp_path)
+    finally:  # the code under test cleans up; if it did not, do it here with the tools themselves
+        subprocess.run(["umount", "-R", "-l", str(tmp_path / "fs")], capture_output=True)
+        for line in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines():
+            if f"({tmp_path / 'fs.img'}" in line:
+                subprocess.run(["losetup", "-d", line.split(":", 1)[0]], capture_output=True)
 
 
-@pytest.mark.skipif(loop.loopfs_skip_reason("ext4") is not None, reason="no loop ext4 here")
-def test_sweep_removes_a_killed_runs_loop_filesystem(tmp_path: Path) -> None:
-    work = tmp_path / "work"
-    fs = loop.make_loop_filesystem(work, "ext4", "64M", mkfs_args=["-L", "swept"])
-    try:
-        assert fs.describe()["mkfs"].endswith("-L swept") and fs.size == 64 << 20
-        _tmpfs(fs.mountpoint / "inner")  # a mount inside the loop filesystem
-        assert fs.device in loop.loop_devices_backed_by(work)
-        assert loop.loop_devices_backed_by(tmp_path / "elsewhere") == []
-        # the process that made it was killed: only the directory is known
-        assert loop.sweep(work) == []
-        assert mountapi.mounts_under(work) == [] and loop.loop_devices_backed_by(work) == []
-        assert loop.leftovers([fs.image], [fs.mountpoint]) == []
-        fs.device = None  # freed: its number may be another process's loop device by now
-    finally:
-        fs.close()
-    assert fs.errors == [] and not fs.image.exists()
+def _ext4_and_nothing_left(tmp_path: Path) -> None:
+    with loop_filesystem(tmp_path, "ext4", size="32M", name="fs") as fs:
+        assert fs.mounted and fs.device and fs.device.startswith("/dev/loop")
+        assert fs.image == tmp_path / "fs.img" and fs.mountpoint == tmp_path / "fs"
+        assert mountapi.fstype_of(fs.mountpoint) == "ext4" and _attached(fs.image)
+        (fs.mountpoint / "data").write_bytes(b"x" * 4096)
+        assert leftovers([fs.image], [fs.mountpoint])  # the check sees what is there
+        # a bind mount a test forgot inside: close takes it down too
+        (fs.mountpoint / "inner").mkdir()
+        src = tmp_path / "src"
+        src.mkdir()
+        mountapi.mount(str(src), fs.mountpoint / "inner", "", 0x1000)  # MS_BIND
+    assert leftovers([fs.image], [fs.mountpoint]) == []
+    assert not fs.image.exists() and not fs.mountpoint.exists() and fs.device is None
+    fs.close()  # twice: harmless
+    assert fs.errors == []
+
+
+@pytest.mark.integration
+def test_failure_half_way_undoes_every_step(tmp_path: Path) -> None:
+    _need_ext4()
+    # mkfs and losetup succeed, the mount fails (ext4 has no such option): all is undone
+    with pytest.raises(RuntimeError, match="mount"):
+        make_loop_filesystem(tmp_path, "ext4", size="16M", mount_options="nosuchoption", name="bad")
+    assert leftovers([tmp_path / "bad.img"], [tmp_path / "bad"]) == []
+    assert not (tmp_path / "bad.img").exists() and not (tmp_path / "bad").exists()
+    with pytest.raises(RuntimeError, match="mkfs.ext4"):
+        make_loop_filesystem(tmp_path, "ext4", size="16M", mkfs_args=["-b", "3"], name="bad2")
+    assert not (tmp_path / "bad2.img").exists()
+
+
+def test_an_existing_image_file_is_refused_and_kept(tmp_path: Path) -> None:
+    taken = tmp_path / "taken.img"
+    taken.write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError):
+        make_loop_filesystem(tmp_path, "ext4", size="16M", name="taken")
+    assert taken.read_bytes() == b"someone else's"

@@ -157,3 +157,22 @@ def test_progress_view_terminal_redraws_in_place() -> None:
     lines = [line.removeprefix("\x1b[2K") for line in last.splitlines()]
     assert lines[0].startswith("aaaaaaaaaaaa: Extracting") and "[" + "=" * 24 + ">" + " " * 25 + "]" in lines[0]
     assert lines[0].endswith("500B/1kB") and lines[1] == "bbbbbbbbbbbb: Already exists"
+
+
+def test_many_tiny_layers_get_more_downloads_at_once() -> None:
+    """``choose_concurrency``: Docker's 3 unless the image is more than 3 layers with a median
+    blob under 1 MiB (measured: deep-500 pulls in about 2/3 of the time with 8)."""
+    from graph.digest import Digest
+    from graph.distribution.pull import DEFAULT_CONCURRENCY, TINY_CONCURRENCY, choose_concurrency
+    from graph.oci.formats import Descriptor, Manifest
+
+    def manifest(*sizes: int) -> Manifest:
+        layer = "application/vnd.oci.image.layer.v1.tar+gzip"
+        descs = tuple(Descriptor(layer, Digest.of(str(i).encode()), n) for i, n in enumerate(sizes))
+        cfg = Descriptor("application/vnd.oci.image.config.v1+json", Digest.of(b"c"), 2)
+        return Manifest("application/vnd.oci.image.manifest.v1+json", cfg, descs, {}, b"{}")
+
+    assert choose_concurrency(manifest(*[4096] * 500)) == TINY_CONCURRENCY
+    assert choose_concurrency(manifest(*[4096] * 3)) == DEFAULT_CONCURRENCY  # 3 at once anyway
+    assert choose_concurrency(manifest(70 << 20, 4096, 30 << 20, 5 << 20)) == DEFAULT_CONCURRENCY
+    assert choose_concurrency(manifest(4096, 4096, 4096, 64 << 20, 4096)) == TINY_CONCURRENCY
