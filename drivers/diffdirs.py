@@ -40,10 +40,11 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 from drivers.base import CacheID, Change, LocalDriver, RefCounts, check_cache_id
 from drivers.errors import AlreadyExists, Conflict, NotFound
+from drivers.sys import mount as mountapi
 from drivers.sys.flock import Flock
 
 LINK_LEN = 26  # 16 random bytes in base32, as overlay2's ``l/`` names
@@ -374,9 +375,52 @@ class DiffDirDriver(LocalDriver):
 
     # -- sweeping ------------------------------------------------------------------------------
 
-    def _sweep(self, startup: bool) -> None:
-        """Reconcile mounts with counts and, at ``startup``, sweep temporary names (subclass)."""
+    def _mounts(self) -> Iterator[mountapi.MountInfo]:
+        """The mounts below ``home`` (not on it), in mount order."""
+        home = os.path.realpath(self.home)
+        for m in mountapi.mounts_under(home):
+            if m.mount_point != home:
+                yield m
+
+    def _umount_point(self, mount_point: str) -> None:
+        """Unmount whatever is mounted at ``mount_point`` (lazily if busy)."""
         raise NotImplementedError
+
+    def _is_probe(self, m: mountapi.MountInfo) -> bool:
+        """Whether ``m`` (on a ``.probe-*`` name) is a probe mount of this driver's."""
+        return True
+
+    def _sweep(self, startup: bool) -> None:
+        """Reconcile mounts with counts. ``startup``: only what a crash left inconsistent (a
+        mount no live holder counts, a count with no mount) and temporary names; else
+        everything."""
+        with self.refs.locked():
+            mounted: set[CacheID] = set()
+            for m in reversed(list(self._mounts())):
+                rel = os.path.relpath(m.mount_point, self.home).split(os.sep)
+                if len(rel) == 3 and rel[0] == "layers" and rel[2] == "merged" and is_id(rel[1]):
+                    id = CacheID(rel[1])
+                    if startup and self.refs.count(id) > 0:
+                        mounted.add(id)  # a live holder, or a dead mount the next get recovers
+                        continue
+                    try:
+                        layer = self._layer(id)
+                    except NotFound:
+                        self._umount_point(m.mount_point)
+                        continue
+                    self._unmount(layer)
+                elif rel[0].startswith(".probe-") and self._is_probe(m) and not startup:
+                    self._umount_point(m.mount_point)  # at startup: a concurrent probe's, maybe
+                # else: something mounted inside a rootfs (a container's /proc) goes with it
+            for id in list(self.refs.held()):
+                if not startup or id not in mounted:
+                    self.refs.set(id, 0)
+        if startup:
+            self._sweep_names(self._unmount_under)
+
+    def _unmount_under(self, p: Path) -> None:
+        for m in reversed(mountapi.mounts_under(p)):
+            self._umount_point(m.mount_point)
 
     def leftovers(self) -> list[str]:
         """``*.creating`` / ``*.removing`` names of interrupted creates and removes, relative to

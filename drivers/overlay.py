@@ -83,12 +83,11 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from drivers.sys import mount as mountapi
 from drivers.base import CacheID
-from drivers.diffdirs import LINK_LEN, DiffDirDriver, Layer, SweepLock, is_id, probe_once
-from drivers.errors import Bug, Corrupt, NotFound, Unsupported
+from drivers.diffdirs import LINK_LEN, DiffDirDriver, Layer, SweepLock, probe_once
+from drivers.errors import Bug, Corrupt, Unsupported
 from drivers.sys.durable import syncfs
 
 MAX_LOWER = 500
@@ -450,7 +449,7 @@ class OverlayDriver(DiffDirDriver):
         return {
             "backing_fs": mountapi.fstype_of(self.home),
             "layers": str(layers),
-            "mounted": str(sum(1 for _ in self._overlay_mounts())),
+            "mounted": str(sum(1 for _ in self._mounts())),
             "mount_api": "fsconfig lowerdir+" if not self.legacy else "mount(2) lowerdir=",
             "max_depth": str(MAX_LOWER) if not self.legacy else "about 135",
             "options": opts,
@@ -463,48 +462,11 @@ class OverlayDriver(DiffDirDriver):
         """Unmount every mount of this driver under ``home`` and drop all counts."""
         self._sweep(startup=False)
 
-    def _overlay_mounts(self) -> Iterator[mountapi.MountInfo]:
-        for m in mountapi.mounts_under(self.home):
-            if m.mount_point != str(self.home):
-                yield m
+    def _umount_point(self, mount_point: str) -> None:
+        _umount(mount_point)
 
-    def _sweep(self, startup: bool) -> None:
-        """Reconcile mounts with counts. ``startup``: only what a crash left inconsistent (a
-        mount with no count; a count with no mount) and temporary names; else everything."""
-        with self.refs.locked():
-            mounted: set[CacheID] = set()
-            for m in reversed(list(self._overlay_mounts())):
-                rel = os.path.relpath(m.mount_point, self.home).split(os.sep)
-                if len(rel) == 3 and rel[0] == "layers" and rel[2] == "merged" and is_id(rel[1]):
-                    id = CacheID(rel[1])
-                    if startup and self.refs.count(id) > 0:
-                        mounted.add(id)
-                        continue
-                    self._unmount_stale(id, m.mount_point)
-                elif rel[0].startswith(".probe-") and m.fstype == "overlay":
-                    if startup:
-                        continue  # a concurrent supported() may own it; the sweep below decides
-                    _umount(m.mount_point)
-            for id in list(self.refs.held()):
-                if not startup or id not in mounted:
-                    self.refs.set(id, 0)
-        if startup:
-            self._sweep_names_and_mounts()
-
-    def _unmount_stale(self, id: CacheID, mount_point: str) -> None:
-        try:
-            layer = self._layer(id)
-        except NotFound:
-            _umount(mount_point)
-            return
-        self._unmount(layer)
-
-    def _sweep_names_and_mounts(self) -> None:
-        def unmount_under(p: Path) -> None:
-            for m in reversed(mountapi.mounts_under(p)):
-                _umount(m.mount_point)
-
-        self._sweep_names(unmount_under)
+    def _is_probe(self, m: mountapi.MountInfo) -> bool:
+        return m.fstype == "overlay"
 
 
 def _is_mounted(merged: Path, parent_dir: Path) -> bool:

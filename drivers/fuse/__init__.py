@@ -53,7 +53,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 from drivers.sys import mount as mountapi
 from drivers.sys.proc import start_time
@@ -450,16 +449,9 @@ class FuseDriver(DiffDirDriver):
 
     # -- status / cleanup ----------------------------------------------------------------------
 
-    def _our_mounts(self) -> Iterator[mountapi.MountInfo]:
-        home = str(self.home)
-        prefix = home.rstrip("/") + "/"
-        for m in mountapi.mountinfo():
-            if m.mount_point.startswith(prefix):
-                yield m
-
     def status(self) -> dict[str, str]:
         mounted = dead = 0
-        for m in self._our_mounts():
+        for m in self._mounts():
             rel = os.path.relpath(m.mount_point, self.home).split(os.sep)
             if len(rel) == 3 and rel[0] == "layers" and rel[2] == "merged" and is_id(rel[1]):
                 mounted += 1
@@ -484,36 +476,8 @@ class FuseDriver(DiffDirDriver):
         counts."""
         self._sweep(startup=False)
 
-    def _sweep(self, startup: bool) -> None:
-        """Reconcile mounts with counts. ``startup``: only what a crash left inconsistent (a
-        mount with no count, a count with no mount) and temporary names; else everything."""
-        with self.refs.locked():
-            mounted: set[CacheID] = set()
-            for m in reversed(list(self._our_mounts())):
-                rel = os.path.relpath(m.mount_point, self.home).split(os.sep)
-                if len(rel) == 3 and rel[0] == "layers" and rel[2] == "merged" and is_id(rel[1]):
-                    id = CacheID(rel[1])
-                    if startup and self.refs.count(id) > 0:
-                        mounted.add(id)  # a live holder, or a dead mount the next get recovers
-                        continue
-                    try:
-                        self._unmount(self._layer(id))
-                    except NotFound:
-                        self._umount(Path(m.mount_point))
-                elif rel[0].startswith(".probe-"):
-                    if not startup:
-                        self._umount(Path(m.mount_point))
-                else:  # something mounted inside a rootfs (a container's /proc): goes with it
-                    continue
-            for id in list(self.refs.held()):
-                if not startup or id not in mounted:
-                    self.refs.set(id, 0)
-        if startup:
-            self._sweep_names(self._unmount_under)
-
-    def _unmount_under(self, p: Path) -> None:
-        for m in reversed(mountapi.mounts_under(p)):
-            self._umount(Path(m.mount_point))
+    def _umount_point(self, mount_point: str) -> None:
+        self._umount(Path(mount_point))
 
 
 def open_driver(home: Path) -> FuseDriver:

@@ -31,7 +31,10 @@ def start_time(pid: int | str = "self") -> int | None:
     except OSError:
         return None
     # the command name (field 2) is in parentheses and may hold spaces or ")": split after the last
-    fields = stat[stat.rindex(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X"):
+    fields = stat[stat.rfind(b")") + 2:].split()
+    if not fields or fields[0] in (b"Z", b"X"):
         return None
-    return int(fields[19])
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
