@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -16,16 +14,6 @@ from graph.digest import Digest, ImageID, chain_ids
 from graph.oci import formats
 from tests.graph.test_store import APP, BASE, make_image
 from tests.tarbuild import E, make_tar
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "root", driver="vfs")
-    try:
-        yield s
-    finally:
-        s.driver.cleanup()
-        s.close()
 
 
 def config(diff_ids: list[str], **more: object) -> bytes:

@@ -5,25 +5,12 @@ only registered layers' blobs and ``prune`` forgets the rest except what a lease
 from __future__ import annotations
 
 import io
-from pathlib import Path
-from typing import Iterator
 
-import pytest
 
 from graph import Store
 from graph.digest import DiffID, Digest
 from graph.oci import formats
 from tests.graph.test_store import APP, BASE
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "root", driver="vfs")
-    try:
-        yield s
-    finally:
-        s.driver.cleanup()
-        s.close()
 
 
 def test_first_recorded_stored_blob_is_offered(store: Store) -> None:

@@ -3,24 +3,12 @@ second ``add`` (``docker tag``), a digest reference keeping the manifest it name
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from graph import NotFound, Store, parse_reference
 from graph.digest import Digest
 from tests.graph.test_store import APP, BASE, make_image
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "root", driver="vfs")
-    try:
-        yield s
-    finally:
-        s.driver.cleanup()
-        s.close()
 
 
 def test_names_are_normalised_moved_and_removed(store: Store) -> None:

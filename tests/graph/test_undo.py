@@ -6,8 +6,6 @@ what it did not add survives, and a step that fails does not stop the others."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -17,16 +15,6 @@ from graph.oci import formats
 from graph.undo import Undo
 from tests.graph.test_store import APP, BASE, make_image
 from tests.tarbuild import E, make_tar
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "root", driver="vfs")
-    try:
-        yield s
-    finally:
-        s.driver.cleanup()
-        s.close()
 
 
 def test_rollback_takes_back_what_the_import_added(store: Store) -> None:

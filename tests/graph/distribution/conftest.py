@@ -9,12 +9,10 @@ import hashlib
 import http.client
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from graph import Store
 from graph.distribution.registry import RegistryClient, RegistryOptions
 from tests.faultproxy import FaultProxy, run_fault_proxy
 from tests.registry import REGISTRY_BIN, run_registry
@@ -116,11 +114,3 @@ def client(registry_host: str) -> Iterator[RegistryClient]:
         yield c
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "root", driver="vfs")
-    try:
-        yield s
-    finally:
-        s.driver.cleanup()
-        s.close()
