@@ -146,10 +146,8 @@ def test_resize_endpoints_check_their_input(daemon: DaemonProc) -> None:
     assert request(daemon, "DELETE", f"/v1.45/containers/{name}?force=1")[0] == 204
 
 
-docker_py = pytest.importorskip("docker")
-
-
 def test_docker_py_tty(daemon: DaemonProc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    docker_py = pytest.importorskip("docker")  # only this test needs docker-py
     monkeypatch.setenv("DOCKER_HOST", daemon.host)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     client = docker_py.from_env(version="auto")
