@@ -11,6 +11,7 @@ as None, never as an error: stats are best effort, limits are checked by the tes
 from __future__ import annotations
 
 import os
+import time
 from runtime.records import Record
 
 PROC_MOUNTINFO = "/proc/self/mountinfo"
@@ -239,6 +240,18 @@ def frozen(cg: Cgroup) -> bool | None:
     if "frozen" in events:
         return events["frozen"] == 1
     return None
+
+
+def wait_frozen(cg: Cgroup, want: bool = True, timeout: float = 5.0) -> bool | None:
+    """Wait until the freezer says ``want`` (or ``timeout`` passes); returns the last state. The
+    v1 freezer goes through FREEZING, and a runtime may return from ``pause`` before it is
+    FROZEN (crun does): Docker's pause returns once the processes are stopped, so lamina waits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = frozen(cg)
+        if state is None or state == want or time.monotonic() > deadline:
+            return state
+        time.sleep(0.005)
 
 
 class OOMWatch:

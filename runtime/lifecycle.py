@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from graph import Conflict, LaminaError, NotFound
-from runtime import health, restart, spec, volumes
+from runtime import bundle, cgroups, health, restart, spec, volumes
 from runtime.network import setup as network  # bridge networks: join at create, attach at start
 from runtime.attach import Attachment
 from runtime.monitor import Options, spawn
@@ -317,6 +317,7 @@ def pause(store: "Store", key: str) -> "Container":
         rt = st.runtime()
         assert rt is not None
         rt.pause(c.id)
+        cgroups.wait_frozen(cgroups.expected(cgroups.mounts(), f"{bundle.CGROUP_PARENT}/{c.id}"))
         st.Status = "paused"
         write_state(p, st)
         return set_db_state(store, c, "paused")
@@ -332,6 +333,7 @@ def unpause(store: "Store", key: str) -> "Container":
         rt = st.runtime()
         assert rt is not None
         rt.resume(c.id)
+        cgroups.wait_frozen(cgroups.expected(cgroups.mounts(), f"{bundle.CGROUP_PARENT}/{c.id}"), want=False)
         st.Status = "running"
         write_state(p, st)
         return set_db_state(store, c, "running")

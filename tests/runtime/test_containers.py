@@ -233,9 +233,13 @@ def test_exec_runs_in_the_container(rt_store: Store, rt: str, capfd: pytest.Capt
     assert out[:3] == ["1 bar", "1000", "/tmp"]
     c = rt_store.containers.get("x")
     assert out[3] == c.id[:12]
-    # the exec'd process shares the container's pid namespace
-    assert runtime.exec_(rt_store, "x", ["sh", "-c", "test -d /proc/1 && cat /proc/1/cmdline"]) == 0
-    assert "sleep" in capfd.readouterr().out
+    # the exec'd process shares the container's pid namespace (pid 1 may still be the runtime's
+    # init for a moment after start: runc's start returns before its init has exec'd the command)
+    def pid1_is_sleep() -> bool:
+        assert runtime.exec_(rt_store, "x", ["sh", "-c", "test -d /proc/1 && cat /proc/1/cmdline"]) == 0
+        return "sleep" in capfd.readouterr().out
+
+    wait_for(pid1_is_sleep, what="pid 1 to be the container's sleep")
     assert runtime.exec_(rt_store, "x", ["true"], detach=True) == 0
     with pytest.raises(NotFound):
         runtime.exec_(rt_store, "x", ["no-such-program"])
