@@ -74,6 +74,7 @@ run. The open-time run uses ``OPEN_BUDGET``.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -322,11 +323,10 @@ def sweep_chain_locks(locks: Path) -> list[str]:
                 gone.append(name)
         finally:
             os.close(fd)
-    if gone:
-        try:
-            os.rmdir(locks)  # only when empty, as a pull leaves it
-        except OSError:
-            pass
+    # only when empty, as a pull leaves it; also when a killed pull left it empty (after its
+    # last unlink, before its rmdir): a pull that makes it again meanwhile retries (_ChainLock)
+    with contextlib.suppress(OSError):
+        os.rmdir(locks)
     return gone
 
 

@@ -388,3 +388,13 @@ def test_collection_is_bounded_by_its_budget(tmp_path: Path) -> None:
         rep = Collector(s).collect(budget=None)
         assert rep.complete and len(rep.layers) == 2 and len(rep.blobs) == 6  # 2 configs, 2 manifests, 2 layers
         assert s.layers.list() == [] and list(s.content.walk()) == [] and s.driver.layer_ids() == []
+
+
+def test_an_empty_locks_dir_a_killed_pull_left_is_removed(tmp_path: Path) -> None:
+    """A pull killed after its last lock's unlink and before its rmdir leaves ``locks/`` empty;
+    the sweep removes it (a pull that makes it again meanwhile retries on ENOENT)."""
+    root = tmp_path / "root"
+    Store(root, driver="vfs").close()
+    (root / "locks").mkdir()
+    Store(root, driver="vfs").close()  # the open's collection sweeps
+    assert not (root / "locks").exists()
