@@ -180,7 +180,10 @@ def test_failed_download_keeps_its_partial_only_when_asked(keep: bool, store: St
     with pytest.raises(Exception, match="failed after"):
         pull(store, name, options=fast_options(proxy.host, retries=1), keep_partial=keep)
     refs = [i.ref for i in store.content.ingests()]
-    assert refs == ([f"pull-{sha(big)}"] if keep else [])
+    if keep:  # the big one's half; the small one may have been cut mid-way by the cancel too
+        assert f"pull-{sha(big)}" in refs and set(refs) <= {f"pull-{sha(x)}" for x in b.layers}, refs
+    else:
+        assert refs == []
     assert store.images.list() == [] and store.layers.list() == [] and store.check() == []
 
 
