@@ -49,6 +49,7 @@ class WorkloadSpec:
     files: int = 0
     size: int = 0
     depth: int = 0
+    compression: str = "gzip"  # of the layer blobs: gzip, or zstd (realistic-zstd)
 
     @property
     def series(self) -> str | None:
@@ -74,6 +75,8 @@ def parse(name: str) -> WorkloadSpec:
     n = name.strip().lower()
     if n == "realistic":
         return WorkloadSpec(n, "realistic")
+    if n == "realistic-zstd":  # the same layers, zstd blobs (issue 15's zstd pull aim)
+        return WorkloadSpec(n, "realistic", compression="zstd")
     if n == "small-files":
         return WorkloadSpec(n, "small-files", files=DEFAULT_SMALL)
     if n == "large-files":
@@ -93,7 +96,7 @@ def parse(name: str) -> WorkloadSpec:
         if not 1 <= depth <= MAX_DEPTH:
             raise WorkloadError(f"{name}: depth must be 1..{MAX_DEPTH}")
         return WorkloadSpec(n, "deep", depth=depth)
-    raise WorkloadError(f"unknown workload {name!r} (realistic, small-files[-N], large-files[-SIZE], deep-N)")
+    raise WorkloadError(f"unknown workload {name!r} (realistic, realistic-zstd, small-files[-N], large-files[-SIZE], deep-N)")
 
 
 def human_size(n: int) -> str:
@@ -208,7 +211,8 @@ def _key(spec: WorkloadSpec, seed: int) -> str:
         return f"large-files-{human_size(spec.size)}-s{seed}-g{GEN_VERSION}"
     if spec.kind == "deep":
         return f"deep-s{seed}-g{GEN_VERSION}/deep-{spec.depth}"
-    return f"realistic-{realistic.SUITE}-s{seed}-g{GEN_VERSION}"
+    zstd = "-zstd" if spec.compression == "zstd" else ""
+    return f"realistic{zstd}-{realistic.SUITE}-s{seed}-g{GEN_VERSION}"
 
 
 def cached(spec: WorkloadSpec, cache: Path, seed: int) -> Workload | None:
@@ -276,7 +280,7 @@ def build(spec: WorkloadSpec, cache: Path, seed: int, *, mirror: str = realistic
                    "debootstrap --include=python3", f"bench application layer seed {seed}"]
         blob_dir = wdir / "blobs"
     log(f"packing {spec.name}: {len(tars)} layer(s)")
-    layers = [image.pack_layer(t, blob_dir) for t in tars]
+    layers = [image.pack_layer(t, blob_dir, spec.compression) for t in tars]
     cfg = image.image_config(layers, cmd, history)
     (wdir / "config.json").write_bytes(cfg)
     ref = f"bench/{spec.name}:latest"
@@ -287,7 +291,7 @@ def build(spec: WorkloadSpec, cache: Path, seed: int, *, mirror: str = realistic
     w = Workload(
         name=spec.name, kind=spec.kind,
         spec={"files": spec.files, "size": spec.size, "depth": spec.depth, "seed": seed,
-              "generator": GEN_VERSION},
+              "generator": GEN_VERSION, "compression": spec.compression},
         dir=str(wdir), layers=layers, config=str(wdir / "config.json"),
         config_digest=digests["config"], manifest_digest=digests["manifest"], layout=str(layout),
         ref=ref, runnable=spec.kind == "realistic", extra={"tree": tree_stats(tars)},

@@ -97,3 +97,32 @@ def test_tree_stats_apply_whiteouts_and_opaque_dirs(tmp_path: Path) -> None:
     assert st["files"] == 4 and st["dirs"] == 2
     assert st["bytes"] == 2 + 5 + 4 + 6
     assert st["largest"] == "d" and st["largest_size"] == 6
+
+
+def test_realistic_zstd_is_the_realistic_image_with_zstd_blobs(tmp_path: Path) -> None:
+    """``realistic-zstd``: the same layer tars packed as zstd (issue 15's zstd pull aim). The
+    blob is one deterministic zstd frame that decompresses to the tar, with zstd's media type;
+    a gzip pack of the same tar keeps its own blob and marker."""
+    import zstandard
+
+    from bench.workloads import image
+
+    spec = W.parse("realistic-zstd")
+    assert (spec.kind, spec.compression) == ("realistic", "zstd")
+    assert W.parse("realistic").compression == "gzip"
+    tar = tmp_path / "layer.tar"
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as t:
+        data = b"lamina " * 20000
+        ti = tarfile.TarInfo("f")
+        ti.size = len(data)
+        t.addfile(ti, io.BytesIO(data))
+    z = image.pack_layer(tar, tmp_path / "zb", "zstd")
+    g = image.pack_layer(tar, tmp_path / "gb", "gzip")
+    assert z.media_type == image.MEDIA_LAYER_ZSTD and g.media_type == image.MEDIA_LAYER_GZIP
+    assert z.digest != g.digest and z.diff_id == g.diff_id
+    blob = Path(z.blob).read_bytes()
+    assert blob[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
+    assert zstandard.ZstdDecompressor().decompress(blob) == tar.read_bytes()
+    again = image.pack_layer(tar, tmp_path / "zb2", "zstd")
+    assert again.digest == z.digest and z.blob_size == len(blob)
+    assert image.pack_layer(tar, tmp_path / "zb", "zstd") == z  # the marker's cached blob
