@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate = sub.add_parser("gate", help="CI's gate: A/B of this checkout against HEAD^ on the quick workloads",
                           description=textwrap.dedent("""\
         The A/B compare (see `compare --base`) of this checkout against its first parent on the
-        quick profile's workloads, 8 pairs; exit 1 only on a regression that is significant and
+        quick profile's workloads, 12 pairs; exit 1 only on a regression that is significant and
         large. Budget: 15 minutes on 2 cores, building the base included. When HEAD has no
         parent or the base cannot be built or run, it prints one line starting
         'bench gate: NOT GATED' and runs the quick profile without a gate instead (exit 0)."""),

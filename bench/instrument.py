@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from", dest="from_json", type=Path, metavar="JSON",
                     help="only summarise an earlier instrument.json (no measuring)")
     args = ap.parse_args(argv)
-    t = paired.Thresholds(alpha=args.alpha, threshold=args.threshold)
+    t = paired.Thresholds(alpha=args.alpha, threshold=args.threshold, floor=GATE_THRESHOLDS.floor)
     if args.from_json:
         return resummarise(args.from_json, args.out, args.runs, args.pairs, t)
     if os.geteuid() != 0:
