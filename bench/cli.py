@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         'bench gate: NOT GATED' and runs the quick profile without a gate instead (exit 0)."""),
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     gate.add_argument("--base", dest="base_rev", default="HEAD^", metavar="REV", help="(default: %(default)s)")
-    gate.add_argument("--pairs", type=int, default=8, metavar="N")
+    gate.add_argument("--pairs", type=int, default=None, metavar="N",
+                      help="pairs (default: bench.gate.GATE_PAIRS, the number the instrument measured)")
     gate.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, metavar="DIR")
     gate.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, metavar="DIR")
     gate.add_argument("-v", "--verbose", action="store_true")
@@ -344,7 +345,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         print("bench: needs root (loop filesystems, mounts, dropping caches)", file=sys.stderr)
         return 2
     return gate.gate(base_rev=args.base_rev, work_dir=args.work_dir, results_dir=args.results_dir,
-                     pairs=args.pairs, verbose=args.verbose)
+                     pairs=gate.GATE_PAIRS if args.pairs is None else args.pairs, verbose=args.verbose)
 
 
 def cmd_history(args: argparse.Namespace) -> int:

@@ -63,3 +63,21 @@ def test_unbuildable_base_is_not_gated(tmp_path: Path, fallback: list[dict[str, 
     assert rc == 0 and len(fallback) == 1
     assert "NOT GATED" in err and "nothing to install" in err
     assert not list((tmp_path / "cache").glob("rev-*/"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the gate command needs root")
+def test_make_bench_gate_runs_the_pairs_the_instrument_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m bench gate` without --pairs (what `make bench-gate` and CI run) uses
+    GATE_PAIRS: a default of its own once ran 8 pairs where the rule was measured with 12."""
+    from bench import cli
+
+    seen: list[int] = []
+
+    def record(**kw: Any) -> int:
+        seen.append(kw["pairs"])
+        return 0
+
+    monkeypatch.setattr(gate, "gate", record)
+    assert cli.main(["gate"]) == 0
+    assert cli.main(["gate", "--pairs", "5"]) == 0
+    assert seen == [gate.GATE_PAIRS, 5]
