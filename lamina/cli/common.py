@@ -27,7 +27,7 @@ def open_store(args: argparse.Namespace) -> Iterator["Store"]:
     without the recovery and the driver opens only if the command uses it (``graph.Store``)."""
     from graph import Store
 
-    store = Store(args.root, driver=args.driver, recover=getattr(args, "recovers", True))
+    store = Store(args.root, driver=args.driver, recover=args.recovers)
     try:
         yield store
     finally:

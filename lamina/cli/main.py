@@ -111,6 +111,7 @@ def build_parser(argv: Sequence[str] | None = None, *, full: bool = False) -> ar
                         "the store (default: $LAMINA_HOST)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     p.add_argument("--version", action="version", version=f"lamina {__version__}")
+    p.set_defaults(recovers=True)  # a command that only reads rows sets False (lamina/cli/common.py)
     sub = p.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)  # run's "command" is its argv
     chosen = None if full else _chosen_module(argv)
     done: set[str] = set()
