@@ -17,12 +17,10 @@ a row saying so, not a verdict.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import random
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ from bench import paired
 from bench.phases import PHASE_NAMES
 from bench.results import Cell, Suite, fmt_s
 from bench.revs import Side
-from bench.runner import Progress, RunConfig, Runner, Task
+from bench.runner import Progress, RunConfig, Runner, Task, kill_worker
 
 COMPARED_KINDS = ("phase", "series")
 # How the sides of a pair alternate: ``phase`` (default): both workers of a lifecycle pair alive,
@@ -148,16 +146,14 @@ class ABRunner(Runner):
             except BaseException:
                 for seat in seats:
                     seat.close()
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(seat.proc.pid, signal.SIGKILL)
-                    seat.proc.wait()
+                    kill_worker(seat.proc)
                 raise
         took = round(time.time() - t0, 3)
-        for t, res in zip(group, results):
+        for t, res, seat in zip(group, results, seats):
             self.task_log.append({"rep": t.rep, "kind": t.kind, "driver": t.driver, "workload": t.workload,
                                   "side": t.side, "start": round(t0, 3), "seconds": took, "load1": load,
                                   "ok": not isinstance(res, str), "interleave": "phase",
-                                  "turns": len(next(s for s in seats if s.name == t.side).turns)})
+                                  "turns": len(seat.turns)})
         return results
 
     def _worker(self, t: Task, task_file: Path) -> tuple[list[str], str, dict[str, str] | None]:

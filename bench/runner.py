@@ -443,19 +443,16 @@ class Runner:
                        why: str | None = None) -> dict[str, Any] | str:
         """Wait for the worker (killing its process group on a timeout, or at once when ``why``
         says it must stop) and read its result, or say why there is none."""
+        if why is not None:
+            kill_worker(proc)
+            return why
         try:
-            if why is not None:
-                raise subprocess.TimeoutExpired(proc.args, 0)
             rc = proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # our own worker's process group
-            proc.wait()
-            return why or f"timed out after {timeout:.0f} s"
+            kill_worker(proc)
+            return f"timed out after {timeout:.0f} s"
         except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_worker(proc)
             raise
         if rc != 0:
             return f"worker exited {rc} (see {self.log_path})"
@@ -647,6 +644,13 @@ class Runner:
         if not self.cfg.keep:
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(self.work / "tasks")
+
+
+def kill_worker(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL our own worker's process group (it started a session of its own) and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _fmt(seconds: float) -> str:

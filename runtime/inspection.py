@@ -7,8 +7,8 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from runtime import bundle, cgroups, logs, volumes
-from runtime.lifecycle import active
+from runtime import cgroups, logs, volumes
+from runtime.lifecycle import active, cgroup_of
 from runtime.oci import DEFAULT_RUNTIME
 from runtime.paths import paths_of
 from runtime.reconcile import reconcile
@@ -61,10 +61,6 @@ def extra_inspect(store: "Store", c: "Container") -> dict[str, Any]:
         "Runtime": (st.Runtime or {}).get("name")
         or (c.config.get("HostConfig") or {}).get("Runtime") or DEFAULT_RUNTIME,
     }
-
-
-def cgroup_of(c: "Container") -> cgroups.Cgroup:
-    return cgroups.expected(cgroups.mounts(), f"{bundle.CGROUP_PARENT}/{c.id}")
 
 
 def stats(store: "Store", key: str) -> tuple["Container", cgroups.Stats | None]:

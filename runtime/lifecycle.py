@@ -304,6 +304,11 @@ def stop(store: "Store", key: str, timeout: float | None = None) -> "Container":
     return got[0] if got is not None else c
 
 
+def cgroup_of(c: "Container") -> cgroups.Cgroup:
+    """The container's cgroup (the ``cgroupsPath`` its bundle gives the runtime)."""
+    return cgroups.expected(cgroups.mounts(), f"{bundle.CGROUP_PARENT}/{c.id}")
+
+
 def pause(store: "Store", key: str) -> "Container":
     """Freeze every process of the container (cgroup freezer, through the runtime)."""
     c = store.containers.get(key)
@@ -317,7 +322,7 @@ def pause(store: "Store", key: str) -> "Container":
         rt = st.runtime()
         assert rt is not None
         rt.pause(c.id)
-        cgroups.wait_frozen(cgroups.expected(cgroups.mounts(), f"{bundle.CGROUP_PARENT}/{c.id}"))
+        cgroups.wait_frozen(cgroup_of(c))
         st.Status = "paused"
         write_state(p, st)
         return set_db_state(store, c, "paused")
@@ -333,7 +338,7 @@ def unpause(store: "Store", key: str) -> "Container":
         rt = st.runtime()
         assert rt is not None
         rt.resume(c.id)
-        cgroups.wait_frozen(cgroups.expected(cgroups.mounts(), f"{bundle.CGROUP_PARENT}/{c.id}"), want=False)
+        cgroups.wait_frozen(cgroup_of(c), want=False)
         st.Status = "running"
         write_state(p, st)
         return set_db_state(store, c, "running")
