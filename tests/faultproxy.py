@@ -152,22 +152,22 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             rng = self.headers.get("Range")
             if fault is not None and fault.kind == "status":
                 payload = b'{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}'
+                proxy._record(method, path, fault.code, rng)  # before the answer: a client that has it sees it counted
                 self.send_response(fault.code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 if method != "HEAD":
                     self.wfile.write(payload)
-                proxy._record(method, path, fault.code, rng)
                 return
             if fault is not None and fault.kind == "replace":
+                proxy._record(method, path, 200, rng)
                 self.send_response(200)
                 self.send_header("Content-Type", fault.content_type)
                 self.send_header("Content-Length", str(len(fault.body)))
                 self.end_headers()
                 if method != "HEAD":
                     self.wfile.write(fault.body)
-                proxy._record(method, path, 200, rng)
                 return
             if fault is not None and fault.kind == "delay":
                 time.sleep(fault.seconds)
