@@ -271,10 +271,20 @@ def analyse(base: Suite, new: Suite, t: paired.Thresholds = paired.DEFAULTS, *,
             continue
         b, n = bc.by_rep(), nc.by_rep()
         common = sorted(b.keys() & n.keys())
-        res = paired.verdict([b[r] for r in common], [n[r] for r in common], t)
+        res = paired.verdict([b[r] for r in common], [n[r] for r in common], t, logs=_repeat_logs(bc, nc, common))
         lost = (len(b) - len(common)) + (len(n) - len(common))
         rows.append(Row(key, label, res, f"{lost} unpaired samples left out" if lost else ""))
     return rows
+
+
+def _repeat_logs(bc: Cell, nc: Cell, reps: list[int]) -> list[float] | None:
+    """The pairs' log ratios from the repeated timings of a phase (``paired.pair_log_ratio``),
+    when every pair has K timings on both sides; None (plain ratios of the samples) otherwise."""
+    br, nr = bc.extra.get("repeats") or {}, nc.extra.get("repeats") or {}
+    pairs = [(br.get(str(r)), nr.get(str(r))) for r in reps]
+    if not pairs or any(not x or not y or len(x) != len(y) for x, y in pairs):
+        return None
+    return [paired.pair_log_ratio(x, y) for x, y in pairs]
 
 
 @dataclass

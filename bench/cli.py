@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench import paired
 from bench.phases import PHASES, PHASE_NAMES
-from bench.profiles import PROFILES
+from bench.profiles import GATE_REPEATS, PROFILES
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO / "results"
@@ -53,6 +53,17 @@ the baseline is history, CI's gate is the A/B run `python -m bench gate`).
 
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _repeats(text: str) -> dict[str, int]:
+    """``materialise=9,pull=5`` -> {"materialise": 9, "pull": 5}; '' -> {} (no repeats)."""
+    out: dict[str, int] = {}
+    for item in _csv(text):
+        name, eq, k = item.partition("=")
+        if not eq or name not in ("pull", "load", "materialise") or not k.isdigit() or int(k) < 1:
+            raise argparse.ArgumentTypeError(f"{item!r}: want PHASE=K with PHASE pull, load or materialise, K >= 1")
+        out[name] = int(k)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                       f"{paired.DEFAULTS.threshold}; files: 0.5)")
     cmp_.add_argument("--alpha", type=float, help=f"significance level (A/B default: {paired.DEFAULTS.alpha}; "
                                                   "files: 0.05)")
+    cmp_.add_argument("--repeats", type=_repeats, metavar="PHASE=K,...", default=None,
+                      help="time these phases K times per pair, in turns, judged on the median of the "
+                           "per-turn ratios (default: the gate's, "
+                           + ",".join(f"{k}={v}" for k, v in GATE_REPEATS.items()) + "; '' for none)")
     cmp_.add_argument("--interleave", choices=("phase", "task"), default="phase",
                       help="how the sides of a pair alternate: phase by phase, both workers alive "
                            "(default), or one whole lifecycle after the other")
@@ -312,7 +327,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _compare_revs(args: argparse.Namespace) -> int:
     from bench import gate
 
-    over: dict[str, object] = {"reps": args.pairs}
+    over: dict[str, object] = {"reps": args.pairs,
+                               "repeats": dict(GATE_REPEATS) if args.repeats is None else args.repeats}
     if args.pairs < 1:
         print("bench: --pairs must be >= 1", file=sys.stderr)
         return 2

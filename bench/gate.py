@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench import paired, revs
-from bench.profiles import PROFILES, Profile
+from bench.profiles import GATE_REPEATS, PROFILES, Profile
 
 REPO = Path(__file__).resolve().parent.parent
 GATE_PAIRS = 12  # 2^-12: the smallest p a sign-flip test of 12 pairs can give, well under alpha
@@ -76,7 +76,7 @@ def compare_revs(base_rev: str, new_rev: str, profile: Profile, *, work_dir: Pat
 
 
 def gate_profile(pairs: int = GATE_PAIRS) -> Profile:
-    return PROFILES["quick"].with_(reps=pairs)
+    return PROFILES["quick"].with_(reps=pairs, repeats=dict(GATE_REPEATS))
 
 
 def gate(*, base_rev: str = "HEAD^", work_dir: Path, results_dir: Path, pairs: int = GATE_PAIRS,

@@ -3,19 +3,21 @@
 - **False-alarm rate**: the commit against itself (HEAD built in its own worktree and venv as
   the base, this clean checkout as the new side: exactly the gate's arrangement), under a
   CPU-hog neighbour: one busy loop per core at nice 19, started and stopped here by PID.
-- **Sensitivity**: the same, with the test-only knob ``LAMINA_BENCH_SLOWDOWN_APPLY=S`` (every
-  ``drivers.tar.apply.apply_tar`` sleeps S times its own duration) on the new side only, for
-  each S of ``--slowdowns``. A cell counts as *affected* when apply is most of it
-  (``materialise``), as *partly affected* when apply is a part (``pull``, ``load``,
-  ``commit``), else *unaffected* (create, mount, start, walk, read, copy-up, remove,
-  concurrent: their timed steps apply no tar). Required: >= 9 of 10 runs flag every affected
-  cell, no run flags an unaffected one.
+- **Sensitivity**: the same, with a test-only knob on the new side only, for each S of
+  ``--slowdowns`` (``bench/worker.py``): ``--knob register`` (default,
+  ``LAMINA_BENCH_SLOWDOWN_REGISTER=S``: every ``LayerStore.register`` sleeps S times its own
+  duration, so ``materialise``, which is registrations and nothing else, is S slower) or
+  ``--knob apply`` (``LAMINA_BENCH_SLOWDOWN_APPLY=S``: only the tar applier, about half of
+  ``materialise``). A cell counts as *affected* when the knob's code is all of it
+  (``materialise``), as *partly affected* when it is a part (``pull``, ``load``, ``commit``),
+  else *unaffected* (create, mount, start, walk, read, copy-up, remove, concurrent: their timed
+  steps register no layer). Required: >= 9 of 10 runs flag every affected cell, no run flags an
+  unaffected one.
 
 Every arm runs in ONE A/B session, repetition by repetition (the base and each arm's new side in
-random order per repetition), on a dedicated small "gate" set (default: small-files-500 on vfs
-and overlay, every phase, 1 and 4 concurrent containers) so that 10 runs of 8 pairs of every arm
-fit in about 45 minutes; run i is repetitions 8i .. 8i+7, judged by ``paired.verdict`` with the
-gate's thresholds. The arms of one run share the base samples of that run.
+random order per repetition), on a dedicated small set (default: small-files-500 on vfs
+and overlay, every phase, with the gate's repeats of the cheap phases); run i is repetitions
+``PAIRS*i .. PAIRS*(i+1)-1``, judged by ``paired.verdict`` with the gate's thresholds. The arms of one run share the base samples of that run.
 
 Writes ``OUT/instrument.json`` (every sample), ``OUT/instrument.md`` (the tables for
 bench/README.md) and one forest plot per arm for the first run.
@@ -35,10 +37,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bench import paired, revs
-from bench.gate import GATE_PAIRS, GATE_THRESHOLDS
-from bench.profiles import PROFILES
+from bench.gate import GATE_PAIRS, GATE_THRESHOLDS, gate_profile
 
 REPO = Path(__file__).resolve().parent.parent
+KNOB_ENV = {"register": "LAMINA_BENCH_SLOWDOWN_REGISTER", "apply": "LAMINA_BENCH_SLOWDOWN_APPLY"}
 AFFECTED = {"materialise"}
 PARTLY = {"pull", "load", "commit"}
 
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alpha", type=float, default=GATE_THRESHOLDS.alpha,
                     help="the rule judged (default: the gate's): significance level")
     ap.add_argument("--slowdowns", default="0.10,0.25,0.50")
+    ap.add_argument("--knob", choices=sorted(KNOB_ENV), default="register",
+                    help="what the slowdown slows (default: %(default)s)")
     ap.add_argument("--workloads", default="small-files-500")
     ap.add_argument("--drivers", default="vfs,overlay")
     ap.add_argument("--concurrency", default="1,4")
@@ -101,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     slowdowns = [float(x) for x in args.slowdowns.split(",") if x]
     base = revs.build(REPO, "HEAD", name="base", label="HEAD (built)", log=print)
     same = revs.worktree_side(REPO, "same")
-    arms = [same] + [same.with_env(f"slow{int(round(s * 100))}", LAMINA_BENCH_SLOWDOWN_APPLY=str(s))
+    arms = [same] + [same.with_env(f"{args.knob}{int(round(s * 100))}", **{KNOB_ENV[args.knob]: str(s)})
                      for s in slowdowns]
-    profile = PROFILES["quick"].with_(
+    profile = gate_profile(args.pairs).with_(
         reps=args.runs * args.pairs, workloads=tuple(args.workloads.split(",")), drivers=tuple(args.drivers.split(",")),
         concurrency=tuple(int(x) for x in args.concurrency.split(",") if x), concurrency_workload=args.workloads.split(",")[0],
         peers=(), peer_workloads=())
@@ -191,6 +195,11 @@ def summarise(run: Any, arms: list[revs.Side], runs: int, pairs: int, t: paired.
     return out
 
 
+def _knob_label(env: dict[str, str]) -> str:
+    """``register +25%`` for an arm's environment."""
+    return ", ".join(f"{k} +{float(env[v]):.0%}" for k, v in KNOB_ENV.items() if v in env)
+
+
 def markdown(s: dict[str, Any]) -> str:
     runs = s["runs"]
     loads = [x for x in s["loads"] if x]
@@ -207,7 +216,7 @@ def markdown(s: dict[str, Any]) -> str:
              "| arm (new side) | runs failing | runs flagging every affected cell | runs flagging an unaffected cell |",
              "|---|---:|---:|---:|"]
     for name, a in s["arms"].items():
-        label = "A/A (same commit)" if not a["env"] else f"apply +{float(a['env']['LAMINA_BENCH_SLOWDOWN_APPLY']):.0%}"
+        label = "A/A (same commit)" if not a["env"] else _knob_label(a["env"])
         every = "-" if not a["env"] else f"{a['runs_flagging_all_affected']}/{runs}"
         lines.append(f"| {label} | {a['runs_failing']}/{runs} | {every} | "
                      f"{a['runs_flagging_unaffected']}/{runs} |")

@@ -11,6 +11,11 @@ on two unpaired sample sets:
   above). No normality assumption; one wild pair cannot make a cell significant, because
   flipping its sign alone moves the statistic as much as it moved it. With n pairs the smallest
   p-value possible is 1 / 2^n (n = 8: 0.0039).
+- ``pair_log_ratio``: a pair whose sides each timed the phase K times (repeats, taken in turns:
+  the k-th timing of one side right next to the k-th of the other) counts as ONE pair whose log
+  ratio is the median of the K per-turn log ratios: the neighbours' noise of each turn cancels in
+  its own ratio, and the median drops the turns a burst hit on one side only. The test stays
+  exact: under "no change" each per-turn ratio, hence their median, is symmetric about 0.
 - ``gm_ratio_ci``: percentile bootstrap interval of the geometric-mean ratio (resampling pairs).
 - ``verdict``: ``regression`` only when the change is both significant (p <= alpha) and large
   (geometric-mean ratio >= 1 + threshold); ``improvement`` symmetrically; ``slower`` /
@@ -57,6 +62,19 @@ def log_ratios(base: Sequence[float], new: Sequence[float]) -> "np.ndarray":
         raise ValueError(f"paired samples differ in length: {b.size} base, {n.size} new")
     ok = (b > 0) & (n > 0) & np.isfinite(b) & np.isfinite(n)
     return np.log(n[ok] / b[ok])
+
+
+def pair_log_ratio(base: Sequence[float], new: Sequence[float]) -> float:
+    """The log ratio of one pair from its sides' K repeated timings, paired turn by turn: the
+    median of ``log(new_k / base_k)`` (see the module docstring). Raises ValueError on unequal
+    or empty timings, or a non-positive one."""
+    if len(base) != len(new) or not base:
+        raise ValueError(f"repeated timings differ in length: {len(base)} base, {len(new)} new")
+    if min(base) <= 0 or min(new) <= 0:
+        raise ValueError("a repeated timing is not positive")
+    d = sorted(math.log(n / b) for b, n in zip(base, new))
+    k = len(d)
+    return d[k // 2] if k % 2 else (d[k // 2 - 1] + d[k // 2]) / 2
 
 
 def sign_flip_test(d: Sequence[float], alternative: str = "greater", n_resamples: int = 20_000,
@@ -129,12 +147,15 @@ class PairedResult:
 MIN_PAIRS = 3
 
 
-def verdict(base: Sequence[float], new: Sequence[float], t: Thresholds = DEFAULTS) -> PairedResult:
+def verdict(base: Sequence[float], new: Sequence[float], t: Thresholds = DEFAULTS,
+            logs: Sequence[float] | None = None) -> PairedResult:
     """The verdict on one cell from its paired samples (``base[i]`` and ``new[i]`` measured in the
-    same repetition); see the module docstring for the rule."""
+    same repetition); see the module docstring for the rule. ``logs``: the pairs' log ratios when
+    they are not simply ``log(new[i] / base[i])`` (repeated phases: ``pair_log_ratio``); the
+    samples then give only the medians shown."""
     import numpy as np  # here: the CLI imports this module for its defaults
 
-    d = log_ratios(base, new)
+    d = log_ratios(base, new) if logs is None else np.asarray(logs, dtype=float)
     bmed = float(np.median(base)) if len(base) else math.nan
     nmed = float(np.median(new)) if len(new) else math.nan
     if d.size < MIN_PAIRS:

@@ -28,6 +28,13 @@ remove                remove the container, then both images (the committed one 
                       workload's) with all their layers.
 ====================  ===========================================================================
 
+A task may ask for *repeats* of the cheap phases (``task["repeats"]``, e.g. ``{"materialise": 9}``,
+from the profile): the phase then runs K times in the repetition, each time on a fresh store and
+each time its own turn of an A/B pair (``bench/interleave.py``); the sample is the median of the K
+timings and ``extra["samples"]`` keeps all of them, in order, so the A/B analysis can pair the
+k-th timing of one side with the k-th of the other (one phase apart in time). The extra runs of
+``materialise`` go to throwaway stores before the one the later phases use.
+
 Modules lamina imports lazily (the HTTP client, decompressors) are imported before anything is
 timed: an import is the process's one-off cost, not a phase's. Layer sources are read into the
 page cache first. Phases not asked for are skipped, except that ``materialise``, ``create`` and ``mount`` still run
@@ -41,6 +48,7 @@ import contextlib
 import os
 import resource
 import stat
+import statistics
 import time
 import traceback
 from dataclasses import dataclass
@@ -309,6 +317,7 @@ class Lifecycle:
         self.rep: int = task["rep"]
         self.wanted: set[str] = set(task["phases"])
         self.registry: dict[str, str] | None = task.get("registry")
+        self.repeats: dict[str, int] = {k: max(1, int(v)) for k, v in (task.get("repeats") or {}).items()}
         self.out: dict[str, Outcome] = {}
         self.info: dict[str, Any] = {}
 
@@ -344,6 +353,22 @@ class Lifecycle:
             self.out[name] = Outcome(seconds=dt, cpu_seconds=round(_cpu() - c0, 5))
         return result
 
+    def _fold_repeats(self, name: str, outcomes: list[Outcome]) -> None:
+        """One outcome from the K timings of a repeated phase: the median as the sample, every
+        timing in ``extra["samples"]``, the CPU time of the median run. A failed run fails the
+        phase (its outcome is kept as it is)."""
+        if len(outcomes) < 2 or any(o.seconds is None for o in outcomes):
+            bad = next((o for o in outcomes if o.seconds is None), None)
+            if bad is not None:
+                self.out[name] = bad
+            return
+        times = [o.seconds for o in outcomes if o.seconds is not None]
+        mid = sorted(range(len(times)), key=times.__getitem__)[len(times) // 2]
+        med = statistics.median(times)
+        extra = dict(outcomes[-1].extra or {})
+        extra["samples"] = times
+        self.out[name] = Outcome(seconds=med, cpu_seconds=outcomes[mid].cpu_seconds, extra=extra)
+
     def _skip_rest(self, names: list[str], why: str) -> None:
         for n in names:
             if n in self.wanted and n not in self.out:
@@ -362,19 +387,29 @@ class Lifecycle:
             return
         from graph import Store
 
-        root = self._root("pull")
-        destroy_store(root, self.driver)
-        fs.warm(self.registry.get("blob_files", []))
-        try:
-            with Store(root, driver=self.driver) as store:
-                res = self._time("pull", lambda: do_pull(store, self.registry["ref"], self.registry["host"]))
-                applied = store.layers.list()
-                self.out["pull"].extra = {"layers_applied": len(applied),
-                                          "timings": dict(getattr(res, "timings", {}) or {})}
-        except Exception:
-            pass
-        finally:
+        runs: list[Outcome] = []
+        for k in range(self.repeats.get("pull", 1)):
+            self.out.pop("pull", None)
+            root = self._root(f"pull{k}" if k else "pull")
             destroy_store(root, self.driver)
+            fs.warm(self.registry.get("blob_files", []))
+            try:
+                with Store(root, driver=self.driver) as store:
+                    res = self._time("pull", lambda: do_pull(store, self.registry["ref"], self.registry["host"]))
+                    applied = store.layers.list()
+                    self.out["pull"].extra = {"layers_applied": len(applied),
+                                              "timings": dict(getattr(res, "timings", {}) or {})}
+            except Exception:
+                pass
+            finally:
+                destroy_store(root, self.driver)
+            o = self.out.get("pull")
+            if o is None:
+                break
+            runs.append(o)
+            if o.seconds is None:
+                break
+        self._fold_repeats("pull", runs)
 
     def phase_load(self) -> None:
         if "load" not in self.wanted:
@@ -382,16 +417,26 @@ class Lifecycle:
         from graph import Store
         from graph import load_archive
 
-        root = self._root("load")
-        destroy_store(root, self.driver)
-        fs.warm([self.w.layout])
-        try:
-            with Store(root, driver=self.driver) as store:
-                self._time("load", lambda: load_archive(store, self.w.layout))
-        except Exception:
-            pass
-        finally:
+        runs: list[Outcome] = []
+        for k in range(self.repeats.get("load", 1)):
+            self.out.pop("load", None)
+            root = self._root(f"load{k}" if k else "load")
             destroy_store(root, self.driver)
+            fs.warm([self.w.layout])
+            try:
+                with Store(root, driver=self.driver) as store:
+                    self._time("load", lambda: load_archive(store, self.w.layout))
+            except Exception:
+                pass
+            finally:
+                destroy_store(root, self.driver)
+            o = self.out.get("load")
+            if o is None:
+                break
+            runs.append(o)
+            if o.seconds is None:
+                break
+        self._fold_repeats("load", runs)
 
     # -- the main line
     def run(self) -> dict[str, Any]:
@@ -401,31 +446,24 @@ class Lifecycle:
         main = ["materialise", "create", "mount", "start", "walk", "read", "copy-up", "commit", "remove"]
         if not (self.wanted & set(main)):
             return self.result()
-        from graph import Store, parse_reference
-        from graph import DiffID, Digest
+        from graph import Store
 
         root = self._root("main")
         destroy_store(root, self.driver)
         fs.warm([lf.tar for lf in self.w.layers])
+        runs = self._throwaway_materialises() if "materialise" in self.wanted else []
         store = Store(root, driver=self.driver)
         container = None
         mounted = False
         try:
-            def materialise() -> Any:
-                parent = None
-                for lf in self.w.layers:
-                    with open(lf.tar, "rb") as f:
-                        layer = store.layers.register(f, parent, expected_diff_id=DiffID(Digest(lf.diff_id)))
-                    parent = layer.chain_id
-                img = store.images.create(Path(self.w.config).read_bytes())
-                store.refs.add(parse_reference(self.w.ref), img.id)
-                return img
-
             try:
-                self._time("materialise", materialise)
+                self._time("materialise", lambda: self._materialise(store))
             except Exception:
                 self._skip_rest(main, "materialise failed")
                 return self.result()
+            finally:
+                if runs and "materialise" in self.out:
+                    self._fold_repeats("materialise", [*runs, self.out["materialise"]])
             if "commit" in self.wanted:
                 self._record_blobs(store)
 
@@ -462,6 +500,42 @@ class Lifecycle:
                 store.close()
             destroy_store(root, self.driver)
         return self.result()
+
+    def _materialise(self, store: Any) -> Any:
+        """Every layer tar applied in order (``register``: DiffID hashed, data synced), then the
+        image and its reference recorded."""
+        from graph import DiffID, Digest, parse_reference
+
+        parent = None
+        for lf in self.w.layers:
+            with open(lf.tar, "rb") as f:
+                layer = store.layers.register(f, parent, expected_diff_id=DiffID(Digest(lf.diff_id)))
+            parent = layer.chain_id
+        img = store.images.create(Path(self.w.config).read_bytes())
+        store.refs.add(parse_reference(self.w.ref), img.id)
+        return img
+
+    def _throwaway_materialises(self) -> list[Outcome]:
+        """The first K-1 of K repeated materialises, each on a store of its own removed at once
+        (the K-th is the main store's, which the later phases use). Stops at the first failure."""
+        from graph import Store
+
+        runs: list[Outcome] = []
+        for k in range(1, self.repeats.get("materialise", 1)):
+            root = self._root(f"mat{k}")
+            destroy_store(root, self.driver)
+            try:
+                with Store(root, driver=self.driver) as store:
+                    self._time("materialise", lambda: self._materialise(store))
+            except Exception:
+                pass
+            finally:
+                destroy_store(root, self.driver)
+            o = self.out.pop("materialise", None)
+            if o is None or o.seconds is None:
+                break
+            runs.append(o)
+        return runs
 
     def _record_blobs(self, store: Any) -> None:
         """Untimed: keep the layer blobs in the content store, as a pull would have, so ``commit``

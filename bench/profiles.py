@@ -42,11 +42,20 @@ class Profile:
     fail_on_regression: bool = False
     alpha: float = 0.05  # significance level of the regression test
     task_timeout: float = 1800.0
+    # phase -> K: the phase runs K times per repetition, its sample the median (bench/phases.py);
+    # for the cheap phases of an A/B gate, where one timing is too noisy to pair on its own
+    repeats: dict[str, int] = field(default_factory=dict)
     fs_size: dict[str, int] = field(default_factory=lambda: {"ext4": 24 << 30, "btrfs": 24 << 30})
 
     def with_(self, **kw: Any) -> "Profile":
         return replace(self, **kw)
 
+
+# The cheap phases a regression in lamina's own code shows in, timed K times per pair in turns
+# (bench/phases.py), each pair judged on the median of its K per-turn ratios (paired.pair_log_ratio):
+# one timing of a ~100 ms phase on this VM spreads 15-25% (even on tmpfs, even in one process),
+# far more than a 10-25% regression; the median of the per-turn ratios spreads a fraction of that.
+GATE_REPEATS: dict[str, int] = {"pull": 5, "load": 5, "materialise": 9}
 
 DEPTHS = (1, 8, 32, 64, 128, 500)  # 64 and 500: issue 15's tiny-layer aims (report.py AIMS)
 

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from bench.worker import KNOBS
+
 CACHE = Path(os.environ.get("LAMINA_BENCH_REVS", "/var/tmp/lamina-bench"))
 KEEP = 4
 PIP_TIMEOUT = 900.0
@@ -59,7 +61,8 @@ class Side:
     def environ(self) -> dict[str, str]:
         e = dict(os.environ)
         e.pop("PYTHONPATH", None)
-        e.pop("LAMINA_BENCH_SLOWDOWN_APPLY", None)  # a knob reaches only the side that asks for it
+        for knob in KNOBS:
+            e.pop(knob, None)  # a knob reaches only the side that asks for it
         if self.pythonpath:
             e["PYTHONPATH"] = os.pathsep.join(self.pythonpath)
         e.update(self.env)

@@ -379,6 +379,7 @@ class Runner:
         return Task("lifecycle", rep, driver=d, workload=name, weight=weight, side=side, payload={
             "driver": d, "workload": w.to_json(), "store_base": str(store_base), "rep": rep,
             "phases": self._phases_for(name, phases), "fingerprint": rep == 0, "registry": reg,
+            "repeats": dict(self.p.repeats),
             "registry_reason": self.registry_reason or "no registry image for this workload"})
 
     def _concurrent_task(self, rep: int, d: str, side: str = "") -> Task:
@@ -480,9 +481,12 @@ class Runner:
         if t.kind == "lifecycle":
             for phase, o in res.get("phases", {}).items():
                 if "seconds" in o:
-                    c = s.add_sample("phase", phase, t.driver, t.workload, None, t.rep, o["seconds"], o.get("extra"))
+                    extra = {k: v for k, v in (o.get("extra") or {}).items() if k != "samples"}
+                    c = s.add_sample("phase", phase, t.driver, t.workload, None, t.rep, o["seconds"], extra)
                     if "cpu_seconds" in o:  # the worker's CPU time in the phase, by repetition
                         c.extra.setdefault("cpu_s", {})[str(t.rep)] = o["cpu_seconds"]
+                    if (o.get("extra") or {}).get("samples"):  # a repeated phase's K timings, by repetition
+                        c.extra.setdefault("repeats", {})[str(t.rep)] = o["extra"]["samples"]
                     parts.append(f"{phase} {_fmt(o['seconds'])}")
                 elif "error" in o:
                     s.add_error("phase", phase, t.driver, t.workload, None, t.rep, o["error"])
@@ -601,7 +605,7 @@ class Runner:
             "phases": list(self.p.phases), "concurrency": list(self.p.concurrency),
             "concurrency_workload": self.p.concurrency_workload, "peers": list(self.p.peers),
             "peer_workloads": list(self.p.peer_workloads), "seed": cfg.seed, "work_dir": str(self.work),
-            "max_depth": dict(self.p.max_depth), "argv": sys.argv[1:],
+            "max_depth": dict(self.p.max_depth), "repeats": dict(self.p.repeats), "argv": sys.argv[1:],
             "full_workloads": list(self.p.full_workloads), "series_skip_phases": list(self.p.series_skip_phases),
         }
         try:

@@ -43,22 +43,67 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown task kind {kind!r}")
 
 
-def set_test_knobs(env: "os._Environ[str] | dict[str, str]") -> float:
-    """The instrument's test-only slowdown (``LAMINA_BENCH_SLOWDOWN_APPLY=0.25``: every tar apply
-    takes 25% longer), set in the applier of this worker's lamina; returns it (0: unset). A
-    revision without the knob is left alone; a bad value is an error, not a silent 0."""
-    raw = env.get("LAMINA_BENCH_SLOWDOWN_APPLY")
+KNOBS = ("LAMINA_BENCH_SLOWDOWN_APPLY", "LAMINA_BENCH_SLOWDOWN_REGISTER")
+"""The instrument's test-only slowdowns (bench/instrument.py), read only here, on the A/B side
+that asks for one (``revs.Side.environ`` strips them from every other side)."""
+
+
+def _knob(env: "os._Environ[str] | dict[str, str]", name: str) -> float:
+    raw = env.get(name)
     if not raw:
         return 0.0
     value = float(raw)
     if value < 0:
-        raise ValueError(f"LAMINA_BENCH_SLOWDOWN_APPLY must be >= 0, not {raw!r}")
-    try:
-        from drivers.tar import apply
-    except ImportError:
-        return 0.0
-    apply.TEST_SLOWDOWN = value
+        raise ValueError(f"{name} must be >= 0, not {raw!r}")
     return value
+
+
+def set_test_knobs(env: "os._Environ[str] | dict[str, str]") -> dict[str, float]:
+    """Set the instrument's slowdowns in this worker's lamina; returns those set.
+
+    - ``LAMINA_BENCH_SLOWDOWN_APPLY=S``: every tar apply takes S times longer
+      (``drivers.tar.apply.TEST_SLOWDOWN``);
+    - ``LAMINA_BENCH_SLOWDOWN_REGISTER=S``: every ``LayerStore.register`` (apply, DiffID, sync,
+      the row: all of ``materialise``'s work per layer) sleeps S times its own duration, so the
+      ``materialise`` cell is S slower and the cells that register layers among other work
+      (pull, load, commit) less.
+
+    A revision without the piece a knob needs is left alone; a bad value is an error, not a
+    silent 0."""
+    done: dict[str, float] = {}
+    apply_s = _knob(env, "LAMINA_BENCH_SLOWDOWN_APPLY")
+    if apply_s:
+        try:
+            from drivers.tar import apply
+        except ImportError:
+            pass
+        else:
+            apply.TEST_SLOWDOWN = apply_s
+            done["apply"] = apply_s
+    register_s = _knob(env, "LAMINA_BENCH_SLOWDOWN_REGISTER")
+    if register_s:
+        try:
+            from graph.layers import LayerStore
+        except ImportError:
+            pass
+        else:
+            LayerStore.register = _slowed(LayerStore.register, register_s)  # type: ignore[method-assign]
+            done["register"] = register_s
+    return done
+
+
+def _slowed(fn: Any, factor: float) -> Any:
+    import functools
+
+    @functools.wraps(fn)
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            time.sleep(factor * (time.perf_counter() - t0))
+
+    return slow
 
 
 def main(argv: list[str] | None = None) -> int:
