@@ -117,3 +117,55 @@ def test_bootstrap_degenerate_and_seeded() -> None:
     assert math.isnan(lo) and math.isnan(hi)
     d = [0.1, 0.2, 0.0, 0.15]
     assert paired.gm_ratio_ci(d) == paired.gm_ratio_ci(d)  # the report does not flicker
+
+
+def test_pair_log_ratio_is_the_median_of_the_per_turn_ratios() -> None:
+    # turn 2 was hit by a burst on the new side only: the median drops it, a ratio of means would not
+    base = [0.100, 0.110, 0.100, 0.120, 0.100]
+    new = [0.120, 0.132, 0.300, 0.144, 0.120]
+    assert paired.pair_log_ratio(base, new) == pytest.approx(math.log(1.2))
+    assert paired.pair_log_ratio([1.0, 2.0], [2.0, 2.0]) == pytest.approx(math.log(2) / 2)  # even K: middle two
+    with pytest.raises(ValueError):
+        paired.pair_log_ratio([0.1, 0.1], [0.1])
+    with pytest.raises(ValueError):
+        paired.pair_log_ratio([0.1, 0.0], [0.1, 0.1])
+
+
+def test_verdict_on_given_log_ratios() -> None:
+    """``logs`` decides the verdict (the samples give only the medians shown): samples that
+    alone look the same, with per-pair logs all at +20%, are a regression."""
+    b = [0.1] * 8
+    r = paired.verdict(b, list(b), logs=[math.log(1.2)] * 8)
+    assert r.verdict == "regression" and r.ratio == pytest.approx(1.2)
+    assert r.base_median == r.new_median == pytest.approx(0.1)
+    assert paired.verdict(b, list(b)).verdict == "same"
+
+
+def test_ab_analyse_pairs_repeated_timings_turn_by_turn() -> None:
+    """A cell whose repetitions carry K timings per side is judged on the per-turn ratios: a turn
+    where a burst hit one side only is dropped by the median, and each turn's own neighbour
+    cancels in its ratio; the medians of each side, taken alone, do neither."""
+    from bench import ab
+    from bench.results import Cell, Suite
+
+    rng = np.random.default_rng(3)
+    bc = Cell("phase", "materialise", "vfs", "w", samples=[], reps=[])
+    nc = Cell("phase", "materialise", "vfs", "w", samples=[], reps=[])
+    for rep in range(8):
+        # five turns: the machine's state moves from turn to turn (the same for both timings of a
+        # turn); the new side is 15% slower; a burst makes one new timing 3x in two turns of five
+        turn = [0.1, 0.1, 0.1, 0.3, 0.3]
+        bt = [x * float(np.exp(rng.normal(0, 0.01))) for x in turn]
+        nt = [x * 1.15 * float(np.exp(rng.normal(0, 0.01))) for x in turn]
+        for k in rng.choice(3, size=2, replace=False):
+            nt[int(k)] *= 3
+        for c, t in ((bc, bt), (nc, nt)):
+            c.samples.append(float(np.median(t)))
+            c.reps.append(rep)
+            c.extra.setdefault("repeats", {})[str(rep)] = t
+    r = ab.analyse(Suite(cells=[bc]), Suite(cells=[nc]))[0].result
+    assert r is not None and r.verdict == "regression" and r.ratio == pytest.approx(1.15, rel=0.02)
+    for c in (bc, nc):  # without the timings: the ratio of the sides' medians, thrown by the bursts
+        c.extra.pop("repeats")
+    plain = ab.analyse(Suite(cells=[bc]), Suite(cells=[nc]))[0].result
+    assert plain is not None and plain.ratio > 2
