@@ -143,9 +143,11 @@ def test_prune_keeps_the_most_recent(repo: Path, bench_pkg: Path, tmp_path: Path
 def test_the_slowdown_knob_reaches_only_the_side_that_asks(repo: Path, bench_pkg: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAMINA_BENCH_SLOWDOWN_APPLY", "0.5")  # leaked into the runner's environment
+    monkeypatch.setenv("LAMINA_BENCH_SLOWDOWN_REGISTER", "0.5")
     monkeypatch.setenv("PYTHONPATH", "/nowhere")
     side = _build(repo, "HEAD", tmp_path / "cache", bench_pkg, Install())
     assert "LAMINA_BENCH_SLOWDOWN_APPLY" not in side.environ()
+    assert "LAMINA_BENCH_SLOWDOWN_REGISTER" not in side.environ()
     assert side.environ()["PYTHONPATH"] == side.pythonpath[0]
     slow = side.with_env("slow", LAMINA_BENCH_SLOWDOWN_APPLY="0.25")
     assert slow.environ()["LAMINA_BENCH_SLOWDOWN_APPLY"] == "0.25" and slow.name == "slow"
