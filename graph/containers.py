@@ -10,10 +10,10 @@ import os
 import re
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from drivers.base import CacheID, Change, HeldCounts
+from drivers.sys.record import Frozen
 from graph.db import DB
 from graph.digest import ChainID, Digest, ImageID
 from graph.errors import AlreadyExists, Conflict, InvalidInput, NotFound
@@ -25,14 +25,15 @@ _ADJ = "brave calm eager fancy gentle happy jolly keen lucid merry nimble proud 
 _NOUN = "ada babbage curie darwin euler fermi gauss hopper knuth lovelace noether pascal ritchie turing".split()
 
 
-@dataclass(frozen=True)
-class Container:
+class Container(Frozen):
+    __slots__ = ("id", "name", "image_id", "parent_layer", "cache_id", "config", "state", "created")
+    _uncompared = frozenset({'config'})
     id: str
     name: str
     image_id: ImageID | None
     parent_layer: ChainID | None
     cache_id: CacheID
-    config: dict[str, Any] = field(hash=False, compare=False)
+    config: dict[str, Any]
     state: str
     created: float
 

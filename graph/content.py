@@ -62,13 +62,13 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Callable, Iterator
 
 from drivers.sys.durable import fsync_dir, start_writeback
 from drivers.sys.flock import Flock
+from drivers.sys.record import Frozen
 from graph.digest import Digest
 from graph.errors import Conflict, Corrupt, DigestMismatch, InvalidInput, NotFound, Unsupported
 from graph.verify import CHUNK, hash_stream
@@ -92,10 +92,10 @@ def _crash_point(step: str) -> None:
         _crash_hook(step)
 
 
-@dataclass(frozen=True)
-class IngestStatus:
+class IngestStatus(Frozen):
     """A resumable (ref'd) ingest, live or interrupted."""
 
+    __slots__ = ("ref", "offset", "expected", "size", "started", "updated")
     ref: str
     offset: int  # bytes written so far
     expected: Digest | None
@@ -861,8 +861,8 @@ def _remove_if_unlocked(path: Path) -> None:
         os.close(fd)
 
 
-@dataclass(frozen=True)
-class _Meta:
+class _Meta(Frozen):
+    __slots__ = ("ref", "expected", "size", "started")
     ref: str
     expected: Digest | None
     size: int | None

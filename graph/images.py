@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass
 
+from drivers.sys.record import Frozen
 from graph.content import ContentStore
 from graph.db import DB
 from graph.digest import ChainID, Digest, ImageID, chain_ids
@@ -27,17 +27,17 @@ if TYPE_CHECKING:  # the config parser loads when a config is parsed (``lamina i
     from graph.oci.formats import ImageConfig
 
 
-@dataclass(frozen=True)
-class Image:
+class Image(Frozen):
     """An image as recorded: its ID, the ChainID of its top layer (None for no layers)."""
 
+    __slots__ = ("id", "top_layer", "created")
     id: ImageID
     top_layer: ChainID | None
     created: float
 
 
-@dataclass(frozen=True)
-class ManifestRecord:
+class ManifestRecord(Frozen):
+    __slots__ = ("digest", "media_type", "image_id", "parent_index")
     digest: Digest
     media_type: str
     image_id: ImageID

@@ -24,11 +24,11 @@ import shutil
 import sqlite3
 import stat
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from drivers.sys.proc import pid_alive
+from drivers.sys.record import Frozen
 from graph.db import DB
 from graph.errors import Conflict, InvalidInput, NotFound
 
@@ -47,15 +47,17 @@ def check_name(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class Volume:
+class Volume(Frozen):
+    __slots__ = ("name", "mountpoint", "created", "anonymous", "labels", "options", "driver")
+    _defaults = {"driver": DRIVER}
+    _uncompared = frozenset({'labels', 'options'})
     name: str
     mountpoint: str  # the directory containers see (``.../_data``)
     created: float
     anonymous: bool
-    labels: dict[str, str] = field(hash=False, compare=False)
-    options: dict[str, str] = field(hash=False, compare=False)
-    driver: str = DRIVER
+    labels: dict[str, str]
+    options: dict[str, str]
+    driver: str
 
 
 class VolumeStore:
