@@ -39,7 +39,7 @@ CLI_ON_IMAGES = {"lamina", "lamina.cli", "lamina.cli.main", "lamina.cli.common",
 # container, volume or collector tables. Exact, so a module that joins the path fails here first.
 STORE_ON_IMAGES = {
     "drivers", "drivers.base", "drivers.errors", "drivers.sys", "drivers.sys.durable", "drivers.sys.flock",
-    "drivers.sys.libc", "drivers.sys.proc",
+    "drivers.sys.libc", "drivers.sys.proc", "drivers.sys.record",
     "graph", "graph.content", "graph.db", "graph.digest", "graph.errors", "graph.gc", "graph.images",
     "graph.layer_blobs", "graph.layers", "graph.leases", "graph.oci", "graph.oci.reference", "graph.references",
     "graph.store", "graph.verify",
