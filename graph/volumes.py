@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 import sqlite3
 import stat
@@ -84,6 +83,8 @@ class VolumeStore:
         Repeat: a second create of a ready name returns it (Docker does the same).
         """
         if name is None:
+            import secrets  # here: it loads random, hmac and base64, which opening a store does not need
+
             name, anonymous = secrets.token_hex(32), True
         check_name(name)
         with self.db.transaction() as c:

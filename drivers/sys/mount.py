@@ -29,7 +29,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import threading
 import time
 from typing import Any, Callable, Iterator, TypeVar
@@ -61,7 +60,7 @@ def _syscall_table(machine: str) -> dict[str, int] | None:
     return None
 
 
-SYSCALLS: dict[str, int] | None = _syscall_table(platform.machine())
+SYSCALLS: dict[str, int] | None = _syscall_table(os.uname().machine)  # platform.machine(), without platform's import
 
 AT_FDCWD = -100
 
