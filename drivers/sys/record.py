@@ -30,6 +30,7 @@ class Record:
     _defaults: dict[str, Any] = {}
     _uncompared: frozenset[str] = frozenset()
     _ordered = False
+    _post: Any = None
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -41,6 +42,7 @@ class Record:
         cls._fields = tuple(fields)
         cls._compared = tuple(f for f in fields if f not in cls._uncompared)
         cls.__match_args__ = cls._fields
+        cls._post = getattr(cls, "__post_init__", None)
         if cls._ordered:
             cls.__lt__ = _order(tuple.__lt__)  # type: ignore[method-assign]
             cls.__le__ = _order(tuple.__le__)  # type: ignore[method-assign]
@@ -49,26 +51,29 @@ class Record:
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         names = self._fields
-        if len(args) > len(names):
-            raise TypeError(f"{type(self).__name__}() takes at most {len(names)} values, got {len(args)}")
         set_ = object.__setattr__
-        for name, value in zip(names, args):
-            set_(self, name, value)
-        for name in names[len(args):]:
-            if name in kw:
-                value = kw.pop(name)
-            elif name in self._defaults:
-                value = self._defaults[name]
-                if isinstance(value, type):
-                    value = value()
-            else:
-                raise TypeError(f"{type(self).__name__}() missing value for {name!r}")
-            set_(self, name, value)
-        if kw:
-            raise TypeError(f"{type(self).__name__}() got unknown fields {sorted(kw)}")
-        post = getattr(self, "__post_init__", None)
-        if post is not None:
-            post()
+        if len(args) == len(names) and not kw:  # every field given in order: the common case
+            for name, value in zip(names, args):
+                set_(self, name, value)
+        else:
+            if len(args) > len(names):
+                raise TypeError(f"{type(self).__name__}() takes at most {len(names)} values, got {len(args)}")
+            for name, value in zip(names, args):
+                set_(self, name, value)
+            for name in names[len(args):]:
+                if name in kw:
+                    value = kw.pop(name)
+                elif name in self._defaults:
+                    value = self._defaults[name]
+                    if isinstance(value, type):
+                        value = value()
+                else:
+                    raise TypeError(f"{type(self).__name__}() missing value for {name!r}")
+                set_(self, name, value)
+            if kw:
+                raise TypeError(f"{type(self).__name__}() got unknown fields {sorted(kw)}")
+        if self._post is not None:
+            self._post()
 
     def _key(self) -> tuple[Any, ...]:
         return tuple(getattr(self, n) for n in self._compared)
