@@ -27,7 +27,7 @@ _NOUN = "ada babbage curie darwin euler fermi gauss hopper knuth lovelace noethe
 
 class Container(Frozen):
     __slots__ = ("id", "name", "image_id", "parent_layer", "cache_id", "config", "state", "created")
-    _uncompared = frozenset({'config'})
+    _uncompared = frozenset({"config"})
     id: str
     name: str
     image_id: ImageID | None

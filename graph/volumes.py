@@ -49,7 +49,7 @@ def check_name(name: str) -> str:
 class Volume(Frozen):
     __slots__ = ("name", "mountpoint", "created", "anonymous", "labels", "options", "driver")
     _defaults = {"driver": DRIVER}
-    _uncompared = frozenset({'labels', 'options'})
+    _uncompared = frozenset({"labels", "options"})
     name: str
     mountpoint: str  # the directory containers see (``.../_data``)
     created: float
