@@ -23,11 +23,18 @@ lamina images          start        lamina's own CLI, a fresh ``python -m lamina
 lamina run             start        ``python -m lamina --runtime runc run --rm --network none
                                     IMAGE /bin/true`` on that store: the CLI's whole cost, as
                                     podman run's is
+python start           start        ``python -I -c pass``: the interpreter's own start, the
+                                    floor under any command line written in Python
+lamina images imports  start        a fresh ``python -c`` that imports the modules
+                                    ``lamina images`` loaded (found by an untimed run) and exits
+lamina run imports     start        the same for ``lamina run --rm``'s modules
 =====================  ===========  ===========================================================
 
-The two ``lamina`` rows are not peers but lamina's command line timed the way the peers are
+The ``lamina`` rows are not peers but lamina's command line timed the way the peers are
 (fresh processes, same filesystem, same image), for the issue-15 aims beside ``podman run``
-(``bench/report.py``'s aims table).
+(``bench/report.py``'s aims table). ``python start`` and the two ``imports`` rows split a
+command's time into the interpreter's floor, lamina's imports and the work itself (with ``runc
+run``, the runtime's own share of ``lamina run``), so the report says why an aim is missed.
 
 podman is configured for this machine in its own ``containers.conf`` (in the bench's work dir,
 never the system's): cgroupfs, file events, runc, and ulimits within the host's hard limits
@@ -80,8 +87,14 @@ PEERS: tuple[Peer, ...] = (
          needs_registry=True),
     Peer("lamina run", "start", "runc", "lamina run --rm /bin/true (CLI, runc): create+mount+start+remove",
          needs_registry=True, needs_runnable=True),
+    Peer("python start", "start", "lamina", "python -I -c pass: the interpreter's start, the floor",
+         needs_registry=True),
+    Peer("lamina images imports", "start", "lamina", "a fresh python importing what lamina images loads",
+         needs_registry=True),
+    Peer("lamina run imports", "start", "runc", "a fresh python importing what lamina run --rm loads",
+         needs_registry=True, needs_runnable=True),
 )
-LAMINA_PEERS = ("lamina images", "lamina run")
+LAMINA_PEERS = ("lamina images", "lamina run", "python start", "lamina images imports", "lamina run imports")
 BY_NAME = {p.name: p for p in PEERS}
 FUSE_MAX_LAYERS = 500
 
@@ -142,10 +155,10 @@ def _podman_env(pdir: Path) -> dict[str, str]:
                 CONTAINERS_REGISTRIES_CONF=str(pdir / "registries.conf"))
 
 
-def _run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> float:
+def _run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 900, cwd: str | None = None) -> float:
     t0 = time.perf_counter()
     p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout,
-                       stdin=subprocess.DEVNULL)
+                       stdin=subprocess.DEVNULL, cwd=cwd)
     dt = time.perf_counter() - t0
     if p.returncode != 0:
         msg = (p.stderr or p.stdout).strip().splitlines()
@@ -300,10 +313,57 @@ def _lamina_cli(w: Any, reg: dict[str, Any], root: Path, record: Any, wanted: se
             return
         cli("images")  # untimed: the first open after the pull (page cache, bytecode)
         record("lamina images", lambda: cli("images"))
+        run_args = ("--runtime", "runc", "run", "--rm", "--network", "none", reg["ref"], "/bin/true")
         if w.runnable and "lamina run" in wanted:
-            record("lamina run", lambda: cli("--runtime", "runc", "run", "--rm", "--network", "none", reg["ref"], "/bin/true"))
+            record("lamina run", lambda: cli(*run_args))
+        record("python start", lambda: _run([sys.executable, "-I", "-c", "pass"]))
+        if "lamina images imports" in wanted:
+            mods = _modules_of([*base, "images"], cwd)  # untimed: which modules the command loads
+            record("lamina images imports", lambda: _run([sys.executable, "-c", IMPORT_ALL, *mods], cwd=cwd))
+        if w.runnable and "lamina run imports" in wanted:
+            mods = _modules_of([*base, *run_args], cwd)
+            record("lamina run imports", lambda: _run([sys.executable, "-c", IMPORT_ALL, *mods], cwd=cwd))
     finally:
         fs.umount_tree(root)
+
+
+# ``python -m lamina ARGS`` (runpy, as the timed CLI runs), then the names in sys.modules, in the
+# order they were first imported, to the file named by the first argument
+MODULES_PROBE = """
+import json, runpy, sys
+out = sys.argv[1]
+sys.argv = ["lamina", *sys.argv[2:]]
+try:
+    runpy.run_module("lamina", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+with open(out, "w") as f:
+    json.dump(list(sys.modules), f)
+"""
+# import every module named on the command line (one that fails is skipped: an alias, or one
+# only the probe loaded), then exit: the interpreter's start plus the command's imports
+IMPORT_ALL = """
+import importlib, sys
+for m in sys.argv[1:]:
+    try:
+        importlib.import_module(m)
+    except Exception:
+        pass
+"""
+
+
+def _modules_of(argv: list[str], cwd: str | None) -> list[str]:
+    """The modules ``argv`` (``python -m lamina ...``) loads, in import order; lamina's own
+    ``__main__`` is left out (importing it would run the command)."""
+    with tempfile.TemporaryDirectory(prefix="lamina-mods-") as d:
+        out = Path(d) / "mods.json"
+        p = subprocess.run([sys.executable, "-c", MODULES_PROBE, str(out), *argv[3:]], capture_output=True,
+                           text=True, timeout=300, cwd=cwd, stdin=subprocess.DEVNULL)
+        if p.returncode != 0 or not out.exists():
+            msg = (p.stderr or p.stdout).strip().splitlines()
+            raise RuntimeError(f"module probe exit {p.returncode}: {msg[-1] if msg else ''}"[:300])
+        names = json.loads(out.read_text())
+    return [m for m in names if m not in ("__main__", "lamina.__main__")]
 
 
 def _fuse_overlayfs(w: Any, base: Path, record: Any) -> None:

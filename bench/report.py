@@ -293,6 +293,116 @@ def aims_table(suite: Suite) -> list[str]:
     return lines
 
 
+# What a CLI aim's time is made of, each part measured in the same run as fresh processes
+# (bench/peers.py): (label, cell to add, cell to subtract). The last part is what is left of the
+# command's own median once the others are taken away.
+CLI_PARTS: dict[str, tuple[tuple[str, str | None, str | None], ...]] = {
+    "lamina images": (
+        ("Python's start (`python -I -c pass`)", "python start", None),
+        ("lamina's imports", "lamina images imports", "python start"),
+        ("the work (store open, rows, output)", None, None),
+    ),
+    "lamina run": (
+        ("Python's start (`python -I -c pass`)", "python start", None),
+        ("lamina's imports", "lamina run imports", "python start"),
+        ("runc itself (bare `runc run` of a bundle)", "runc run", None),
+        ("lamina's own work (create, mount, bundle, monitor, wait, remove)", None, None),
+    ),
+}
+# parts no Python CLI that runs the OCI runtime can remove: the floor under the aim
+FLOOR_PARTS = ("python start", "runc run")
+
+
+def _peer_median(suite: Suite, name: str, workload: str) -> float | None:
+    c = suite.cell("peer", name, "", workload)
+    return stats.median(c.samples) if c is not None and c.samples else None
+
+
+def _target(aim: float, aim_kind: str, theirs: float | None) -> float | None:
+    """The time the aim allows lamina: the seconds, or the ratio times podman's median."""
+    if aim_kind == "seconds":
+        return aim
+    return aim * theirs if theirs is not None else None
+
+
+def _cli_why(suite: Suite, name: str, wl: str, mine: float, target: float | None) -> str:
+    parts = CLI_PARTS[name]
+    shown: list[str] = []
+    floor = 0.0
+    rest = mine
+    for label, add, sub in parts[:-1]:
+        assert add is not None
+        a = _peer_median(suite, add, wl)
+        b = _peer_median(suite, sub, wl) if sub is not None else 0.0
+        if a is None or b is None:
+            missing = add if a is None else sub
+            return f"why not measured: `{missing}` has no samples on {wl} (bench/peers.py)"
+        v = a - b
+        rest -= v
+        if add in FLOOR_PARTS and sub is None:
+            floor += v
+        shown.append(f"{label} {fmt_s(max(v, 0.0))}")
+    shown.append(f"{parts[-1][0]} {fmt_s(max(rest, 0.0))}")
+    out = f"of its {fmt_s(mine)}: " + ", ".join(shown) + "."
+    if target is not None:
+        cut = mine - floor
+        need = target - floor
+        out += f" The aim allows {fmt_s(target)}; the floor (" + " + ".join(
+            f"`{n}`" for n in FLOOR_PARTS if any(a == n for _, a, _s in parts)) + f") is {fmt_s(floor)}, "
+        if need <= 0:
+            out += (f"above what the aim allows, so the aim cannot be met by a command line written in "
+                    f"Python on this machine")
+        else:
+            out += (f"so lamina's share ({fmt_s(cut)}: imports and work) would have to fall to {fmt_s(need)}, "
+                    f"{cut / need:.2f}x less")
+    return out
+
+
+def _phase_why(suite: Suite, names: tuple[str, ...], driver: str, wl: str, mine: float,
+               target: float | None) -> str:
+    """A phase aim against the machine's limit for the same work, measured in the same repetitions."""
+    phase = names[0]
+    lim = limit_samples(suite, driver, wl, phase)
+    if not lim:
+        return f"why not measured: no limit for {phase} on {wl} (a roofline component did not run)"
+    limit = stats.median(list(lim.values()))
+    out = (f"the machine's own tools need {fmt_s(limit)} for the same {phase} (its limit in this run's "
+           f"repetitions, as in the roofline); lamina's {' + '.join(names)} takes {fmt_s(mine)}, "
+           f"{mine / limit:.2f}x that limit")
+    if target is not None:
+        if target < limit:
+            out += f"; the aim allows {fmt_s(target)}, below the limit itself: podman is that fast here"
+        else:
+            out += (f"; the aim allows {fmt_s(target)} ({target / limit:.2f}x the limit), so "
+                    f"{fmt_s(mine - target)} of lamina's own overhead over the limit is still to cut")
+    return out
+
+
+def aims_why(suite: Suite) -> list[str]:
+    """One line per missed aim saying why, from this run's measurements: for the command-line
+    aims, the command's time split into Python's start, lamina's imports, the runtime's own time
+    and lamina's work (the floor a Python CLI cannot remove, and what lamina could still cut); for
+    the pull aims, the time against the machine's own tools doing the same work."""
+    out = []
+    for what, (kind, names, driver), peer, wl, aim, aim_kind in AIMS:
+        mine, _ = _aim_side(suite, kind, names, driver, wl)
+        theirs, _ = (None, "") if peer is None else _aim_side(suite, "peer", (peer,), "", wl)
+        if mine is None or (peer is not None and theirs is None):
+            continue  # not measured: the table says why
+        got = mine / theirs if peer is not None and theirs else mine
+        if got <= aim:
+            continue
+        target = _target(aim, aim_kind, theirs)
+        if kind == "peer" and names[0] in CLI_PARTS:
+            why = _cli_why(suite, names[0], wl, mine, target)
+        elif kind == "phase":
+            why = _phase_why(suite, names, driver, wl, mine, target)
+        else:
+            why = "why not measured: no breakdown for this aim"
+        out.append(f"- **{what}** ({wl}), missed by {got / aim:.2f}x: {why}.")
+    return out
+
+
 def peers_table(suite: Suite) -> list[str]:
     if not suite.peers:
         return []
@@ -456,6 +566,9 @@ def write_report(suite: Suite, out: Path, *, results_name: str = "", comparison:
               "Medians of this run, same machine and filesystem; the ratio is lamina's median over podman's "
               "(not paired). `lamina run` and `lamina images` are lamina's CLI in fresh processes "
               "(bench/peers.py).", ""] + aims_table(suite) + [""]
+        why = aims_why(suite)
+        if why:
+            L += ["Why each missed aim is missed, from this run's measurements:", ""] + why + [""]
     nr = not_run(suite)
     if nr:
         L += ["## Not run, skipped or failed", ""] + nr + [""]

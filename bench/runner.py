@@ -307,9 +307,10 @@ class Runner:
 
     def _start_registry(self, stack: contextlib.ExitStack) -> None:
         from bench import registry as R
+        from bench.peers import BY_NAME
 
-        need = "pull" in self.p.phases or any(
-            p in self.p.peers for p in ("skopeo copy", "podman pull", "podman run"))
+        # every peer that pulls (lamina's own CLI rows too: they pull the image untimed)
+        need = "pull" in self.p.phases or any(BY_NAME[p].needs_registry for p in self.p.peers if p in BY_NAME)
         if not need:
             self.registry_reason = "not needed by the selected phases and peers"
             return

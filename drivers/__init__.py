@@ -17,23 +17,24 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from drivers.errors import NotFound, Unsupported
+from drivers.sys.record import Frozen
 
 if TYPE_CHECKING:
     from drivers.base import Driver
 
 
-@dataclass(frozen=True)
-class DriverInfo:
+class DriverInfo(Frozen):
     """Where a driver lives: ``module`` (imported lazily), its class and its probe function."""
 
+    __slots__ = ("module", "cls", "probe")
+    _defaults = {"probe": "supported"}
     module: str
     cls: str
-    probe: str = "supported"
+    probe: str
 
     def load(self) -> Any:
         return importlib.import_module(self.module)

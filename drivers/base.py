@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, NewType, Protocol, runtime_checkable
 
@@ -45,6 +44,7 @@ from drivers.errors import InvalidInput
 from drivers.sys.durable import syncfs
 from drivers.sys.flock import Flock
 from drivers.sys.proc import start_time
+from drivers.sys.record import Frozen
 
 CacheID = NewType("CacheID", str)
 
@@ -70,10 +70,11 @@ class ChangeKind(enum.IntEnum):
     DELETED = 2
 
 
-@dataclass(frozen=True, order=True)
-class Change:
+class Change(Frozen):
     """One changed path, absolute within the layer ("/etc/passwd")."""
 
+    __slots__ = ("path", "kind")
+    _ordered = True
     path: str
     kind: ChangeKind
 

@@ -38,7 +38,6 @@ import base64
 import errno
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
@@ -46,6 +45,7 @@ from drivers.base import CacheID, Change, LocalDriver, RefCounts, check_cache_id
 from drivers.errors import AlreadyExists, Conflict, NotFound
 from drivers.sys import mount as mountapi
 from drivers.sys.flock import Flock
+from drivers.sys.record import Frozen
 
 LINK_LEN = 26  # 16 random bytes in base32, as overlay2's ``l/`` names
 
@@ -75,10 +75,10 @@ def probe_once(home: Path, probe: Callable[[], str | None]) -> str | None:
     return why
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(Frozen):
     """One layer as its files describe it (``DiffDirDriver._layer``)."""
 
+    __slots__ = ("id", "dir", "link", "chain", "parent", "rw", "volatile")
     id: CacheID
     dir: Path
     link: str

@@ -81,7 +81,6 @@ import errno
 import functools
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.sys import mount as mountapi
@@ -89,6 +88,7 @@ from drivers.base import CacheID
 from drivers.diffdirs import LINK_LEN, DiffDirDriver, Layer, SweepLock, probe_once
 from drivers.errors import Bug, Corrupt, Unsupported
 from drivers.sys.durable import syncfs
+from drivers.sys.record import Frozen
 
 MAX_LOWER = 500
 """overlayfs' stack limit (``OVL_MAX_STACK`` in fs/overlayfs/params.h)."""
@@ -100,10 +100,10 @@ _BACKING_REFUSED = {"overlay": "overlayfs cannot use an overlay mount as upper d
                     "ecryptfs": "overlayfs cannot stack on ecryptfs"}
 
 
-@dataclass(frozen=True)
-class KernelOverlay:
+class KernelOverlay(Frozen):
     """What this kernel's overlayfs offers, probed once per process (``kernel_overlay()``)."""
 
+    __slots__ = ("new_api", "lowerdir_plus", "options", "volatile", "exact_upper")
     new_api: bool  # fsopen/fsconfig/fsmount/move_mount work for overlay
     lowerdir_plus: bool  # fsconfig "lowerdir+" (Linux >= 6.8)
     options: tuple[tuple[str, str], ...]  # those of _OPTIONS the kernel knows

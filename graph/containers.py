@@ -10,10 +10,10 @@ import os
 import re
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from drivers.base import CacheID, Change, HeldCounts
+from drivers.sys.record import Frozen
 from graph.db import DB
 from graph.digest import ChainID, Digest, ImageID
 from graph.errors import AlreadyExists, Conflict, InvalidInput, NotFound
@@ -25,16 +25,24 @@ _ADJ = "brave calm eager fancy gentle happy jolly keen lucid merry nimble proud 
 _NOUN = "ada babbage curie darwin euler fermi gauss hopper knuth lovelace noether pascal ritchie turing".split()
 
 
-@dataclass(frozen=True)
-class Container:
+class Container(Frozen):
+    __slots__ = ("id", "name", "image_id", "parent_layer", "cache_id", "config", "state", "created")
+    _uncompared = frozenset({"config"})
     id: str
     name: str
     image_id: ImageID | None
     parent_layer: ChainID | None
     cache_id: CacheID
-    config: dict[str, Any] = field(hash=False, compare=False)
+    config: dict[str, Any]
     state: str
     created: float
+
+
+def _pick(words: list[str]) -> str:
+    """A word chosen from the kernel's random bytes, as ``secrets.choice`` would (its import loads
+    random, hmac and base64: milliseconds on every ``lamina run`` without ``--name``); the bias
+    of 2**32 modulo a dozen words is nothing for a name."""
+    return words[int.from_bytes(os.urandom(4), "little") % len(words)]
 
 
 class ContainerStore:
@@ -56,10 +64,8 @@ class ContainerStore:
         )
 
     def _free_name(self) -> str:
-        import secrets  # here, not at start-up: secrets loads hmac, random, base64
-
         for _ in range(100):
-            name = f"{secrets.choice(_ADJ)}_{secrets.choice(_NOUN)}_{os.urandom(2).hex()}"
+            name = f"{_pick(_ADJ)}_{_pick(_NOUN)}_{os.urandom(2).hex()}"
             if self.db.one("SELECT 1 FROM containers WHERE name = ?", (name,)) is None:
                 return name
         raise AlreadyExists("could not find a free container name")

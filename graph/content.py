@@ -56,22 +56,23 @@ Every method says what must be true before (*Requires*), what it does (*Effect*)
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
-import queue
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
 
 from drivers.sys.durable import fsync_dir, start_writeback
 from drivers.sys.flock import Flock
+from drivers.sys.record import Frozen
 from graph.digest import Digest
 from graph.errors import Conflict, Corrupt, DigestMismatch, InvalidInput, NotFound, Unsupported
 from graph.verify import CHUNK, hash_stream
+
+if TYPE_CHECKING:
+    import hashlib
 
 _BLOB_MODE = 0o444
 _DATA_MODE = 0o644
@@ -92,10 +93,18 @@ def _crash_point(step: str) -> None:
         _crash_hook(step)
 
 
-@dataclass(frozen=True)
-class IngestStatus:
+def _sha256(data: bytes = b"") -> "hashlib._Hash":
+    """hashlib.sha256, imported on first use: OpenSSL's binding costs milliseconds to load and
+    ``lamina images`` (which opens this store) hashes nothing."""
+    import hashlib
+
+    return hashlib.sha256(data)
+
+
+class IngestStatus(Frozen):
     """A resumable (ref'd) ingest, live or interrupted."""
 
+    __slots__ = ("ref", "offset", "expected", "size", "started", "updated")
     ref: str
     offset: int  # bytes written so far
     expected: Digest | None
@@ -383,7 +392,7 @@ class ContentStore:
         return self._blobs / Digest(d).hex
 
     def _ref_base(self, ref: str) -> Path:
-        return self._ingest / f"ref-{hashlib.sha256(ref.encode()).hexdigest()}"
+        return self._ingest / f"ref-{_sha256(ref.encode()).hexdigest()}"
 
     def _mkdir(self, path: Path) -> None:
         try:
@@ -453,7 +462,7 @@ class ContentStore:
                     return
                 os.close(fd)
                 w._fd = -1
-                w._hash = hashlib.sha256()
+                w._hash = _sha256()
             # start over
             w.started = time.time()
             _write_meta(base, w.ref, w.expected, w.size, w.started)
@@ -494,7 +503,7 @@ class ContentStore:
             n = 0
         keep = (
             meta is not None
-            and hashlib.sha256(meta.ref.encode()).hexdigest() == key
+            and _sha256(meta.ref.encode()).hexdigest() == key
             and n > 0
             and (meta.size is None or n <= meta.size)
             and not (meta.expected is not None and self._blob(meta.expected).exists())
@@ -527,7 +536,7 @@ class Writer:
         self.started = time.time()
         self._store = store
         self._limit = size
-        self._hash = hashlib.sha256()
+        self._hash = _sha256()
         self._fd = -1
         self._path: Path | None = None
         self._lock_fd = -1
@@ -623,6 +632,8 @@ class Writer:
         # This thread reads a chunk into a free buffer, queues it for the hashing thread, writes
         # it to the file; a buffer returns to the free list once hashed (and it was written
         # before this thread asked for another buffer).
+        import queue
+
         free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         work: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
         for _ in range(_PIPELINE_BUFFERS):
@@ -861,8 +872,8 @@ def _remove_if_unlocked(path: Path) -> None:
         os.close(fd)
 
 
-@dataclass(frozen=True)
-class _Meta:
+class _Meta(Frozen):
+    __slots__ = ("ref", "expected", "size", "started")
     ref: str
     expected: Digest | None
     size: int | None

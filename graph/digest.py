@@ -11,7 +11,6 @@ Drivers never see any of these: they get a random ``CacheID`` (``drivers.base``)
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Iterable, NewType
 
@@ -45,6 +44,8 @@ class Digest(str):
 
     @classmethod
     def of(cls, data: bytes) -> "Digest":
+        import hashlib  # here: OpenSSL's binding costs milliseconds at start-up, and a listing hashes nothing
+
         return cls("sha256:" + hashlib.sha256(data).hexdigest())
 
 

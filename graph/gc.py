@@ -78,7 +78,6 @@ import contextlib
 import fcntl
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -86,6 +85,7 @@ from drivers.base import CacheID
 from graph.digest import ChainID, Digest
 from graph.errors import Conflict, LaminaError
 from drivers.sys.proc import pid_alive
+from drivers.sys.record import Record
 
 if TYPE_CHECKING:
     from graph.content import ContentStore, IngestStatus
@@ -129,17 +129,18 @@ def _step(name: str) -> None:
         crash_hook(name)
 
 
-@dataclass
-class GCReport:
+class GCReport(Record):
     """What one collection removed. ``complete`` is False when the budget ran out first."""
 
-    leases: list[str] = field(default_factory=list)
-    recovered: list[CacheID] = field(default_factory=list)
-    layers: list[ChainID] = field(default_factory=list)
-    blobs: list[Digest] = field(default_factory=list)
-    reclaimed: int = 0
-    locks: list[str] = field(default_factory=list)
-    complete: bool = True
+    __slots__ = ("leases", "recovered", "layers", "blobs", "reclaimed", "locks", "complete")
+    _defaults = {"leases": list, "recovered": list, "layers": list, "blobs": list, "reclaimed": 0, "locks": list, "complete": True}
+    leases: list[str]
+    recovered: list[CacheID]
+    layers: list[ChainID]
+    blobs: list[Digest]
+    reclaimed: int
+    locks: list[str]
+    complete: bool
 
 
 class Collector:

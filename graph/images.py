@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass
 
+from drivers.sys.record import Frozen
 from graph.content import ContentStore
 from graph.db import DB
 from graph.digest import ChainID, Digest, ImageID, chain_ids
@@ -24,20 +24,22 @@ from graph.layers import LayerStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the config parser loads when a config is parsed (``lamina images`` reads one field)
+    from typing import Any
+
     from graph.oci.formats import ImageConfig
 
 
-@dataclass(frozen=True)
-class Image:
+class Image(Frozen):
     """An image as recorded: its ID, the ChainID of its top layer (None for no layers)."""
 
+    __slots__ = ("id", "top_layer", "created")
     id: ImageID
     top_layer: ChainID | None
     created: float
 
 
-@dataclass(frozen=True)
-class ManifestRecord:
+class ManifestRecord(Frozen):
+    __slots__ = ("digest", "media_type", "image_id", "parent_index")
     digest: Digest
     media_type: str
     image_id: ImageID
@@ -181,6 +183,26 @@ class ImageStore:
         self.get(id)
         created = json.loads(self.content.read_bytes(id)).get("created")
         return created if isinstance(created, str) else None
+
+    def runtime_config(self, id: ImageID) -> dict[str, Any]:
+        """The config's runtime object (``Env``, ``Cmd``, ``Entrypoint``, ...) as
+        ``config(id).config`` gives it, read without the full parse, whose import and checks
+        ``lamina run`` would pay at every start; the config passed that parse when it was stored
+        (``create``). Anything but an object (or nothing) falls back to the full parse, which
+        says what is wrong."""
+        import json
+
+        self.get(id)
+        c = json.loads(self.content.read_bytes(id)).get("config")
+        if c is None:
+            return {}
+        if not isinstance(c, dict):
+            return self.config(id).config
+        out = dict(c)
+        for k in ("Entrypoint", "Cmd"):  # Docker's StrSlice: one string is a one-item list
+            if isinstance(out.get(k), str):
+                out[k] = [out[k]]
+        return out
 
     def by_prefix(self, prefix: str) -> Image:
         """An image by (short) ID: ``sha256:abc…`` or ``abc…``; ambiguous prefixes refused."""

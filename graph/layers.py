@@ -23,11 +23,11 @@ import os
 import sqlite3
 import time
 import types
-from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
 from drivers.base import CacheID, Change, Driver, HeldCounts, KeptCounts, LayerListing, new_cache_id
 from drivers.sys.proc import pid_alive
+from drivers.sys.record import Frozen
 from graph import leases
 from graph.db import DB
 from graph.digest import ChainID, DiffID, Digest, chain_id
@@ -45,10 +45,10 @@ def _step(name: str) -> None:
         crash_hook(name)
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(Frozen):
     """A read-only layer as recorded."""
 
+    __slots__ = ("chain_id", "diff_id", "parent", "cache_id", "size", "created")
     chain_id: ChainID
     diff_id: DiffID
     parent: ChainID | None

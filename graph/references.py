@@ -9,16 +9,16 @@ pulled or loaded by digest, and resolves to the image that manifest describes.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
+from drivers.sys.record import Frozen
 from graph.db import DB
 from graph.digest import Digest, ImageID
 from graph.errors import NotFound
 from graph.oci.reference import Reference, parse_reference
 
 
-@dataclass(frozen=True)
-class RefRecord:
+class RefRecord(Frozen):
+    __slots__ = ("name", "image_id", "manifest")
     name: str
     image_id: ImageID
     manifest: Digest | None

@@ -13,13 +13,13 @@ import contextlib
 import functools
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, ContextManager
 
 import drivers
 from drivers.base import Driver, Sweeper
 from drivers.sys.durable import fsync_dir
+from drivers.sys.record import Record
 from graph.content import ContentStore
 from graph.db import DB
 from graph.digest import ChainID, DiffID, Digest, ImageID, chain_ids
@@ -50,11 +50,11 @@ def _step(name: str) -> None:
         crash_hook(name)
 
 
-@dataclass
-class Problem:
+class Problem(Record):
     """One finding of ``Store.check`` (damage) or ``Store.notes`` (information: a normal state
     worth showing, such as a resumable download, never a reason to fail a check)."""
 
+    __slots__ = ("kind", "object", "detail")
     kind: str
     object: str
     detail: str
@@ -63,15 +63,16 @@ class Problem:
         return f"{self.kind}: {self.object}: {self.detail}"
 
 
-@dataclass
-class PruneReport:
-    containers: list[str] = field(default_factory=list)
-    images: list[str] = field(default_factory=list)
-    layers: list[str] = field(default_factory=list)
-    blobs: list[str] = field(default_factory=list)
-    orphans: list[str] = field(default_factory=list)  # driver data no row knew, and driver debris
-    partials: list[str] = field(default_factory=list)  # partial downloads dropped
-    reclaimed: int = 0
+class PruneReport(Record):
+    __slots__ = ("containers", "images", "layers", "blobs", "orphans", "partials", "reclaimed")
+    _defaults = {"containers": list, "images": list, "layers": list, "blobs": list, "orphans": list, "partials": list, "reclaimed": 0}
+    containers: list[str]
+    images: list[str]
+    layers: list[str]
+    blobs: list[str]
+    orphans: list[str]  # driver data no row knew, and driver debris
+    partials: list[str]  # partial downloads dropped
+    reclaimed: int
 
 
 class Store:

@@ -20,7 +20,6 @@ per-byte Python work. Use reads of about 1 MiB (``CHUNK``).
 
 from __future__ import annotations
 
-import hashlib
 import io
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
@@ -43,6 +42,8 @@ class HashingReader(io.RawIOBase):
     def __init__(self, raw: BinaryIO) -> None:
         super().__init__()
         self._raw = raw
+        import hashlib  # here, not at start-up (OpenSSL's binding; a listing hashes nothing)
+
         self._hash = hashlib.sha256()
         self._count = 0
         self._limit: int | None = None  # a VerifyingReader caps reads at its size + 1

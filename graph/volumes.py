@@ -19,16 +19,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 import sqlite3
 import stat
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from drivers.sys.proc import pid_alive
+from drivers.sys.record import Frozen
 from graph.db import DB
 from graph.errors import Conflict, InvalidInput, NotFound
 
@@ -47,15 +46,17 @@ def check_name(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class Volume:
+class Volume(Frozen):
+    __slots__ = ("name", "mountpoint", "created", "anonymous", "labels", "options", "driver")
+    _defaults = {"driver": DRIVER}
+    _uncompared = frozenset({"labels", "options"})
     name: str
     mountpoint: str  # the directory containers see (``.../_data``)
     created: float
     anonymous: bool
-    labels: dict[str, str] = field(hash=False, compare=False)
-    options: dict[str, str] = field(hash=False, compare=False)
-    driver: str = DRIVER
+    labels: dict[str, str]
+    options: dict[str, str]
+    driver: str
 
 
 class VolumeStore:
@@ -82,6 +83,8 @@ class VolumeStore:
         Repeat: a second create of a ready name returns it (Docker does the same).
         """
         if name is None:
+            import secrets  # here: it loads random, hmac and base64, which opening a store does not need
+
             name, anonymous = secrets.token_hex(32), True
         check_name(name)
         with self.db.transaction() as c:

@@ -58,6 +58,23 @@ def client_env(name: str) -> str | None:
     return os.environ.get(name)
 
 
+def terminal_columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` reads it: ``$COLUMNS``, else the
+    terminal of stdout, else 80 (argparse's help layout; lamina/cli/main.py says why not shutil)."""
+    import sys
+
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 def docker_config_path(environ: Mapping[str, str] | None = None) -> str:
     """Docker's client config file, where ``lamina login`` keeps credentials and ``pull``/``push``
     read them: ``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json`` (Docker's rule)."""

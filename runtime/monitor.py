@@ -40,7 +40,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from typing import Any
 
 from graph import LaminaError
@@ -104,6 +103,8 @@ def spawn(paths: Paths, rt: OCIRuntime, *, store_root: str, stdin: bool | int = 
             code = _monitor_main(paths, rt, store_root, child_sock.fileno(), False if opts.tty else stdin, opts)
         except BaseException:  # noqa: BLE001 - a forked child must never return into the caller
             try:
+                import traceback  # only on this failure: not at every run's start-up
+
                 traceback.print_exc()
             except BaseException:  # noqa: BLE001
                 pass

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import shutil
 import stat
@@ -229,7 +228,7 @@ def default_profile() -> dict[str, Any]:
 
 
 def _kernel() -> tuple[int, int]:
-    parts = platform.release().split(".")
+    parts = os.uname().release.split(".")  # platform.release(), without its import
     try:
         return int(parts[0]), int(parts[1].split("-")[0])
     except (IndexError, ValueError):
@@ -239,7 +238,8 @@ def _kernel() -> tuple[int, int]:
 def oci_seccomp(profile: Mapping[str, Any], caps: Sequence[str], machine: str | None = None) -> dict[str, Any]:
     """A Docker-format profile resolved for a capability set and this machine's architecture
     into OCI ``linux.seccomp`` (rules of Docker's format that do not apply are left out)."""
-    goarch = _GOARCH.get(machine or platform.machine(), machine or platform.machine())
+    host = machine or os.uname().machine
+    goarch = _GOARCH.get(host, host)
     have = set(caps)
     arches: list[str] = []
     for m in profile.get("archMap") or []:

@@ -4,14 +4,38 @@ drivers, graph and the CLI (one copy of each; ``tests/test_architecture.py`` kee
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
-from drivers.sys.libc import check, libc
+# ``libc`` (the one handle of ``drivers.sys.libc``, with syncfs's and sync_file_range's argument
+# types set) is a module global made on first use: ctypes costs milliseconds to import and
+# ``lamina images``, whose store imports this module, syncs nothing. ``syncfs`` looks the global
+# up at each call, so a test may replace it (tests/powercut/lamina_main.py observes syncfs so).
+_sync_file_range: Any = None
 
-libc.syncfs.argtypes = [ctypes.c_int]
-libc.syncfs.restype = ctypes.c_int
+
+def _libc() -> Any:
+    g = globals()
+    if "libc" not in g:
+        import ctypes
+
+        from drivers.sys.libc import libc
+
+        libc.syncfs.argtypes = [ctypes.c_int]
+        libc.syncfs.restype = ctypes.c_int
+        sfr = getattr(libc, "sync_file_range", None)
+        if sfr is not None:
+            sfr.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            sfr.restype = ctypes.c_int
+        g["_sync_file_range"] = sfr if sfr is not None else False
+        g["libc"] = libc
+    return g["libc"]
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: ``durable.libc`` before any sync made it
+    if name == "libc":
+        return _libc()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def syncfs(path: str | os.PathLike[str]) -> None:
@@ -21,9 +45,11 @@ def syncfs(path: str | os.PathLike[str]) -> None:
     makes "a layer becomes visible only after its data is synced" true before the metadata
     transaction commits.
     """
+    from drivers.sys.libc import check
+
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        check(libc.syncfs(fd), "syncfs", path)
+        check(_libc().syncfs(fd), "syncfs", path)
     finally:
         os.close(fd)
 
@@ -37,17 +63,13 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-_sync_file_range = getattr(libc, "sync_file_range", None)
-if _sync_file_range is not None:
-    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    _sync_file_range.restype = ctypes.c_int
-
-
 def start_writeback(fd: int, offset: int, nbytes: int) -> None:
     """``sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)``: start writeback of the
     range, do not wait. Where libc lacks it this does nothing. Errors are ignored: this only
     moves work earlier, an fsync still follows."""
-    if _sync_file_range is not None:
+    if _sync_file_range is None:
+        _libc()
+    if _sync_file_range:  # False where libc lacks it
         _sync_file_range(fd, offset, nbytes, 2)  # SYNC_FILE_RANGE_WRITE
 
 

@@ -29,13 +29,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
 from drivers.sys.libc import libc
+from drivers.sys.record import Frozen
 
 _libc = libc
 _libc.syscall.restype = ctypes.c_long
@@ -61,7 +60,7 @@ def _syscall_table(machine: str) -> dict[str, int] | None:
     return None
 
 
-SYSCALLS: dict[str, int] | None = _syscall_table(platform.machine())
+SYSCALLS: dict[str, int] | None = _syscall_table(os.uname().machine)  # platform.machine(), without platform's import
 
 AT_FDCWD = -100
 
@@ -298,10 +297,10 @@ def in_private_cwd(cwd: str | os.PathLike[str], fn: Callable[[], T]) -> T:
     return box["value"]  # type: ignore[no-any-return]
 
 
-@dataclass(frozen=True)
-class MountInfo:
+class MountInfo(Frozen):
     """One line of ``/proc/self/mountinfo`` (fields as proc(5) names them)."""
 
+    __slots__ = ("mount_id", "parent_id", "major_minor", "root", "mount_point", "mount_options", "fstype", "source", "super_options")
     mount_id: int
     parent_id: int
     major_minor: str

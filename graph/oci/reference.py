@@ -29,8 +29,8 @@ are refused; digests other than sha256 are refused (``graph.digest.Digest``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
+from drivers.sys.record import Frozen
 from graph.digest import Digest
 from graph.errors import InvalidInput
 
@@ -74,8 +74,7 @@ def _show(s: str) -> str:
     return r if len(r) <= 100 else r[:96] + "...'"
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(Frozen):
     """A normalised, validated image reference.
 
     ``domain`` is the registry (``docker.io``, ``localhost:5000``, ``[::1]:5000``), ``path`` the
@@ -84,10 +83,12 @@ class Reference:
     validates the parts, so every ``Reference`` in the program is well formed.
     """
 
+    __slots__ = ("domain", "path", "tag", "digest")
+    _defaults = {"tag": None, "digest": None}
     domain: str
     path: str
-    tag: str | None = None
-    digest: Digest | None = None
+    tag: str | None
+    digest: Digest | None
 
     def __post_init__(self) -> None:
         if not isinstance(self.domain, str) or not _valid_domain(self.domain):

@@ -52,13 +52,13 @@ def add_options(p: argparse.ArgumentParser, *, terminal: bool = True) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="command and arguments")
 
 
-def build_config(args: argparse.Namespace, store: "Store") -> dict[str, Any]:
-    """The container's record from the options and the image's config (validated; may raise
-    InvalidInput or NotFound for the image)."""
+def build_config(args: argparse.Namespace, store: "Store") -> tuple[str, dict[str, Any]]:
+    """The image's ID (``args.image`` resolved once) and the container's record from the options
+    and the image's config (validated; may raise InvalidInput or NotFound for the image)."""
     from lamina import config, containerconfig as cc
 
     img = store.resolve_image(args.image)
-    image_cfg = store.images.config(img.id).config
+    image_cfg = store.images.runtime_config(img.id)  # not the full parse (graph.oci.formats)
     user = cc.user_config(
         args.image,
         cmd=args.command,
@@ -77,14 +77,13 @@ def build_config(args: argparse.Namespace, store: "Store") -> dict[str, Any]:
     from lamina.cli import network as network_cli
 
     runopts.apply(args, user)
-    return network_cli.apply_container_options(args, cc.merge(user, image_cfg))
+    return str(img.id), network_cli.apply_container_options(args, cc.merge(user, image_cfg))
 
 
 def run(args: argparse.Namespace, store: "Store") -> int:
     import runtime
 
-    cfg = build_config(args, store)
-    img = store.resolve_image(args.image)
-    c = runtime.create(store, str(img.id), name=args.name, config=cfg)  # record + OCI bundle
+    image_id, cfg = build_config(args, store)
+    c = runtime.create(store, image_id, name=args.name, config=cfg)  # record + OCI bundle
     print(c.id)
     return 0

@@ -81,9 +81,27 @@ EXIT_USAGE = 125  # docker's exit code for flag and argument errors
 EXIT_UNKNOWN_COMMAND = 1  # docker nosuch: 1
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, with the terminal's width read the way ``shutil.get_terminal_size``
+    reads it ($COLUMNS, else the terminal, else 80) but without importing ``shutil``: every parser
+    makes formatters while its arguments are added, and shutil (with bz2, lzma and fnmatch) costs
+    milliseconds at each start of a command that never prints help."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            width = config.terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with Docker's usage-error form: the error, then where help is, exit 125.
-    Subparsers are made of this class too (argparse uses the parent's class)."""
+    Subparsers are made of this class too (argparse uses the parent's class), and all use
+    ``_Formatter``."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
 
     def error(self, message: str) -> "NoReturn":  # type: ignore[override]
         sys.stderr.write(f"lamina: {message}\nSee '{self.prog} --help'.\n")

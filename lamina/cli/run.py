@@ -49,11 +49,10 @@ def run(args: argparse.Namespace, store: "Store") -> int:
 
     if args.detach and args.interactive:
         raise InvalidInput("-i with -d: lamina cannot attach to a container later; drop one of them")
-    cfg = create.build_config(args, store)
+    image_id, cfg = create.build_config(args, store)
     cfg.setdefault("HostConfig", {})["AutoRemove"] = bool(args.rm)
-    img = store.resolve_image(args.image)
     size = _terminal_size() if args.tty else None
-    r = runtime.run(store, str(img.id), name=args.name, config=cfg, runtime=args.runtime,
+    r = runtime.run(store, image_id, name=args.name, config=cfg, runtime=args.runtime,
                     attach=not args.detach, stdin=args.interactive, console_size=size)
     if args.detach:
         print(r.container.id)

@@ -237,4 +237,4 @@ def test_importing_drivers_loads_no_driver() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('drivers.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          env=dict(os.environ, PYTHONPATH=str(REPO)), check=True).stdout
-    assert eval(out) == ["drivers.errors"]
+    assert eval(out) == ["drivers.errors", "drivers.sys", "drivers.sys.record"]  # DriverInfo's base

@@ -184,3 +184,26 @@ def test_created_text_reads_what_the_parsed_config_says(store: Store) -> None:
 
     with pytest.raises(NotFound):
         store.images.created_text(ImageID(Digest.of(b"nothing")))
+
+
+def test_runtime_config_reads_what_the_parsed_config_says(store: Store) -> None:
+    """``lamina run`` reads the runtime config without the full parse: the same dict, a one-string
+    Cmd or Entrypoint made a list, no config an empty one."""
+    base = make_image(store, [BASE], "rc:1")
+    layer = store.layers.get(base.top_layer)  # type: ignore[arg-type]
+    from graph.digest import Digest, ImageID
+
+    def image(config: object) -> ImageID:
+        doc: dict[str, object] = {"architecture": "amd64", "os": "linux",
+                                  "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}
+        if config is not None:
+            doc["config"] = config
+        return store.images.create(json.dumps(doc, sort_keys=True).encode()).id
+
+    for config in (None, {}, {"Cmd": "echo hi", "Entrypoint": "/bin/sh -c", "Env": ["A=1"]},
+                   {"Cmd": ["a", "b"], "Entrypoint": None, "WorkingDir": "/w", "Labels": {"k": "v"}}):
+        iid = image(config)
+        assert store.images.runtime_config(iid) == store.images.config(iid).config, config
+    assert store.images.runtime_config(image({"Cmd": "x"}))["Cmd"] == ["x"]
+    with pytest.raises(NotFound):
+        store.images.runtime_config(ImageID(Digest.of(b"nothing")))
