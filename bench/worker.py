@@ -83,7 +83,7 @@ def set_test_knobs(env: "os._Environ[str] | dict[str, str]") -> dict[str, float]
     register_s = _knob(env, "LAMINA_BENCH_SLOWDOWN_REGISTER")
     if register_s:
         try:
-            from graph.layers import LayerStore
+            from graph import LayerStore
         except ImportError:
             pass
         else:

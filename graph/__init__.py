@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         Unsupported,
     )
     from graph.images import Image
-    from graph.layers import Layer
+    from graph.layers import Layer, LayerStore
     from graph.networks import Endpoint, Network, NetworkStore
     from graph.networks import inspect_doc as network_inspect_doc
     from graph.networks import parse_pools as parse_network_pools
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = [
     # the store and the records it hands out
     "Store", "Problem", "PruneReport", "Container", "Image", "Layer", "Volume", "check_volume_name",
+    # the layer store a Store's ``layers`` is (register, get, list, release)
+    "LayerStore",
     # identities and references
     "ChainID", "DiffID", "Digest", "ImageID", "chain_id", "chain_ids", "Reference", "parse_reference",
     # errors (the family of drivers.errors)
@@ -68,6 +70,7 @@ _LAZY = {
     "Container": ("graph.containers", "Container"),
     "Image": ("graph.images", "Image"),
     "Layer": ("graph.layers", "Layer"),
+    "LayerStore": ("graph.layers", "LayerStore"),
     "Reference": ("graph.oci.reference", "Reference"),
     "parse_reference": ("graph.oci.reference", "parse_reference"),
     "Problem": ("graph.store", "Problem"),

@@ -59,7 +59,7 @@ def test_register_knob_slows_every_register(tmp_path: Path, monkeypatch: pytest.
     """The register knob wraps LayerStore.register: each registration (here a real one, on a vfs
     store) sleeps the factor times its own duration; the layer is registered as before."""
     from graph import Store
-    from graph.layers import LayerStore
+    from graph import LayerStore
 
     monkeypatch.setattr(LayerStore, "register", LayerStore.register)  # the wrapper is undone after the test
     got: list[float] = []
