@@ -387,29 +387,15 @@ class Lifecycle:
             return
         from graph import Store
 
-        runs: list[Outcome] = []
-        for k in range(self.repeats.get("pull", 1)):
-            self.out.pop("pull", None)
-            root = self._root(f"pull{k}" if k else "pull")
-            destroy_store(root, self.driver)
+        def once(root: Path) -> None:
             fs.warm(self.registry.get("blob_files", []))
-            try:
-                with Store(root, driver=self.driver) as store:
-                    res = self._time("pull", lambda: do_pull(store, self.registry["ref"], self.registry["host"]))
-                    applied = store.layers.list()
-                    self.out["pull"].extra = {"layers_applied": len(applied),
-                                              "timings": dict(getattr(res, "timings", {}) or {})}
-            except Exception:
-                pass
-            finally:
-                destroy_store(root, self.driver)
-            o = self.out.get("pull")
-            if o is None:
-                break
-            runs.append(o)
-            if o.seconds is None:
-                break
-        self._fold_repeats("pull", runs)
+            with Store(root, driver=self.driver) as store:
+                res = self._time("pull", lambda: do_pull(store, self.registry["ref"], self.registry["host"]))
+                applied = store.layers.list()
+                self.out["pull"].extra = {"layers_applied": len(applied),
+                                          "timings": dict(getattr(res, "timings", {}) or {})}
+
+        self._on_own_stores("pull", once)
 
     def phase_load(self) -> None:
         if "load" not in self.wanted:
@@ -417,26 +403,34 @@ class Lifecycle:
         from graph import Store
         from graph import load_archive
 
-        runs: list[Outcome] = []
-        for k in range(self.repeats.get("load", 1)):
-            self.out.pop("load", None)
-            root = self._root(f"load{k}" if k else "load")
-            destroy_store(root, self.driver)
+        def once(root: Path) -> None:
             fs.warm([self.w.layout])
+            with Store(root, driver=self.driver) as store:
+                self._time("load", lambda: load_archive(store, self.w.layout))
+
+        self._on_own_stores("load", once)
+
+    def _on_own_stores(self, name: str, once: Callable[[Path], None]) -> None:
+        """A separate-store phase, ``repeats[name]`` times (default once), each run on an empty
+        store of its own, removed afterwards; stops at the first run that fails."""
+        runs: list[Outcome] = []
+        for k in range(self.repeats.get(name, 1)):
+            self.out.pop(name, None)
+            root = self._root(f"{name}{k}" if k else name)
+            destroy_store(root, self.driver)
             try:
-                with Store(root, driver=self.driver) as store:
-                    self._time("load", lambda: load_archive(store, self.w.layout))
+                once(root)
             except Exception:
                 pass
             finally:
                 destroy_store(root, self.driver)
-            o = self.out.get("load")
+            o = self.out.get(name)
             if o is None:
                 break
             runs.append(o)
             if o.seconds is None:
                 break
-        self._fold_repeats("load", runs)
+        self._fold_repeats(name, runs)
 
     # -- the main line
     def run(self) -> dict[str, Any]:

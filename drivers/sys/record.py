@@ -78,6 +78,10 @@ class Record:
     def _key(self) -> tuple[Any, ...]:
         return tuple(getattr(self, n) for n in self._compared)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The fields by name, in order (shallow: values are not copied)."""
+        return {n: getattr(self, n) for n in self._fields}
+
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
