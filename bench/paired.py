@@ -72,9 +72,9 @@ def pair_log_ratio(base: Sequence[float], new: Sequence[float]) -> float:
         raise ValueError(f"repeated timings differ in length: {len(base)} base, {len(new)} new")
     if min(base) <= 0 or min(new) <= 0:
         raise ValueError("a repeated timing is not positive")
-    d = sorted(math.log(n / b) for b, n in zip(base, new))
-    k = len(d)
-    return d[k // 2] if k % 2 else (d[k // 2 - 1] + d[k // 2]) / 2
+    import statistics
+
+    return statistics.median(math.log(n / b) for b, n in zip(base, new))
 
 
 def sign_flip_test(d: Sequence[float], alternative: str = "greater", n_resamples: int = 20_000,
