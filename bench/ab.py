@@ -87,9 +87,17 @@ class ABRunner(Runner):
         return tasks
 
     def _lifecycle_task(self, rep: int, d: str, name: str, phases: list[str], side: str = "") -> Task:
+        """The two workers of a pair may be alive at once: one store root each, and the roots
+        change hands from pair to pair (side i takes root (i + rep) mod n). A root kept by one
+        side would give it, for a whole run, whatever that part of the loop filesystem costs:
+        ext4 places a directory's files near it, and the sparse image under the loop device
+        allocates blocks on its first writes there. The first A/A runs of the instrument failed
+        on ``remove`` (deletions and a syncfs), 11 of 12 pairs slower on the same side."""
         t = super()._lifecycle_task(rep, d, name, phases, side)
-        if side:  # the two workers of a pair may be alive at once: one store root each
-            t.payload["store_base"] = str(Path(t.payload["store_base"]) / side)
+        if side:
+            names = [s.name for s in self.sides]
+            slot = (names.index(side) + rep) % len(names)
+            t.payload["store_base"] = str(Path(t.payload["store_base"]) / f"root{slot}")
         return t
 
     def _execute(self, tasks: list[Task]) -> None:
@@ -153,7 +161,7 @@ class ABRunner(Runner):
             self.task_log.append({"rep": t.rep, "kind": t.kind, "driver": t.driver, "workload": t.workload,
                                   "side": t.side, "start": round(t0, 3), "seconds": took, "load1": load,
                                   "ok": not isinstance(res, str), "interleave": "phase",
-                                  "turns": len(seat.turns)})
+                                  "turns": len(seat.turns), "root": Path(t.payload["store_base"]).name})
         return results
 
     def _worker(self, t: Task, task_file: Path) -> tuple[list[str], str, dict[str, str] | None]:

@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 from bench import paired
-from bench.phases import PHASES, PHASE_NAMES
+from bench.phases import PHASES, PHASE_NAMES, REPEATABLE
 from bench.profiles import GATE_REPEATS, PROFILES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,8 +60,8 @@ def _repeats(text: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for item in _csv(text):
         name, eq, k = item.partition("=")
-        if not eq or name not in ("pull", "load", "materialise") or not k.isdigit() or int(k) < 1:
-            raise argparse.ArgumentTypeError(f"{item!r}: want PHASE=K with PHASE pull, load or materialise, K >= 1")
+        if not eq or name not in REPEATABLE or not k.isdigit() or int(k) < 1:
+            raise argparse.ArgumentTypeError(f"{item!r}: want PHASE=K with PHASE one of {', '.join(REPEATABLE)}, K >= 1")
         out[name] = int(k)
     return out
 

@@ -33,7 +33,10 @@ from the profile): the phase then runs K times in the repetition, each time on a
 each time its own turn of an A/B pair (``bench/interleave.py``); the sample is the median of the K
 timings and ``extra["samples"]`` keeps all of them, in order, so the A/B analysis can pair the
 k-th timing of one side with the k-th of the other (one phase apart in time). The extra runs of
-``materialise`` go to throwaway stores before the one the later phases use.
+``materialise`` and ``remove`` go to throwaway stores before the one the later phases use: each is
+materialised, given a container (created, mounted and unmounted, untimed) and removed again, so a
+repeated ``remove`` deletes the same layers and read-write layer the main one does (without the
+committed image, which only the main store has).
 
 Modules lamina imports lazily (the HTTP client, decompressors) are imported before anything is
 timed: an import is the process's one-off cost, not a phase's. Layer sources are read into the
@@ -81,6 +84,8 @@ PHASES: tuple[Phase, ...] = (
     Phase("remove", "remove", "remove the container and its images with all their layers"),
 )
 PHASE_NAMES: tuple[str, ...] = tuple(p.name for p in PHASES)
+# the phases a profile may repeat K times per repetition (module docstring)
+REPEATABLE = ("pull", "load", "materialise", "remove")
 BY_NAME = {p.name: p for p in PHASES}
 # the path from "image in a registry" to "container running", for the waterfall plot
 CRITICAL_PATH = ("pull", "create", "mount", "start")
@@ -445,7 +450,7 @@ class Lifecycle:
         root = self._root("main")
         destroy_store(root, self.driver)
         fs.warm([lf.tar for lf in self.w.layers])
-        runs = self._throwaway_materialises() if "materialise" in self.wanted else []
+        runs = self._throwaway_stores()
         store = Store(root, driver=self.driver)
         container = None
         mounted = False
@@ -456,8 +461,8 @@ class Lifecycle:
                 self._skip_rest(main, "materialise failed")
                 return self.result()
             finally:
-                if runs and "materialise" in self.out:
-                    self._fold_repeats("materialise", [*runs, self.out["materialise"]])
+                if runs["materialise"] and "materialise" in self.out:
+                    self._fold_repeats("materialise", [*runs["materialise"], self.out["materialise"]])
             if "commit" in self.wanted:
                 self._record_blobs(store)
 
@@ -471,24 +476,18 @@ class Lifecycle:
                 self._container_phases(store, container)
                 mounted = store.containers.mounted(container) > 0
             try:
-                def remove() -> None:
-                    if container is not None:
-                        store.remove_container(container.id, force=True)
-                    for name in ("bench/commit:latest", self.w.ref):
-                        with contextlib.suppress(Exception):
-                            if name == self.w.ref:
-                                store.rmi(name, force=True)
-                            else:
-                                store.rmi(name)
                 if container is not None and mounted:
                     while store.containers.mounted(container) > 0:
                         store.containers.unmount(container)
-                self._time("remove", remove)
+                self._time("remove", lambda: self._remove(store, container))
                 left = store.layers.list()
                 if left and "remove" in self.out and self.out["remove"].seconds is not None:
                     self.out["remove"].extra = {"layers_left": len(left)}
             except Exception:
                 pass
+            finally:
+                if runs["remove"] and "remove" in self.out:
+                    self._fold_repeats("remove", [*runs["remove"], self.out["remove"]])
         finally:
             with contextlib.suppress(Exception):
                 store.close()
@@ -509,27 +508,52 @@ class Lifecycle:
         store.refs.add(parse_reference(self.w.ref), img.id)
         return img
 
-    def _throwaway_materialises(self) -> list[Outcome]:
-        """The first K-1 of K repeated materialises, each on a store of its own removed at once
-        (the K-th is the main store's, which the later phases use). Stops at the first failure."""
+    def _throwaway_stores(self) -> dict[str, list[Outcome]]:
+        """The first K-1 of K repeated materialises and removes, each pair on a store of its own:
+        the image materialised, a container created and mounted (untimed), then both removed
+        (the K-th of each is the main store's, which the later phases use). Stops at the first
+        failure. A store whose materialise is not repeated is still materialised (untimed): a
+        remove needs something to remove."""
         from graph import Store
 
-        runs: list[Outcome] = []
-        for k in range(1, self.repeats.get("materialise", 1)):
+        k_mat, k_rm = (self.repeats.get(n, 1) if n in self.wanted else 1 for n in ("materialise", "remove"))
+        runs: dict[str, list[Outcome]] = {"materialise": [], "remove": []}
+        for k in range(1, max(k_mat, k_rm)):
             root = self._root(f"mat{k}")
             destroy_store(root, self.driver)
             try:
                 with Store(root, driver=self.driver) as store:
-                    self._time("materialise", lambda: self._materialise(store))
+                    if k < k_mat:
+                        self._time("materialise", lambda: self._materialise(store))
+                    else:
+                        self._materialise(store)
+                    if k < k_rm:
+                        c = store.create_container(self.w.ref, name="bench", config=dict(CONTAINER_CONFIG))
+                        store.containers.mount(c)
+                        store.containers.unmount(c)
+                        self._time("remove", lambda: self._remove(store, c))
             except Exception:
                 pass
             finally:
                 destroy_store(root, self.driver)
-            o = self.out.pop("materialise", None)
-            if o is None or o.seconds is None:
-                break
-            runs.append(o)
+            for name, wanted in (("materialise", k < k_mat), ("remove", k < k_rm)):
+                o = self.out.pop(name, None)
+                if wanted:
+                    if o is None or o.seconds is None:
+                        return runs
+                    runs[name].append(o)
         return runs
+
+    def _remove(self, store: Any, container: Any) -> None:
+        """The container, then the images with every layer of theirs (the committed one first)."""
+        if container is not None:
+            store.remove_container(container.id, force=True)
+        for name in ("bench/commit:latest", self.w.ref):
+            with contextlib.suppress(Exception):
+                if name == self.w.ref:
+                    store.rmi(name, force=True)
+                else:
+                    store.rmi(name)
 
     def _record_blobs(self, store: Any) -> None:
         """Untimed: keep the layer blobs in the content store, as a pull would have, so ``commit``

@@ -396,7 +396,7 @@ class Runner:
         runnable_peers = []
         for pname in self.p.peers:
             peer = P.BY_NAME[pname]
-            why = P.applicable(peer, w.runnable, name in self.registry_refs, len(w.layers))
+            why = P.applicable(peer, w.runnable, name in self.registry_refs, len(w.layers), w.compression)
             if why is not None:
                 self.suite.add_skip("peer", pname, "", name, None, why)
             else:

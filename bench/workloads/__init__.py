@@ -131,6 +131,11 @@ class Workload:
     def blob_bytes(self) -> int:
         return sum(lf.blob_size for lf in self.layers)
 
+    @property
+    def compression(self) -> str:
+        """Of the layer blobs: "gzip" or "zstd"."""
+        return str(self.spec.get("compression", "gzip"))
+
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["layers"] = [lf.to_json() for lf in self.layers]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +62,7 @@ def test_ab_compare_of_head_against_itself(tmp_path: Path) -> None:
     work, out, cache = tmp_path / "work", tmp_path / "ab", tmp_path / "revs"
     argv = [sys.executable, "-m", "bench", "compare", "--base", "HEAD", "--pairs", "3", "--drivers", "vfs",
             "--workloads", "small-files-40", "--phases", "materialise,create,mount,remove",
-            "--repeats", "materialise=3", "--work-dir", str(work), "--out", str(out)]
+            "--repeats", "materialise=3,remove=2", "--work-dir", str(work), "--out", str(out)]
     try:
         p = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=900,
                            env=dict(os.environ, LAMINA_BENCH_REVS=str(cache)))
@@ -89,15 +90,26 @@ def _check_ab(p: "subprocess.CompletedProcess[str]", out: Path, cache: Path, tmp
         a, b = log[i], log[i + 1]
         assert (a["rep"], a["kind"]) == (b["rep"], b["kind"]) and {a["side"], b["side"]} == {"base", "new"}
     # lifecycles interleaved phase by phase (the default): both workers of a pair started together
-    # and handed the token back at each of the 4 phases asked for, materialise 3 times
-    for t in (t for t in log if t["kind"] == "lifecycle"):
-        assert t["interleave"] == "phase" and t["turns"] == 4 + 2, t
+    # and handed the token back at each of the 4 phases asked for, materialise 3 times, remove twice
+    lifecycles = [t for t in log if t["kind"] == "lifecycle"]
+    for t in lifecycles:
+        assert t["interleave"] == "phase" and t["turns"] == 4 + 2 + 1, t
+    # the two store roots change hands from pair to pair
+    roots = {(t["rep"], t["side"]): t["root"] for t in lifecycles}
+    for rep in range(3):
+        assert roots[rep, "base"] != roots[rep, "new"]
+        if rep:
+            assert roots[rep, "base"] == roots[rep - 1, "new"], roots
     # each repetition's materialise sample is the median of its 3 timings, all of them kept
     for suite in run.suites.values():
         c = suite.cell("phase", "materialise", "vfs", "small-files-40")
         assert c is not None and sorted(c.extra["repeats"]) == ["0", "1", "2"]
         for rep, x in zip(c.reps, c.samples):
             assert len(c.extra["repeats"][str(rep)]) == 3 and x == pytest.approx(sorted(c.extra["repeats"][str(rep)])[1])
+        c = suite.cell("phase", "remove", "vfs", "small-files-40")
+        assert c is not None and all(len(c.extra["repeats"][str(rep)]) == 2 for rep in c.reps)
+        for rep, x in zip(c.reps, c.samples):
+            assert x == pytest.approx(statistics.median(c.extra["repeats"][str(rep)]))
     assert all("interleave" not in t for t in log if t["kind"] == "concurrent")
     rows = run.rows()
     mat = next(r for r in rows if r.label == "materialise / vfs / small-files-40")
