@@ -42,7 +42,10 @@ class Record:
         cls._fields = tuple(fields)
         cls._compared = tuple(f for f in fields if f not in cls._uncompared)
         cls.__match_args__ = cls._fields
-        cls._post = getattr(cls, "__post_init__", None)
+        for name in cls.__dict__:  # a misspelt hook would be skipped in silence: refuse it
+            if name != "__post_init__" and name.replace("_", "").lower() == "postinit":
+                raise TypeError(f"{cls.__qualname__}.{name}: the hook run after construction is __post_init__")
+        cls._post = next((k.__dict__["__post_init__"] for k in cls.__mro__ if "__post_init__" in k.__dict__), None)
         if cls._ordered:
             cls.__lt__ = _order(tuple.__lt__)  # type: ignore[method-assign]
             cls.__le__ = _order(tuple.__le__)  # type: ignore[method-assign]

@@ -98,3 +98,24 @@ def test_pickle_and_copy_round_trip() -> None:
     assert pickle.loads(pickle.dumps(Checked(4))) == Checked(4)
     b = Bag([1], 2)
     assert copy.deepcopy(b) == b and copy.deepcopy(b).items is not b.items
+
+
+@pytest.mark.parametrize("hook", ["_post_init", "__post_init", "__postinit__", "post_init"])
+def test_a_misspelt_post_init_hook_is_refused(hook: str) -> None:
+    """A hook under another spelling would never run; the class is refused when it is defined."""
+    with pytest.raises(TypeError, match="__post_init__"):
+        type("Bad", (Record,), {"__slots__": ("x",), hook: lambda self: None})
+
+
+def test_post_init_is_inherited() -> None:
+    class Base(Record):
+        __slots__ = ("x",)
+
+        def __post_init__(self) -> None:
+            self.x = self.x * 2
+
+    class Child(Base):
+        __slots__ = ("y",)
+        _defaults = {"y": 0}
+
+    assert Child(3).x == 6
