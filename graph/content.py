@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
 from drivers.sys.durable import fsync_dir, start_writeback
 from drivers.sys.flock import Flock
 from drivers.sys.record import Frozen
-from graph.digest import Digest
+from graph.digest import Digest, sha256 as _sha256
 from graph.errors import Conflict, Corrupt, DigestMismatch, InvalidInput, NotFound, Unsupported
 from graph.verify import CHUNK, hash_stream
 
@@ -92,13 +92,6 @@ def _crash_point(step: str) -> None:
     if _crash_hook is not None:
         _crash_hook(step)
 
-
-def _sha256(data: bytes = b"") -> "hashlib._Hash":
-    """hashlib.sha256, imported on first use: OpenSSL's binding costs milliseconds to load and
-    ``lamina images`` (which opens this store) hashes nothing."""
-    import hashlib
-
-    return hashlib.sha256(data)
 
 
 class IngestStatus(Frozen):

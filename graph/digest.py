@@ -12,9 +12,12 @@ Drivers never see any of these: they get a random ``CacheID`` (``drivers.base``)
 from __future__ import annotations
 
 import re
-from typing import Iterable, NewType
+from typing import TYPE_CHECKING, Iterable, NewType
 
 from drivers.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import hashlib
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _ALGO_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
@@ -44,9 +47,15 @@ class Digest(str):
 
     @classmethod
     def of(cls, data: bytes) -> "Digest":
-        import hashlib  # here: OpenSSL's binding costs milliseconds at start-up, and a listing hashes nothing
+        return cls("sha256:" + sha256(data).hexdigest())
 
-        return cls("sha256:" + hashlib.sha256(data).hexdigest())
+
+def sha256(data: bytes = b"") -> "hashlib._Hash":
+    """hashlib.sha256, imported on first use: OpenSSL's binding costs milliseconds to load, and
+    ``lamina images`` (which opens a store) hashes nothing. Every sha256 of the graph is made here."""
+    import hashlib
+
+    return hashlib.sha256(data)
 
 
 DiffID = NewType("DiffID", Digest)

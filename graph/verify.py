@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from graph.digest import Digest
+from graph.digest import Digest, sha256
 from graph.errors import DigestMismatch, LaminaError, Unsupported
 
 if TYPE_CHECKING:
@@ -42,9 +42,7 @@ class HashingReader(io.RawIOBase):
     def __init__(self, raw: BinaryIO) -> None:
         super().__init__()
         self._raw = raw
-        import hashlib  # here, not at start-up (OpenSSL's binding; a listing hashes nothing)
-
-        self._hash = hashlib.sha256()
+        self._hash = sha256()
         self._count = 0
         self._limit: int | None = None  # a VerifyingReader caps reads at its size + 1
         self._raw_readinto = getattr(raw, "readinto", None)
