@@ -360,7 +360,7 @@ class Lifecycle:
 
     def _fold_repeats(self, name: str, outcomes: list[Outcome]) -> None:
         """One outcome from the K timings of a repeated phase: the median as the sample, every
-        timing in ``extra["samples"]``, the CPU time of the median run. A failed run fails the
+        timing in ``extra["samples"]``, the median of their CPU times. A failed run fails the
         phase (its outcome is kept as it is)."""
         if len(outcomes) < 2 or any(o.seconds is None for o in outcomes):
             bad = next((o for o in outcomes if o.seconds is None), None)
@@ -368,11 +368,11 @@ class Lifecycle:
                 self.out[name] = bad
             return
         times = [o.seconds for o in outcomes if o.seconds is not None]
-        mid = sorted(range(len(times)), key=times.__getitem__)[len(times) // 2]
-        med = statistics.median(times)
+        cpus = [o.cpu_seconds for o in outcomes if o.cpu_seconds is not None]
         extra = dict(outcomes[-1].extra or {})
         extra["samples"] = times
-        self.out[name] = Outcome(seconds=med, cpu_seconds=outcomes[mid].cpu_seconds, extra=extra)
+        self.out[name] = Outcome(seconds=statistics.median(times),
+                                 cpu_seconds=round(statistics.median(cpus), 5) if cpus else None, extra=extra)
 
     def _skip_rest(self, names: list[str], why: str) -> None:
         for n in names:
