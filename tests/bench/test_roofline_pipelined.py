@@ -32,3 +32,17 @@ def test_pull_limit_is_the_total_over_the_cores_when_that_is_larger() -> None:
 
 def test_pull_limit_is_the_slowest_step_on_many_cores() -> None:
     assert limit_samples(_pull_suite(8, PARTS), "overlay", "w", "pull") == {0: pytest.approx(0.6)}
+
+
+def test_a_zstd_workload_s_pull_limit_decompresses_with_zstd() -> None:
+    """realistic-zstd's blobs are zstd: its limit takes zstd -d where a gzip workload takes
+    ISA-L gunzip (and has a limit even though no gunzip measure ran for it)."""
+    parts = {k: v for k, v in PARTS.items() if k[1] != "gunzip-isal"}
+    parts[("roofline", "zstd-d", "cpu")] = 0.2
+    s = _pull_suite(2, parts)
+    assert limit_samples(s, "overlay", "w", "pull") is None  # a gzip workload needs its gunzip
+    s.workloads["w"]["spec"] = {"compression": "zstd"}
+    # 0.1 + 0.2 + 0.2 + 0.1 + 0.6 = 1.2 s of work on 2 cores: 0.6 s, as tar -x alone
+    assert limit_samples(s, "overlay", "w", "pull") == {0: pytest.approx(0.6)}
+    s.machine["cpus"] = 1
+    assert limit_samples(s, "overlay", "w", "pull") == {0: pytest.approx(1.2)}
