@@ -70,14 +70,18 @@ class Peer:
     what: str
     needs_registry: bool = False
     needs_runnable: bool = False
+    needs_umoci: bool = False  # works on umoci's unpack: the unpack itself and the bare runtimes on its bundle
 
 
 PEERS: tuple[Peer, ...] = (
     Peer("skopeo copy", "pull", "skopeo", "download + verify into an OCI layout (no apply)", needs_registry=True),
     Peer("podman pull", "pull", "podman", "download + verify + apply, overlay storage", needs_registry=True),
-    Peer("umoci unpack", "materialise", "umoci", "gunzip + apply every layer into a bundle (+ mtree)"),
-    Peer("crun run", "start", "crun", "bare crun run /bin/true of a prepared bundle", needs_runnable=True),
-    Peer("runc run", "start", "runc", "bare runc run /bin/true of a prepared bundle", needs_runnable=True),
+    Peer("umoci unpack", "materialise", "umoci", "gunzip + apply every layer into a bundle (+ mtree)",
+         needs_umoci=True),
+    Peer("crun run", "start", "crun", "bare crun run /bin/true of a prepared bundle", needs_runnable=True,
+         needs_umoci=True),
+    Peer("runc run", "start", "runc", "bare runc run /bin/true of a prepared bundle", needs_runnable=True,
+         needs_umoci=True),
     Peer("podman run", "start", "podman", "podman run --rm /bin/true (runc): create+mount+start+remove",
          needs_registry=True, needs_runnable=True),
     Peer("fuse-overlayfs mount", "mount", "fuse-overlayfs", "mount the layers with fuse-overlayfs"),
@@ -114,15 +118,14 @@ def applicable(p: Peer, runnable: bool, registry: bool, layers: int, compression
     missing = tool_missing(p.tool)
     if missing:
         return missing
-    if compression == "zstd" and (p.name == "umoci unpack" or p.name in ("crun run", "runc run")):
-        # umoci 0.4 (Debian 12's) refuses tar+zstd blobs ("blob is not correct mediatype"); the
-        # bare runtimes run umoci's bundle
+    if p.needs_umoci and compression == "zstd":
+        # umoci 0.4 (Debian 12's) refuses tar+zstd blobs ("blob is not correct mediatype")
         return "umoci unpacks gzip layers only here; the bare runtimes run its bundle"
     if p.needs_registry and not registry:
         return "no local registry (docker-registry missing or failed to start)"
     if p.needs_runnable and not runnable:
         return "the workload has no /bin/true to run"
-    if p.needs_runnable and p.name in ("crun run", "runc run") and tool_missing("umoci"):
+    if p.needs_umoci and tool_missing("umoci"):
         return "the bundle comes from umoci unpack, which is missing"
     if p.tool == "fuse-overlayfs" and layers > FUSE_MAX_LAYERS:
         return f"more than {FUSE_MAX_LAYERS} layers"

@@ -548,12 +548,10 @@ class Lifecycle:
         """The container, then the images with every layer of theirs (the committed one first)."""
         if container is not None:
             store.remove_container(container.id, force=True)
-        for name in ("bench/commit:latest", self.w.ref):
-            with contextlib.suppress(Exception):
-                if name == self.w.ref:
-                    store.rmi(name, force=True)
-                else:
-                    store.rmi(name)
+        with contextlib.suppress(Exception):
+            store.rmi("bench/commit:latest")
+        with contextlib.suppress(Exception):
+            store.rmi(self.w.ref, force=True)
 
     def _record_blobs(self, store: Any) -> None:
         """Untimed: keep the layer blobs in the content store, as a pull would have, so ``commit``
